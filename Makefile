@@ -1,0 +1,62 @@
+# Everything runs inside .venv/, created from the lock file on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export STROKE_HOME ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
+
+.PHONY: install run ui mlflow-ui serve test test-all lint format build bench lock clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $@
+
+## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.
+run: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster job execute -m stroke_dagster.definitions -j training_job
+
+## ui: Dagster webserver + daemon, so schedules and sensors tick.
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(STROKE_HOME)/mlflow.db --port 5000
+
+serve: install
+	$(BIN)/stroke serve
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+build:
+	docker build -t stroke-dagster:latest .
+
+bench: install
+	$(BIN)/python benchmarks/model_quality.py
+	$(BIN)/python benchmarks/synthetic_quality.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/serving.py
+
+## lock: re-resolve every transitive pin (requirements.lock) after changing pyproject.toml.
+lock:
+	$(BIN)/uv pip compile --python-version 3.11 --extra dev --generate-hashes pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

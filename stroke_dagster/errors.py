@@ -1,0 +1,5 @@
+"""Errors that carry a one-line, user-facing message (CLI exit code 2, HTTP 422)."""
+
+
+class InputError(ValueError):
+    """The input cannot be used as a whole: unreadable file, missing columns, wrong column type."""
