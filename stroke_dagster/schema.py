@@ -40,8 +40,12 @@ NUMERIC_FIELDS: tuple[NumericField, ...] = (
 )
 
 BINARY_FIELDS: tuple[NumericField, ...] = (
-    NumericField("hypertension", 0, 1, integer=True, description="1 if the patient has hypertension."),
-    NumericField("heart_disease", 0, 1, integer=True, description="1 if the patient has heart disease."),
+    NumericField(
+        "hypertension", 0, 1, integer=True, description="1 if the patient has hypertension."
+    ),
+    NumericField(
+        "heart_disease", 0, 1, integer=True, description="1 if the patient has heart disease."
+    ),
 )
 
 CATEGORICAL_FIELDS: tuple[CategoricalField, ...] = (
@@ -74,7 +78,9 @@ RAW_COLUMNS: tuple[str, ...] = (ID, *FEATURES, TARGET)
 # Columns a cohort file must have (no label: cohorts arrive unlabelled).
 REQUIRED_COLUMNS: tuple[str, ...] = (ID, *FEATURES)
 # Text that means "missing" in the files we receive (Kaggle writes N/A for a missing bmi).
-MISSING_MARKERS: frozenset[str] = frozenset({"", "N/A", "NA", "n/a", "na", "NaN", "nan", "null", "NULL", "None"})
+MISSING_MARKERS: frozenset[str] = frozenset(
+    {"", "N/A", "NA", "n/a", "na", "NaN", "nan", "null", "NULL", "None"}
+)
 
 FIELDS_BY_NAME: dict[str, NumericField | CategoricalField] = {
     f.name: f for f in (*NUMERIC_FIELDS, *BINARY_FIELDS, *CATEGORICAL_FIELDS)

@@ -98,7 +98,10 @@ def validate_patients(
         flag(text.notna() & values.isna(), f"{field.name} is not a number")
         if not field.nullable:
             flag(text.isna(), f"{field.name} is missing")
-        flag(values.notna() & ~values.between(field.low, field.high), f"{field.name} out of range [{field.low:g}, {field.high:g}]")
+        flag(
+            values.notna() & ~values.between(field.low, field.high),
+            f"{field.name} out of range [{field.low:g}, {field.high:g}]",
+        )
         out[field.name] = values
 
     for field in BINARY_FIELDS:
@@ -113,7 +116,10 @@ def validate_patients(
         lookup = {c.lower(): c for c in field.categories}
         canonical = text.str.lower().map(lookup)
         flag(text.isna(), f"{field.name} is missing")
-        flag(text.notna() & canonical.isna(), f"{field.name} is not one of {', '.join(field.categories)}")
+        flag(
+            text.notna() & canonical.isna(),
+            f"{field.name} is not one of {', '.join(field.categories)}",
+        )
         out[field.name] = canonical.astype(object)
 
     if require_label or TARGET in raw.columns:

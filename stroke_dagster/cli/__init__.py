@@ -1,0 +1,46 @@
+"""The ``stroke`` command line: one sub-module per command, each imported only when it runs.
+
+A command module defines ``add_arguments(parser)`` (cheap: no heavy imports at module level) and
+``run(args) -> int``. :class:`~stroke_dagster.errors.InputError` becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "simulate": "Write synthetic patients in the raw schema.",
+    "train": "Validate, tune, evaluate, register and gate a model.",
+    "score": "Score a patient file with the champion model.",
+    "drift": "Check patient files for drift against the champion's reference data.",
+    "serve": "Run the online scoring API.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stroke", description="Stroke-risk scoring platform.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"stroke_dagster.cli.{name}")
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from stroke_dagster.errors import InputError
+
+    module = importlib.import_module(f"stroke_dagster.cli.{args.command}")
+    try:
+        return int(module.run(args) or 0)
+    except InputError as exc:
+        print(f"stroke {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
