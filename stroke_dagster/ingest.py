@@ -52,8 +52,8 @@ def iter_patient_batches(
 ) -> Iterator[pd.DataFrame]:
     """Stream a patient file as text DataFrames of at most ``batch_rows`` rows.
 
-    CSV columns are read as strings so that nothing is coerced before validation; Parquet columns keep
-    their types (validation accepts both).
+    CSV columns are read as strings so that nothing is coerced before validation; Parquet
+    columns keep their types (validation accepts both).
     """
     path = Path(path)
     _check_path(path)

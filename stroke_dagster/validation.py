@@ -85,7 +85,7 @@ def validate_patients(
             reasons.append(pd.Series(np.where(mask, reason, None), dtype=object))
 
     ids = _text(raw[ID])
-    # Integral floats from typed sources (Parquet, JSON) keep the integer spelling: 9046, not 9046.0.
+    # Integral floats from typed sources (Parquet, JSON) keep the integer spelling: 9046, not 9046.0
     as_num = pd.to_numeric(ids, errors="coerce")
     integral = as_num.notna() & (as_num == np.floor(as_num))
     ids = ids.mask(integral, as_num[integral].astype("Int64").astype("string"))

@@ -1,7 +1,8 @@
 """The ``stroke`` command line: one sub-module per command, each imported only when it runs.
 
 A command module defines ``add_arguments(parser)`` (cheap: no heavy imports at module level) and
-``run(args) -> int``. :class:`~stroke_dagster.errors.InputError` becomes one line on stderr and exit 2.
+``run(args) -> int``. An :class:`~stroke_dagster.errors.InputError` becomes one stderr line
+and exit code 2.
 """
 
 from __future__ import annotations
