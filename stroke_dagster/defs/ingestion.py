@@ -1,0 +1,156 @@
+"""Ingestion assets: the raw labelled file, its validated rows, and the train/holdout split."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.features import split_train_holdout
+from stroke_dagster.training_data import combine_labelled, load_raw_training_data
+from stroke_dagster.validation import validate_patients
+
+OWNERS = ["team:ml-platform"]
+GROUP = "ingestion"
+
+
+class SplitConfig(dg.Config):
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "pandas", "csv"},
+    owners=OWNERS,
+    description=(
+        "The labelled Kaggle stroke file at STROKE_RAW_CSV, read as text (BOM, CRLF and N/A "
+        "tolerated). Falls back to the project's synthetic patients, with a warning, when the "
+        "file is absent."
+    ),
+)
+def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.Output:
+    data = load_raw_training_data(stroke.settings(), synthetic_rows=stroke.synthetic_rows)
+    if data.synthetic:
+        context.log.warning(
+            f"SYNTHETIC DATA: no file at {stroke.settings().raw_csv}; using {data.source}. "
+            "Set STROKE_RAW_CSV to the Kaggle file to train on real patients."
+        )
+    return dg.Output(
+        data.frame,
+        metadata={
+            "source": data.source,
+            "synthetic": data.synthetic,
+            "rows": len(data.frame),
+            "columns": dg.MetadataValue.json(list(map(str, data.frame.columns))),
+            "preview": dg.MetadataValue.md(data.frame.head(5).to_markdown(index=False)),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "pandas"},
+    owners=OWNERS,
+    description=(
+        "Every labelled cohort received so far (STROKE_HOME/incoming/D.* joined with "
+        "STROKE_HOME/labels/D.csv), so that a retrain learns from the new population too."
+    ),
+)
+def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
+    from stroke_dagster.performance import labeled_cohorts
+
+    frame = labeled_cohorts(stroke.settings())
+    days = sorted(frame["cohort_date"].astype(str).unique()) if "cohort_date" in frame else []
+    return dg.Output(
+        frame,
+        metadata={"rows": len(frame), "days": len(days), "latest_day": days[-1] if days else ""},
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "pandas", "duckdb"},
+    owners=OWNERS,
+    pool="duckdb",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "quarantine_share_within_limit",
+            asset="clean_patients",
+            blocking=True,
+            description="Fails, and so blocks training, when too many rows were quarantined.",
+        )
+    ],
+    description=(
+        "Typed, validated labelled patients (raw file + labelled cohorts). Rows that break the "
+        "patient schema go to the DuckDB `quarantine` table with their reason."
+    ),
+)
+def clean_patients(
+    context: dg.AssetExecutionContext,
+    stroke: StrokeSettings,
+    raw_patients: pd.DataFrame,
+    labelled_cohorts: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    from stroke_dagster import warehouse
+
+    settings = stroke.settings()
+    sources = [("training", raw_patients)]
+    if len(labelled_cohorts):
+        sources.append(("labelled_cohorts", labelled_cohorts.drop(columns="cohort_date")))
+    valid_frames, rows_in, quarantined, reasons = [], 0, 0, pd.Series(dtype="int64")
+    for name, frame in sources:
+        result = validate_patients(frame, require_label=True)
+        rows_in += result.rows_in
+        quarantined += len(result.quarantine)
+        if len(result.quarantine):
+            warehouse.write_quarantine(result.quarantine, source=name, cohort_date=None)
+            reasons = reasons.add(result.quarantine["reason"].value_counts(), fill_value=0)
+        valid_frames.append(result.valid)
+    clean = combine_labelled(valid_frames)
+    share = quarantined / rows_in if rows_in else 0.0
+    context.log.info(f"{len(clean)} valid rows, {quarantined} quarantined ({share:.2%})")
+    yield dg.Output(
+        clean,
+        metadata={
+            "rows_in": rows_in,
+            "rows_valid": len(clean),
+            "rows_quarantined": quarantined,
+            "quarantined_share": share,
+            "max_quarantine_share": stroke.max_quarantine_share,
+            "stroke_prevalence": float(clean["stroke"].mean()) if len(clean) else 0.0,
+            "quarantine_reasons": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in reasons.items()}
+            ),
+            "warehouse": str(settings.warehouse_path),
+        },
+    )
+    limit = stroke.max_quarantine_share
+    yield dg.AssetCheckResult(
+        check_name="quarantine_share_within_limit",
+        passed=share <= limit,
+        metadata={"quarantined_share": share, "limit": limit},
+        description=f"{share:.2%} of rows quarantined (limit {limit:.2%})",
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "pandas"},
+    owners=OWNERS,
+    description="Stratified, seeded train/holdout split of the clean patients.",
+)
+def patient_split(
+    clean_patients: pd.DataFrame, config: SplitConfig
+) -> dg.Output[dict[str, pd.DataFrame]]:
+    train, holdout = split_train_holdout(clean_patients, config.holdout_fraction, config.seed)
+    return dg.Output(
+        {"train": train, "holdout": holdout},
+        metadata={
+            "train_rows": len(train),
+            "holdout_rows": len(holdout),
+            "train_strokes": int(train["stroke"].sum()),
+            "holdout_strokes": int(holdout["stroke"].sum()),
+            "seed": config.seed,
+        },
+    )

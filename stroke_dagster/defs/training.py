@@ -1,0 +1,151 @@
+"""Training assets: Optuna-tuned forest, holdout evaluation, registration and the champion gate.
+
+Each asset is a thin call into :mod:`stroke_dagster.training` / :mod:`stroke_dagster.registry`, the
+same functions ``stroke train`` runs. The ``mlflow`` resource (dagster-mlflow) makes every step of
+one Dagster run log into one MLflow run; Optuna trials become nested runs under it.
+"""
+
+import base64
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow import end_mlflow_on_run_finished
+from dagster_mlflow.resources import MlFlow
+
+from stroke_dagster import registry, training
+from stroke_dagster.defs.resources import StrokeSettings
+
+OWNERS = ["team:ml-platform"]
+GROUP = "training"
+
+
+class TuningConfig(dg.Config):
+    """Launchpad settings of the Optuna search (defaults = ``stroke train``'s)."""
+
+    n_trials: int = training.DEFAULT_N_TRIALS
+    cv_folds: int = training.DEFAULT_CV_FOLDS
+    seed: int = 0
+
+
+def _png_markdown(title: str, png: bytes) -> str:
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "sklearn", "optuna", "mlflow"},
+    owners=OWNERS,
+    description=(
+        "Optuna (TPE, seeded) search over a median-impute + scale + one-hot + RandomForest "
+        "pipeline, maximising stratified-CV ROC AUC among calibrated trials (CV Brier no worse "
+        "than no-skill); the best pipeline refit on the whole training split."
+    ),
+)
+def tuned_model(
+    context: dg.AssetExecutionContext,
+    config: TuningConfig,
+    mlflow: dg.ResourceParam[MlFlow],
+    patient_split: dict[str, pd.DataFrame],
+) -> dg.Output[dict[str, Any]]:
+    train = patient_split["train"]
+    tuning = training.tune(
+        train, n_trials=config.n_trials, seed=config.seed, cv_folds=config.cv_folds
+    )
+    pipeline = training.fit_final(train, tuning.best_params)
+    context.log.info(f"best trial {tuning.best_trial}: CV ROC AUC {tuning.cv_roc_auc:.4f}")
+    return dg.Output(
+        {"pipeline": pipeline, "tuning": tuning},
+        metadata={
+            "cv_roc_auc": tuning.cv_roc_auc,
+            "cv_brier": tuning.cv_brier,
+            "brier_ceiling": tuning.brier_ceiling,
+            "n_trials": tuning.n_trials,
+            "best_trial": tuning.best_trial,
+            "best_params": dg.MetadataValue.json(
+                {k: v for k, v in tuning.best_params.items() if k not in ("n_jobs",)}
+            ),
+            "tuning_seconds": round(tuning.seconds, 1),
+            "mlflow_run_id": mlflow.active_run().info.run_id,
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "sklearn"},
+    owners=OWNERS,
+    description=(
+        "Holdout metrics of the tuned pipeline (ROC AUC, PR AUC, Brier, accuracy, sensitivity and "
+        "specificity at the high-risk threshold) with ROC and calibration plots; risk-tier "
+        "thresholds come from out-of-fold training predictions, never from the holdout."
+    ),
+)
+def model_evaluation(
+    tuned_model: dict[str, Any], patient_split: dict[str, pd.DataFrame]
+) -> dg.Output[training.Evaluation]:
+    tuning = tuned_model["tuning"]
+    evaluation = training.evaluate(
+        tuned_model["pipeline"], patient_split["holdout"], tuning.thresholds
+    )
+    metadata: dict[str, Any] = {k: float(v) for k, v in evaluation.metrics().items()}
+    metadata.update(
+        {
+            "threshold_elevated": evaluation.thresholds.elevated,
+            "threshold_high": evaluation.thresholds.high,
+            "tier_counts": dg.MetadataValue.json(evaluation.tier_counts),
+            "roc_curve": dg.MetadataValue.md(_png_markdown("ROC", evaluation.roc_png)),
+            "calibration": dg.MetadataValue.md(
+                _png_markdown("Calibration", evaluation.calibration_png)
+            ),
+        }
+    )
+    return dg.Output(evaluation, metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"mlflow"},
+    owners=OWNERS,
+    description=(
+        "A new version of StrokeRF in the MLflow registry (pipeline with signature and input "
+        "example, metrics, plots, thresholds, reference data). The `champion` alias moves to it "
+        "only through the gate; otherwise it becomes `challenger`."
+    ),
+)
+def registered_model(
+    context: dg.AssetExecutionContext,
+    stroke: StrokeSettings,
+    mlflow: dg.ResourceParam[MlFlow],
+    tuned_model: dict[str, Any],
+    model_evaluation: training.Evaluation,
+    patient_split: dict[str, pd.DataFrame],
+) -> dg.MaterializeResult:
+    train, holdout = patient_split["train"], patient_split["holdout"]
+    version = registry.register_model(
+        tuned_model["pipeline"], train, holdout, model_evaluation, tuned_model["tuning"]
+    )
+    decision = registry.gate(
+        version, holdout, model_evaluation, stroke.auc_floor, stroke.gate_tolerance
+    )
+    context.log.info(f"{registry.MODEL_NAME} v{version} -> {decision.alias}: {decision.reason}")
+    return dg.MaterializeResult(
+        metadata={
+            "model_name": registry.MODEL_NAME,
+            "version": version,
+            "alias": decision.alias,
+            "gate_reason": decision.reason,
+            "previous_champion": decision.previous_champion or "",
+            "holdout_roc_auc": model_evaluation.roc_auc,
+            "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
+            "mlflow_run_id": mlflow.active_run().info.run_id,
+        }
+    )
+
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("ingestion", GROUP),
+    hooks={end_mlflow_on_run_finished},
+    description="Ingest -> validate -> tune -> evaluate -> register -> gate (the main job).",
+)

@@ -1,0 +1,152 @@
+"""The training graph as Dagster runs it: real runs, a real MLflow sqlite store and registry."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from stroke_dagster.definitions import defs as load_defs
+from stroke_dagster.registry import configure_mlflow, load_model
+from stroke_dagster.simulate import simulate_patients, write_patients
+
+FAST = {"ops": {"tuned_model": {"config": {"n_trials": 2, "cv_folds": 3}}}}
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return load_defs()
+
+
+def _run(defs: dg.Definitions, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("training_job")
+    with dg.instance_for_test() as instance:
+        return job.execute_in_process(
+            run_config=run_config or FAST, instance=instance, raise_on_error=False
+        )
+
+
+def _client() -> MlflowClient:
+    configure_mlflow()
+    return MlflowClient()
+
+
+def test_every_asset_is_documented_for_the_ui(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description, f"{name} has no description"
+        assert node.group_name and node.group_name != "default", f"{name} has no group"
+        assert node.owners, f"{name} has no owners"
+        assert any(tag.startswith("dagster/kind/") for tag in node.tags), f"{name} has no kinds"
+
+
+def test_training_job_registers_a_gated_champion(
+    defs: dg.Definitions, stroke_home: Path, synthetic_train_csv: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STROKE_RAW_CSV", str(synthetic_train_csv))
+    result = _run(defs)
+    assert result.success
+
+    raw_meta = result.asset_materializations_for_node("raw_patients")[0].metadata
+    assert raw_meta["synthetic"].value is False and raw_meta["rows"].value == 1500
+    clean_meta = result.asset_materializations_for_node("clean_patients")[0].metadata
+    assert clean_meta["rows_quarantined"].value == 0
+    eval_meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert 0.5 < eval_meta["holdout_roc_auc"].value <= 1.0
+    assert "data:image/png;base64," in eval_meta["roc_curve"].value
+    reg_meta = result.asset_materializations_for_node("registered_model")[0].metadata
+    assert reg_meta["alias"].value == "champion" and reg_meta["version"].value == "1"
+
+    client = _client()
+    assert client.get_model_version_by_alias("StrokeRF", "champion").version == "1"
+    # One Dagster run is one MLflow run; the Optuna trials are nested under it.
+    runs = client.search_runs([client.get_experiment_by_name("stroke-risk").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert str(stroke_home) in parents[0].info.artifact_uri  # artifacts under STROKE_HOME
+
+    # The registered pipeline takes raw patient columns and returns probabilities.
+    cohort = simulate_patients(50, seed=11, with_label=False)
+    probabilities = load_model("champion").predict_proba(cohort)
+    assert probabilities.shape == (50,) and ((probabilities >= 0) & (probabilities <= 1)).all()
+
+    # A second model that fails the gate (floor above any AUC) becomes challenger only.
+    result = _run(defs, {**FAST, "resources": {"stroke": {"config": {"auc_floor": 0.999}}}})
+    assert result.success
+    reg_meta = result.asset_materializations_for_node("registered_model")[0].metadata
+    assert reg_meta["alias"].value == "challenger" and reg_meta["version"].value == "2"
+    assert client.get_model_version_by_alias("StrokeRF", "champion").version == "1"
+    assert client.get_model_version_by_alias("StrokeRF", "challenger").version == "2"
+
+
+def test_missing_raw_file_falls_back_to_synthetic_loudly(
+    defs: dg.Definitions, stroke_home: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STROKE_RAW_CSV", str(stroke_home / "absent.csv"))
+    job = defs.resolve_job_def("training_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("raw_patients")],
+        )
+        meta = result.asset_materializations_for_node("raw_patients")[0].metadata
+        assert meta["synthetic"].value is True and meta["rows"].value == 5110
+        logs = instance.all_logs(result.run_id)
+        assert any("SYNTHETIC DATA" in (e.user_message or "") for e in logs)
+
+
+def test_too_many_quarantined_rows_block_training(
+    defs: dg.Definitions, stroke_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    patients = simulate_patients(600, seed=5)
+    patients.loc[:59, "age"] = 150  # 10% out of range: above the 5% limit
+    path = write_patients(patients, tmp_path / "dirty.csv")
+    monkeypatch.setenv("STROKE_RAW_CSV", str(path))
+    result = _run(defs)
+    assert not result.success
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("quarantine_share_within_limit", False)]
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert "clean_patients" in materialized and "tuned_model" not in materialized
+
+    from stroke_dagster import warehouse
+
+    rows = warehouse.query_df("select reason, count(*) as n from quarantine group by reason")
+    assert rows.set_index("reason")["n"].to_dict() == {"age out of range [0, 120]": 60}
+
+
+@pytest.mark.slow
+def test_dagster_cli_runs_the_training_job(
+    stroke_home: Path, synthetic_train_csv: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(FAST))
+    env = {**os.environ, "STROKE_RAW_CSV": str(synthetic_train_csv)}
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [
+            str(bin_dir / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "stroke_dagster.definitions",
+            "-j",
+            "training_job",
+            "-c",
+            str(config),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _client().get_model_version_by_alias("StrokeRF", "champion").version == "1"
