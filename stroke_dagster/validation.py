@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stroke_dagster.errors import InputError
 from stroke_dagster.schema import (
@@ -25,6 +27,67 @@ from stroke_dagster.schema import (
 )
 
 QUARANTINE_COLUMNS = ("row_number", "patient_id", "reason", "record")
+
+
+class SeenIds:
+    """The ids accepted so far in one file, kept compact so memory stays flat on huge cohorts.
+
+    Canonical integer ids (the usual case) are stored as sorted ``int64`` runs (8 bytes an id,
+    runs merged as they grow); any other id in a Python set. Membership is exact. Use it in place
+    of a plain ``set`` for ``validate_patients(seen_ids=...)``.
+    """
+
+    _INTEGER = r"^(?:0|[1-9][0-9]{0,17})$"
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+        self._other: set[str] = set()
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs) + len(self._other)
+
+    def _split(self, ids: pd.Series) -> tuple[pd.Series, np.ndarray]:
+        text = ids.astype("string[pyarrow]")
+        integral = text.str.match(self._INTEGER).fillna(False).to_numpy(dtype=bool)
+        return text, integral
+
+    def contains(self, ids: pd.Series) -> np.ndarray:
+        """Boolean mask: which of ``ids`` (text, no NA) were added before."""
+        text, integral = self._split(ids)
+        found = np.zeros(len(text), dtype=bool)
+        if integral.any() and self._runs:
+            numbers = text[integral].astype("int64").to_numpy()
+            hit = np.zeros(len(numbers), dtype=bool)
+            for run in self._runs:
+                pos = np.searchsorted(run, numbers).clip(max=len(run) - 1)
+                hit |= run[pos] == numbers
+            found[integral] = hit
+        if (~integral).any() and self._other:
+            found[~integral] = text[~integral].isin(list(self._other)).to_numpy(dtype=bool)
+        return found
+
+    def update(self, ids: list[str] | pd.Series) -> None:
+        text, integral = self._split(pd.Series(ids, dtype=object))
+        if integral.any():
+            self._runs.append(np.unique(text[integral].astype("int64").to_numpy()))
+            # Merge runs of similar size: O(log n) runs, O(n log n) total work.
+            while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+                last = self._runs.pop()
+                self._runs[-1] = np.union1d(self._runs[-1], last)
+        self._other.update(text[~integral].tolist())
+
+
+def _seen_before(ids: pd.Series, seen_ids: set[str] | SeenIds) -> np.ndarray:
+    """Mask of ``ids`` already in ``seen_ids`` (cost proportional to the batch, not the set)."""
+    present = ids.notna().to_numpy(dtype=bool)
+    found = np.zeros(len(ids), dtype=bool)
+    if not present.any():
+        return found
+    if isinstance(seen_ids, SeenIds):
+        found[present] = seen_ids.contains(ids[present])
+    else:
+        found[present] = [i in seen_ids for i in ids[present].tolist()]
+    return found
 
 
 @dataclass
@@ -45,12 +108,31 @@ def _text(series: pd.Series) -> pd.Series:
     return text.mask(text.isin(MISSING_MARKERS) | text.isna())
 
 
+def _to_float(text: pd.Series) -> pd.Series:
+    """``pd.to_numeric(text, errors="coerce")`` as float64; Arrow's cast when every value parses."""
+    try:
+        values = pc.cast(text.array._pa_array, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, AttributeError):
+        values = None
+    if values is None or np.isinf(values).any():  # spellings pandas and Arrow read differently
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+    return pd.Series(values, index=text.index, dtype="float64")
+
+
 def _numeric(name: str, text: pd.Series) -> pd.Series:
-    values = pd.to_numeric(text, errors="coerce")
+    values = _to_float(text)
     present = text.notna()
     if present.any() and values[present].isna().all() and present.sum() >= 1:
         raise InputError(f"column '{name}' is not numeric")
     return values.astype("float64")
+
+
+def _canonical_category(text: pd.Series, categories: tuple[str, ...]) -> pd.Series:
+    """Case-insensitive match of ``text`` to ``categories``: the category's spelling, or NA."""
+    lowered = pc.utf8_lower(text.array._pa_array)
+    index = pc.index_in(lowered, value_set=pa.array([c.lower() for c in categories]))
+    spelled = pc.take(pa.array(categories, type=pa.string()), index)
+    return pd.Series(spelled.to_numpy(zero_copy_only=False), index=text.index, dtype=object)
 
 
 def check_columns(columns: list[str] | pd.Index, *, require_label: bool = False) -> None:
@@ -65,7 +147,7 @@ def validate_patients(
     raw: pd.DataFrame,
     *,
     require_label: bool = False,
-    seen_ids: set[str] | None = None,
+    seen_ids: set[str] | SeenIds | None = None,
     row_offset: int = 0,
 ) -> ValidationResult:
     """Type and check ``raw`` (text or typed columns) against the patient schema.
@@ -113,8 +195,7 @@ def validate_patients(
 
     for field in CATEGORICAL_FIELDS:
         text = _text(raw[field.name])
-        lookup = {c.lower(): c for c in field.categories}
-        canonical = text.str.lower().map(lookup)
+        canonical = _canonical_category(text, field.categories)
         flag(text.isna(), f"{field.name} is missing")
         flag(
             text.notna() & canonical.isna(),
@@ -133,7 +214,10 @@ def validate_patients(
     # Duplicates: the first occurrence of an id wins; later ones (here or in earlier batches) go.
     ok_so_far = reason.isna() & ids.notna()
     dup_here = ok_so_far & ids.where(ok_so_far).duplicated(keep="first")
-    dup_before = ok_so_far & ids.isin(seen_ids) if seen_ids else pd.Series(False, index=raw.index)
+    if seen_ids:
+        dup_before = ok_so_far & pd.Series(_seen_before(ids, seen_ids), index=raw.index)
+    else:
+        dup_before = pd.Series(False, index=raw.index)
     reason = reason.mask(dup_here | dup_before, "duplicate id")
     bad = reason.notna().to_numpy()
 

@@ -1,0 +1,136 @@
+"""The served model: the ``champion`` alias, re-resolved periodically and swapped atomically.
+
+A request reads :attr:`ModelHolder.current` once and scores with that object to the end, so a
+swap (one attribute assignment) never affects a request in flight. Loading a new version happens
+beside the served one; only a fully loaded, checked model replaces it. A registry that cannot be
+reached, or an alias that disappears, leaves the served model in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stroke_dagster.api.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered version ready to score: the registry's ServingModel plus its scorer."""
+
+    model: Any  # stroke_dagster.registry.ServingModel
+    scorer: Scorer
+    loaded_at: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return str(self.model.name)
+
+    @property
+    def version(self) -> str:
+        return str(self.model.version)
+
+    @property
+    def thresholds(self) -> Any:
+        return self.model.thresholds
+
+
+def _registry_resolver(alias: str) -> str | None:
+    from stroke_dagster.registry import resolve_alias
+
+    return resolve_alias(alias)
+
+
+def _registry_loader(version: str) -> Any:
+    from stroke_dagster.registry import load_model
+
+    return load_model(version)
+
+
+class ModelHolder:
+    """Keeps the alias's current version loaded; :meth:`refresh` checks the registry once."""
+
+    def __init__(
+        self,
+        *,
+        alias: str = CHAMPION,
+        resolver: Callable[[str], str | None] = _registry_resolver,
+        loader: Callable[[str], Any] = _registry_loader,
+        reload_seconds: float = 30.0,
+    ) -> None:
+        self.alias = alias
+        self.resolver = resolver
+        self.loader = loader
+        self.reload_seconds = reload_seconds
+        self.current: LoadedModel | None = None
+        self.last_check: dt.datetime | None = None
+        self.last_error: str | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Resolve the alias; load and swap in its version if it moved. True when swapped."""
+        with self._refresh_lock:
+            self.last_check = dt.datetime.now(dt.UTC)
+            try:
+                version = self.resolver(self.alias)
+                if version is None:
+                    self.last_error = f"no model has the '{self.alias}' alias yet"
+                    return False
+                current = self.current
+                if current is not None and current.version == str(version):
+                    self.last_error = None
+                    return False
+                model = self.loader(str(version))
+                loaded = LoadedModel(model, Scorer(model.pipeline), dt.datetime.now(dt.UTC))
+            except Exception as exc:  # keep serving what we have
+                self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                log.warning("model refresh failed: %s", self.last_error)
+                return False
+            self.current = loaded
+            self.last_error = None
+            log.info(
+                "serving %s v%s (compiled path: %s)",
+                loaded.name,
+                loaded.version,
+                loaded.scorer.fast,
+            )
+            return True
+
+    def start(self) -> None:
+        """Re-resolve the alias every ``reload_seconds`` in a daemon thread (0: never)."""
+        if self.reload_seconds <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="model-reload", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.reload_seconds):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        current = self.current
+        return {
+            "ready": current is not None,
+            "model_name": current.name if current else None,
+            "model_version": current.version if current else None,
+            "loaded_at": current.loaded_at.isoformat() if current else None,
+            "last_check": self.last_check.isoformat() if self.last_check else None,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,316 @@
+"""Request telemetry: buffered in memory, flushed by a background thread to Parquet segments.
+
+A request only appends a dict to an in-memory list; a daemon thread writes the buffer every
+``flush_seconds`` as one Parquet file per UTC day under ``STROKE_HOME/telemetry/date=YYYY-MM-DD/``
+(written under a temporary name, then renamed: readers never see half a file). The service never
+opens the DuckDB warehouse, so it never competes with the pipeline for DuckDB's single writer;
+the warehouse exposes the segments as the view ``inference_log`` (``sql/ddl/inference_log.sql``).
+:meth:`TelemetryWriter.close` flushes what is left (the app calls it on shutdown).
+
+With ``store_features`` (``STROKE_TELEMETRY_FEATURES=1``; off by default: it keeps patient data)
+each scored patient's features are also written, to ``STROKE_HOME/telemetry_features/`` (outside
+the view's glob), and :func:`request_cohort` returns a day of them in the raw schema, so the drift
+monitor can treat live traffic as one more cohort.
+
+This module does not import FastAPI or Dagster: the daily summary (:func:`summarize_day`) runs
+in the Dagster asset ``inference_daily_summary``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stroke_dagster.risk import TIERS
+from stroke_dagster.schema import (
+    BINARY_FEATURES,
+    FEATURES,
+    ID,
+    NUMERIC_FEATURES,
+    REQUIRED_COLUMNS,
+)
+from stroke_dagster.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TELEMETRY_DIR = "telemetry"
+FEATURES_DIR = "telemetry_features"
+# Rows kept in memory at most while the disk is unwritable; newer rows are then counted as dropped.
+MAX_BUFFERED_ROWS = 1_000_000
+
+MEAN_COLUMNS: tuple[str, ...] = tuple(f"mean_{name}" for name in NUMERIC_FEATURES)
+TIER_COLUMNS: tuple[str, ...] = tuple(f"tier_{tier}" for tier in TIERS)
+
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("method", pa.string()),
+        ("path", pa.string()),
+        ("status_code", pa.int32()),
+        ("latency_ms", pa.float64()),
+        ("n_patients", pa.int32()),
+        *((name, pa.float64()) for name in MEAN_COLUMNS),
+        ("mean_probability", pa.float64()),
+        *((name, pa.int32()) for name in TIER_COLUMNS),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("worker_pid", pa.int32()),
+    ]
+)
+
+
+def _feature_type(name: str) -> pa.DataType:
+    if name in NUMERIC_FEATURES:
+        return pa.float64()
+    if name in BINARY_FEATURES:
+        return pa.int64()
+    return pa.string()
+
+
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("row_in_request", pa.int32()),
+        (ID, pa.string()),
+        *((name, _feature_type(name)) for name in FEATURES),
+        ("stroke_probability", pa.float64()),
+        ("risk_tier", pa.string()),
+    ]
+)
+
+
+def telemetry_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).home / TELEMETRY_DIR
+
+
+def features_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).home / FEATURES_DIR
+
+
+def feature_means(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """``mean_<feature>`` of each numeric feature over a request's patients (missing skipped)."""
+    means: dict[str, float | None] = {}
+    for name, column in zip(NUMERIC_FEATURES, MEAN_COLUMNS, strict=True):
+        values = [r[name] for r in records if r.get(name) is not None]
+        means[column] = float(sum(values) / len(values)) if values else None
+    return means
+
+
+def scoring_summary(
+    records: list[dict[str, Any]],
+    probabilities: np.ndarray,
+    tiers: np.ndarray,
+    model_name: str,
+    model_version: str,
+) -> dict[str, Any]:
+    """The scoring fields of one telemetry row (the middleware adds path, status, latency)."""
+    counts = {tier: 0 for tier in TIERS}
+    for tier in tiers:
+        counts[tier] += 1
+    return {
+        "n_patients": len(records),
+        **feature_means(records),
+        "mean_probability": float(np.mean(probabilities)) if len(records) else None,
+        **{f"tier_{tier}": n for tier, n in counts.items()},
+        "model_name": model_name,
+        "model_version": model_version,
+    }
+
+
+class TelemetryWriter:
+    """Thread-safe buffer of request rows with a background flush thread.
+
+    ``record`` never blocks on I/O. ``start`` launches the flush thread; ``close`` stops it and
+    writes whatever is buffered. With ``enabled=False`` every call is a no-op.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        enabled: bool = True,
+        store_features: bool = False,
+        flush_seconds: float = 5.0,
+    ) -> None:
+        self.home = Path(home)
+        self.enabled = enabled
+        self.store_features = store_features and enabled
+        self.flush_seconds = flush_seconds
+        self.rows_written = 0
+        self.rows_dropped = 0
+        self._rows: list[dict[str, Any]] = []
+        self._features: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sequence = itertools.count()
+
+    # -- recording (request path) ----------------------------------------------------------
+
+    def record(
+        self,
+        row: dict[str, Any],
+        features: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Buffer one request row (and its patients' feature rows, when they are kept)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if len(self._rows) >= MAX_BUFFERED_ROWS:
+                self.rows_dropped += 1
+                return
+            self._rows.append(row)
+            if features and self.store_features:
+                self._features.extend(features)
+
+    # -- flushing (background thread) -------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="telemetry-flush", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the flush thread and write every buffered row."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def flush(self) -> int:
+        """Write the buffered rows now; returns the number of request rows written."""
+        if not self.enabled:
+            return 0
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+                features, self._features = self._features, []
+            if not rows and not features:
+                return 0
+            try:
+                self._write(self.home / TELEMETRY_DIR, rows, REQUEST_SCHEMA)
+                if features:
+                    self._write(self.home / FEATURES_DIR, features, FEATURE_SCHEMA)
+            except Exception:
+                log.exception("telemetry flush failed; keeping %d rows for the next try", len(rows))
+                with self._lock:
+                    self._rows[:0] = rows
+                    self._features[:0] = features
+                return 0
+            self.rows_written += len(rows)
+            return len(rows)
+
+    def _write(self, root: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+        by_day: dict[dt.date, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_day.setdefault(row["ts"].astimezone(dt.UTC).date(), []).append(row)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        for day, day_rows in sorted(by_day.items()):
+            directory = root / f"date={day.isoformat()}"
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"part-{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
+            tmp = directory / f".{name}.tmp"
+            table = pa.Table.from_pylist(day_rows, schema=schema)
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, directory / name)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading (warehouse-free: plain Parquet)
+# ------------------------------------------------------------------------------------------
+
+
+def _day_files(root: Path, day: str | dt.date) -> list[Path]:
+    day = dt.date.fromisoformat(str(day))
+    return sorted((root / f"date={day.isoformat()}").glob("*.parquet"))
+
+
+def read_day(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:
+    """Every request row of one UTC day (empty frame with the columns when there are none)."""
+    files = _day_files(telemetry_dir(settings), day)
+    if not files:
+        return REQUEST_SCHEMA.empty_table().to_pandas()
+    tables = [pq.read_table(f, schema=REQUEST_SCHEMA) for f in files]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def request_cohort(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:
+    """One UTC day of scored online patients in the raw schema (``id`` + features), typed.
+
+    Empty unless the service ran with ``STROKE_TELEMETRY_FEATURES=1``. A patient sent without an
+    ``id`` gets ``<request_id>:<row>``, so every row has a unique identifier.
+    """
+    files = _day_files(features_dir(settings), day)
+    if not files:
+        frame = FEATURE_SCHEMA.empty_table().to_pandas()
+    else:
+        frame = pa.concat_tables(
+            [pq.read_table(f, schema=FEATURE_SCHEMA) for f in files]
+        ).to_pandas()
+        frame = frame.sort_values(["ts", "request_id", "row_in_request"], kind="stable")
+    generated = frame["request_id"].astype(str) + ":" + frame["row_in_request"].astype(str)
+    frame[ID] = frame[ID].where(frame[ID].notna(), generated).astype(object)
+    for name in FEATURES:
+        if name in NUMERIC_FEATURES:
+            frame[name] = frame[name].astype("float64")
+        elif name in BINARY_FEATURES:
+            frame[name] = frame[name].astype("int64")
+        else:
+            frame[name] = frame[name].astype(object)
+    return frame[list(REQUIRED_COLUMNS)].reset_index(drop=True)
+
+
+def summarize_day(settings: Settings | None, day: str | dt.date) -> dict[str, Any]:
+    """The day's service figures: traffic, errors, latency, mean probability, tier counts.
+
+    ``error_rate`` counts every 4xx/5xx answer; ``server_error_rate`` only 5xx. Latency
+    percentiles are over all requests; ``mean_probability`` is per patient (requests weighted by
+    their number of patients). Figures without data are ``None``.
+    """
+    df = read_day(settings, day)
+    requests = len(df)
+    scored = df[df["n_patients"].fillna(0) > 0]
+    patients = int(scored["n_patients"].sum()) if len(scored) else 0
+    summary: dict[str, Any] = {
+        "date": dt.date.fromisoformat(str(day)).isoformat(),
+        "request_count": requests,
+        "error_count": int((df["status_code"] >= 400).sum()),
+        "error_rate": float((df["status_code"] >= 400).mean()) if requests else None,
+        "server_error_rate": float((df["status_code"] >= 500).mean()) if requests else None,
+        "latency_p50_ms": float(df["latency_ms"].quantile(0.5)) if requests else None,
+        "latency_p99_ms": float(df["latency_ms"].quantile(0.99)) if requests else None,
+        "patients_scored": patients,
+        "mean_probability": (
+            float((scored["mean_probability"] * scored["n_patients"]).sum() / patients)
+            if patients
+            else None
+        ),
+        "model_versions": sorted(str(v) for v in df["model_version"].dropna().unique()),
+    }
+    for column in TIER_COLUMNS:
+        summary[f"{column}_count"] = int(df[column].fillna(0).sum())
+    return summary

@@ -1,0 +1,81 @@
+"""The two test engines behind the drift detector: alibi-detect (default) and plain SciPy.
+
+Both run the same univariate tests on the same encoded matrix: two-sample Kolmogorov-Smirnov
+(asymptotic p-value) for numeric columns and a chi-squared contingency test over the union of
+reference and cohort categories for categorical columns. alibi-detect is licensed under the Business
+Source License 1.1 (production use needs a licence from Seldon); the SciPy engine is the
+Apache-compatible alternative (``STROKE_DRIFT_BACKEND=scipy``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class ColumnTests(Protocol):
+    """Fitted per-column tests for one reference matrix."""
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(p_values, statistics)``, one per column of ``x``."""
+        ...
+
+
+class AlibiColumnTests:
+    """alibi-detect ``TabularDrift`` (KS for numeric, chi-squared for categorical columns).
+
+    The reference is passed already encoded (``x_ref_preprocessed=True``) as a float matrix, and the
+    categorical columns with the integer codes seen in the reference (``categories_per_feature``).
+    Only ``score`` is used: the correction is applied by the detector over every test of the day.
+    """
+
+    def __init__(self, x_ref: np.ndarray, categories: dict[int, list[int]]) -> None:
+        from alibi_detect.cd import TabularDrift  # slow import (seconds): only when fitting
+
+        self.detector = TabularDrift(
+            np.ascontiguousarray(x_ref, dtype=np.float64),
+            p_val=0.05,
+            categories_per_feature={int(k): [int(c) for c in v] for k, v in categories.items()},
+            x_ref_preprocessed=True,
+        )
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p_values, statistics = self.detector.score(np.ascontiguousarray(x, dtype=np.float64))
+        return np.asarray(p_values, dtype=float), np.asarray(statistics, dtype=float)
+
+
+class ScipyColumnTests:
+    """The same tests with ``scipy.stats.ks_2samp`` and ``scipy.stats.chi2_contingency``."""
+
+    def __init__(self, x_ref: np.ndarray, categories: dict[int, list[int]]) -> None:
+        self.x_ref = np.ascontiguousarray(x_ref, dtype=np.float64)
+        self.categories = {int(k): [int(c) for c in v] for k, v in categories.items()}
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.stats import chi2_contingency, ks_2samp
+
+        x = np.asarray(x, dtype=np.float64)
+        n_columns = self.x_ref.shape[1]
+        p_values, statistics = np.zeros(n_columns), np.zeros(n_columns)
+        for f in range(n_columns):
+            if f in self.categories:
+                seen = sorted(set(self.categories[f]) | set(np.unique(x[:, f]).tolist()))
+                table = np.array(
+                    [[(col == v).sum() for v in seen] for col in (self.x_ref[:, f], x[:, f])]
+                )
+                result = chi2_contingency(table)
+            else:
+                result = ks_2samp(self.x_ref[:, f], x[:, f], method="asymp")
+            statistics[f], p_values[f] = result.statistic, result.pvalue
+        return p_values, statistics
+
+
+def make_column_tests(
+    backend: str, x_ref: np.ndarray, categories: dict[int, list[int]]
+) -> ColumnTests:
+    if backend == "alibi":
+        return AlibiColumnTests(x_ref, categories)
+    if backend == "scipy":
+        return ScipyColumnTests(x_ref, categories)
+    raise ValueError(f"unknown drift backend {backend!r}")

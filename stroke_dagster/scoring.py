@@ -1,0 +1,344 @@
+"""Streaming cohort scoring: read in batches, validate, predict, tier, write; memory stays flat.
+
+Each batch of the input is validated (duplicates are caught across batches), its valid rows are
+scored with the model's ``predict_proba`` and tiered with the model's thresholds, and every other
+row is quarantined with its reason, so ``rows_in == rows_scored + rows_quarantined`` always.
+
+Results are appended batch by batch to an output CSV and/or to a Parquet file staged under
+``STROKE_HOME/tmp``; the staged day then replaces the warehouse day in one short transaction
+(DuckDB reads the Parquet file itself, so the day never has to fit in memory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches
+from stroke_dagster.risk import TIERS, RiskThresholds, assign_tiers
+from stroke_dagster.schema import (
+    BINARY_FEATURES,
+    CATEGORICAL_FEATURES,
+    FEATURES,
+    ID,
+    NUMERIC_FEATURES,
+    TARGET,
+)
+from stroke_dagster.settings import get_settings
+from stroke_dagster.validation import SeenIds, validate_patients
+
+SCORES_TABLE = "scores"
+COHORT_SOURCE = "cohort"
+OUTPUT_COLUMNS = ("id", "stroke_probability", "risk_tier")
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("row_number", pa.int64()),
+        ("patient_id", pa.string()),
+        ("reason", pa.string()),
+        ("record", pa.string()),
+    ]
+)
+_SCORE_SCHEMA = pa.schema(
+    [("patient_id", pa.string()), ("stroke_probability", pa.float64()), ("risk_tier", pa.string())]
+)
+
+
+class ScoringModel(Protocol):
+    """What scoring needs of a model (``registry.ServingModel`` provides it)."""
+
+    pipeline: Any
+    name: str
+    version: str
+    thresholds: RiskThresholds
+
+
+@dataclass
+class ScoreSummary:
+    """Counts of one scored input; ``rows_in == rows_scored + rows_quarantined``."""
+
+    rows_in: int
+    rows_scored: int
+    rows_quarantined: int
+    model_name: str
+    model_version: str
+    cohort_date: str | None = None
+    output: str | None = None
+    tier_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CohortSummary:
+    """Counts of one validated cohort day, and where its typed valid rows were written."""
+
+    cohort_date: str
+    source_file: str
+    path: str
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> CohortSummary:
+        return cls(**json.loads(path.read_text()))
+
+
+def predict_probabilities(model: ScoringModel, valid: pd.DataFrame) -> np.ndarray:
+    """Stroke probability of each valid row (the model's ``predict_proba``, positive class)."""
+    if len(valid) == 0:
+        return np.empty(0, dtype="float64")
+    return np.asarray(model.pipeline.predict_proba(valid[list(FEATURES)])[:, 1], dtype="float64")
+
+
+def _day(cohort_date: str | dt.date | None) -> str | None:
+    if cohort_date is None:
+        return None
+    return dt.date.fromisoformat(str(cohort_date)).isoformat()
+
+
+@contextmanager
+def _staging_dir() -> Iterator[Path]:
+    """A private directory under ``STROKE_HOME/tmp`` removed afterwards, whatever happens."""
+    path = get_settings().home / "tmp" / f"stage-{uuid.uuid4().hex}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _ParquetSink:
+    """Appends Arrow tables to one Parquet file, opened on the first write."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema, self._writer = path, schema, None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> Path:
+        """Finish the file (an empty one with the schema if nothing was written)."""
+        if self._writer is None:
+            pq.write_table(self.schema.empty_table(), self.path)
+        else:
+            self._writer.close()
+        return self.path
+
+
+def _quarantine_table(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(
+        df[list(_QUARANTINE_SCHEMA.names)], schema=_QUARANTINE_SCHEMA, preserve_index=False
+    )
+
+
+def iter_validated(
+    path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """``(valid, quarantine)`` per batch of a patient file; duplicate ids caught across batches."""
+    seen = SeenIds()
+    offset = 0
+    for raw in iter_patient_batches(path, batch_rows=batch_rows):
+        result = validate_patients(raw, seen_ids=seen, row_offset=offset)
+        offset += len(raw)
+        yield result.valid, result.quarantine
+
+
+def score_file(
+    path: str | Path,
+    model: ScoringModel,
+    *,
+    cohort_date: str | dt.date | None = None,
+    output_csv: str | Path | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    quarantine_source: str | None = COHORT_SOURCE,
+) -> ScoreSummary:
+    """Score a patient file (CSV or Parquet) batch by batch.
+
+    ``output_csv`` receives ``id, stroke_probability, risk_tier`` for every valid row (written to a
+    temporary file and renamed at the end, so a failed run leaves no partial output). With
+    ``cohort_date`` the day's rows of the ``scores`` table are replaced in one transaction.
+    Rejected rows go to the ``quarantine`` table under ``quarantine_source`` (``None``: the input
+    is already validated, nothing is written there). A whole-input problem raises ``InputError``
+    before anything is written.
+    """
+    if output_csv is None and cohort_date is None:
+        raise ValueError("score_file needs output_csv, cohort_date, or both")
+    started = time.perf_counter()
+    day = _day(cohort_date)
+    path = Path(path)
+    summary = ScoreSummary(0, 0, 0, model.name, str(model.version), cohort_date=day)
+    output = Path(output_csv) if output_csv is not None else None
+    with _staging_dir() as stage:
+        scores = _ParquetSink(stage / "scores.parquet", _SCORE_SCHEMA) if day else None
+        rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
+        csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
+        csv_writer = None
+        try:
+            for valid, quarantine in iter_validated(path, batch_rows):
+                probs = predict_probabilities(model, valid)
+                tiers = assign_tiers(probs, model.thresholds)
+                summary.rows_in += len(valid) + len(quarantine)
+                summary.rows_scored += len(valid)
+                summary.rows_quarantined += len(quarantine)
+                names, counts = np.unique(tiers.astype(str), return_counts=True)
+                for name, count in zip(names, counts, strict=True):
+                    summary.tier_counts[str(name)] += int(count)
+                ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
+                prob_arr = pa.array(probs, type=pa.float64())
+                tier_arr = pa.array(tiers, type=pa.string())
+                if csv_tmp is not None:
+                    batch = pa.Table.from_arrays([ids, prob_arr, tier_arr], names=OUTPUT_COLUMNS)
+                    if csv_writer is None:
+                        csv_writer = _csv_writer(csv_tmp, batch.schema)
+                    csv_writer.write_table(batch)
+                if scores is not None:
+                    scores.write(
+                        pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
+                    )
+                if len(quarantine):
+                    rejected.write(_quarantine_table(quarantine))
+            if csv_tmp is not None:
+                if csv_writer is None:
+                    schema = pa.schema([(n, pa.string()) for n in OUTPUT_COLUMNS])
+                    csv_writer = _csv_writer(csv_tmp, schema)
+                csv_writer.close()
+                csv_writer = None
+            _write_warehouse(summary, path, scores, rejected, quarantine_source)
+            if csv_tmp is not None:
+                os.replace(csv_tmp, output)
+                summary.output = str(output)
+        finally:
+            if csv_writer is not None:
+                csv_writer.close()
+            if csv_tmp is not None and csv_tmp.exists():
+                csv_tmp.unlink()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _csv_writer(path: Path, schema: pa.Schema) -> Any:
+    import pyarrow.csv as pacsv
+
+    options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+    return pacsv.CSVWriter(path, schema, write_options=options)
+
+
+def _write_warehouse(
+    summary: ScoreSummary,
+    path: Path,
+    scores: _ParquetSink | None,
+    rejected: _ParquetSink,
+    quarantine_source: str | None,
+) -> None:
+    """Replace the day's scores and quarantine rows together, in one short transaction."""
+    day = summary.cohort_date
+    write_rejected = quarantine_source is not None and (day is not None or rejected.rows > 0)
+    if scores is None and not write_rejected:
+        return
+    from stroke_dagster import warehouse
+
+    scores_path = scores.close() if scores is not None else None
+    rejected_path = rejected.close()
+    source = quarantine_source if day else f"score:{path.resolve()}"
+    now = dt.datetime.now(dt.UTC)
+    with warehouse.write_transaction() as con:
+        if scores_path is not None:
+            extra = {
+                "model_name": summary.model_name,
+                "model_version": summary.model_version,
+                "scored_at": now,
+            }
+            warehouse.replace_rows(con, SCORES_TABLE, day, scores_path, extra)
+        if write_rejected:
+            warehouse.replace_quarantine_rows(con, rejected_path, source, day, now)
+
+
+def validate_cohort(
+    path: str | Path,
+    cohort_date: str | dt.date,
+    dest: str | Path,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    quarantine_source: str = COHORT_SOURCE,
+) -> CohortSummary:
+    """Validate a day's cohort file into a typed Parquet file at ``dest`` (+ ``.json`` summary).
+
+    Rejected rows replace the day's rows of ``quarantine_source`` in the warehouse. ``dest`` is
+    replaced atomically, so readers see the previous or the new cohort, never a partial one.
+    """
+    day = _day(cohort_date)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    rows_valid = rows_quarantined = 0
+    writer: pq.ParquetWriter | None = None
+    with _staging_dir() as stage:
+        rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
+        try:
+            schema: pa.Schema | None = None
+            for valid, quarantine in iter_validated(path, batch_rows):
+                rows_valid += len(valid)
+                rows_quarantined += len(quarantine)
+                if len(quarantine):
+                    rejected.write(_quarantine_table(quarantine))
+                table = pa.Table.from_pandas(valid, preserve_index=False)
+                if schema is None:
+                    schema = _typed_schema(table.schema)
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(table.cast(schema))
+            if writer is None:
+                raise AssertionError("iter_patient_batches yields at least one batch")
+            writer.close()
+            writer = None
+            from stroke_dagster import warehouse
+
+            warehouse.write_quarantine(rejected.close(), quarantine_source, day)
+            os.replace(tmp, dest)
+        finally:
+            if writer is not None:
+                writer.close()
+            if tmp.exists():
+                tmp.unlink()
+    summary = CohortSummary(
+        cohort_date=day,
+        source_file=str(Path(path).resolve()),
+        path=str(dest),
+        rows_in=rows_valid + rows_quarantined,
+        rows_valid=rows_valid,
+        rows_quarantined=rows_quarantined,
+    )
+    dest.with_suffix(".json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary
+
+
+def _typed_schema(schema: pa.Schema) -> pa.Schema:
+    """Column types from the patient schema, not from one batch's content (e.g. all-missing bmi)."""
+    types = {ID: pa.string(), TARGET: pa.float64()}
+    types.update(dict.fromkeys(NUMERIC_FEATURES, pa.float64()))
+    types.update(dict.fromkeys(BINARY_FEATURES, pa.int64()))
+    types.update(dict.fromkeys(CATEGORICAL_FEATURES, pa.string()))
+    return pa.schema([pa.field(f.name, types.get(f.name, f.type)) for f in schema])

@@ -1,0 +1,213 @@
+"""MLflow store, registry, the champion gate, model loading and ``stroke train`` (real sqlite store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from stroke_dagster import registry, training
+from stroke_dagster.errors import InputError
+from stroke_dagster.features import split_train_holdout
+from stroke_dagster.ingest import read_patient_file
+from stroke_dagster.risk import RiskThresholds
+from stroke_dagster.schema import FEATURES, TARGET
+from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.training_run import run_training
+from stroke_dagster.validation import validate_patients
+
+FAST = training.SearchSpace(n_estimators=(20, 40, 20))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    registry.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def split(synthetic_train_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same train/holdout split ``run_training(csv, seed=0)`` makes."""
+    valid = validate_patients(read_patient_file(synthetic_train_csv), require_label=True).valid
+    return split_train_holdout(valid, holdout_fraction=0.2, seed=0)
+
+
+def _register(pipeline: Pipeline, split, thresholds=RiskThresholds(0.05, 0.2)) -> tuple[str, float]:
+    train, holdout = split
+    evaluation = training.evaluate(pipeline, holdout, thresholds)
+    return registry.register_model(pipeline, train, holdout, evaluation), evaluation
+
+
+def test_configure_mlflow_keeps_everything_under_stroke_home(
+    stroke_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    experiment_id = registry.configure_mlflow()
+    assert mlflow.get_tracking_uri() == f"sqlite:///{stroke_home / 'mlflow.db'}"
+    assert (stroke_home / "mlflow.db").is_file()
+    location = mlflow.get_experiment(experiment_id).artifact_location
+    assert location == (stroke_home / "mlartifacts").as_uri()
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_mlflow_tracking_uri_overrides_the_default(
+    stroke_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    registry.configure_mlflow()
+    assert mlflow.get_tracking_uri() == uri
+    assert (tmp_path / "elsewhere.db").is_file()
+    assert not (stroke_home / "mlflow.db").exists()
+
+
+def test_empty_registry_has_no_champion(stroke_home: Path) -> None:
+    assert registry.resolve_alias("champion") is None
+    with pytest.raises(InputError, match="no champion model registered"):
+        registry.load_model()
+
+
+def test_champion_loads_as_a_whole_pipeline(champion_home: Path, split) -> None:
+    registry.configure_mlflow()
+    pipeline = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@champion")
+    assert isinstance(pipeline, Pipeline)
+    raw = split[1][list(FEATURES)].head(50)
+    proba = pipeline.predict_proba(raw)[:, 1]
+    assert ((proba >= 0) & (proba <= 1)).all() and len(np.unique(proba)) > 5
+    # The pyfunc flavour serves probabilities too, never a 0/1 label.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    assert np.allclose(np.asarray(pyfunc.predict(raw))[:, 1], proba)
+
+
+def test_serving_model_carries_thresholds_and_reference_data(champion_home: Path, split) -> None:
+    version = registry.resolve_alias("champion")
+    model = registry.load_model()
+    assert model.version == version == "1"
+    assert registry.load_model("1") is model  # cached per version
+    client = mlflow.MlflowClient()
+    tags = client.get_model_version(MODEL_NAME, version).tags
+    assert RiskThresholds.from_json(tags["risk_thresholds"]) == model.thresholds
+    assert model.thresholds.elevated <= model.thresholds.high
+    reference = model.reference_frame()
+    assert list(reference.columns) == [*FEATURES, TARGET]
+    assert len(reference) == len(split[0])
+    holdout = model.holdout_predictions()
+    assert list(holdout.columns) == ["id", "stroke_probability", "risk_tier", TARGET]
+    assert holdout["id"].tolist() == split[1]["id"].tolist()
+    scored = model.predict_proba(split[1])
+    assert np.allclose(scored, holdout["stroke_probability"])
+    run = client.get_run(model.run_id)
+    assert run.data.tags["risk_thresholds"] == tags["risk_thresholds"]
+    assert {"cv_roc_auc", "cv_brier", "holdout_roc_auc", "holdout_brier"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(model.run_id, "plots")}
+    assert artifacts == {"plots/roc.png", "plots/calibration.png"}
+
+
+def test_each_trial_is_a_nested_run(champion_home: Path) -> None:
+    model = registry.load_model()
+    children = mlflow.search_runs(
+        experiment_names=[registry.EXPERIMENT_NAME],
+        filter_string=f"tags.mlflow.parentRunId = '{model.run_id}'",
+    )
+    assert len(children) == 2  # n_trials=2 in the fixture
+    assert children["metrics.cv_roc_auc"].between(0.5, 1.0).all()
+    assert children["metrics.cv_brier"].notna().all()
+    assert set(children["params.class_weight"]) <= {"None", "balanced", "balanced_subsample"}
+
+
+def test_gate_keeps_the_champion_when_a_worse_model_comes(champion_home: Path, split) -> None:
+    train, holdout = split
+    # A model trained on shuffled labels: no better than chance on the same holdout.
+    shuffled = train.assign(**{TARGET: np.random.default_rng(0).permutation(train[TARGET])})
+    worse = training.fit_final(shuffled, {"n_estimators": 20})
+    version, evaluation = _register(worse, split)
+    decision = registry.gate(version, holdout, evaluation, auc_floor=0.0, tolerance=0.01)
+    assert decision.alias == "challenger"
+    assert decision.previous_champion == "1"
+    assert decision.champion_holdout_auc > evaluation.roc_auc + 0.01
+    assert registry.resolve_alias("champion") == "1"
+    assert registry.resolve_alias("challenger") == version
+
+
+def test_gate_moves_the_champion_to_an_equal_or_better_model(champion_home: Path, split) -> None:
+    champion = registry.load_model()
+    version, evaluation = _register(champion.pipeline, split, champion.thresholds)
+    decision = registry.gate(version, split[1], evaluation, auc_floor=0.5, tolerance=0.0)
+    assert decision.alias == "champion"
+    assert decision.champion_holdout_auc == pytest.approx(evaluation.roc_auc)
+    assert registry.resolve_alias("champion") == version == "2"
+    assert registry.load_model().version == "2"
+
+
+def test_gate_floor_blocks_even_the_first_model(
+    stroke_home: Path, split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STROKE_GATE_AUC_FLOOR", "0.99")
+    pipeline = training.fit_final(split[0], {"n_estimators": 20})
+    version, evaluation = _register(pipeline, split)
+    decision = registry.gate(version, split[1], evaluation)
+    assert decision.alias == "challenger" and "floor 0.9900" in decision.reason
+    assert registry.resolve_alias("champion") is None
+
+
+def test_run_training_summary(stroke_home: Path, synthetic_train_csv: Path) -> None:
+    raw = read_patient_file(synthetic_train_csv)
+    raw.loc[0, "age"] = "300"  # out of range: quarantined, not trained on
+    summary = run_training(raw, n_trials=2, seed=0, search_space=FAST)
+    assert summary["rows_in"] == len(raw) and summary["rows_quarantined"] == 1
+    assert summary["alias"] == "champion" and summary["version"] == "1"
+    assert summary["holdout_roc_auc"] > 0.7
+    assert summary["holdout_brier"] < 0.25 * 0.75  # better than the no-skill Brier at 25%
+    assert 0 <= summary["thresholds"]["elevated"] <= summary["thresholds"]["high"] <= 1
+    assert summary["best_params"]["n_estimators"] <= 40
+
+
+def test_cli_train_prints_json_summary(
+    stroke_home: Path, synthetic_train_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stroke_dagster.cli import main
+
+    code = main(["train", "--data", str(synthetic_train_csv), "--trials", "1", "--seed", "2"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model_name"] == MODEL_NAME and summary["alias"] == "champion"
+    assert {"version", "cv_roc_auc", "holdout_roc_auc", "holdout_brier"} <= set(summary)
+    assert registry.resolve_alias("champion") == summary["version"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        ("id,gender,age\n1,Male,40\n", "missing required column"),
+    ],
+)
+def test_cli_train_bad_input_exits_2(
+    stroke_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    message: str,
+) -> None:
+    from stroke_dagster.cli import main
+
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_text(content)
+    assert main(["train", "--data", str(path), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert registry.resolve_alias("champion") is None
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_real_data_training_beats_the_floor(stroke_home: Path, real_csv: Path) -> None:
+    summary = run_training(real_csv, n_trials=3, seed=0)
+    assert summary["rows_in"] == 5110
+    assert summary["holdout_roc_auc"] > 0.80
+    assert summary["holdout_brier"] < 0.0463  # below the no-skill Brier of a 4.9 % prevalence
