@@ -195,7 +195,7 @@ def register_model(
             )
             _log_frame(tuning.trials, "tuning/trials.parquet")
         mlflow.log_metrics(metrics)
-        _log_params_once(run.info.run_id, params)
+        log_params_once(params, run.info.run_id)
         mlflow.set_tag(THRESHOLDS_TAG, thresholds)
         _log_bytes(evaluation.roc_png, "plots/roc.png")
         _log_bytes(evaluation.calibration_png, "plots/calibration.png")
@@ -233,10 +233,15 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def _log_params_once(run_id: str, params: dict[str, Any]) -> None:
-    """Log params, skipping keys the run already holds (a re-used Dagster run keeps the first)."""
+def log_params_once(params: dict[str, Any], run_id: str | None = None) -> None:
+    """Log params to the active run, skipping keys it already holds.
+
+    MLflow refuses to change a logged param; a Dagster run re-used across materialisations keeps
+    the first value (metrics and tags are updated).
+    """
     import mlflow
 
+    run_id = run_id or mlflow.active_run().info.run_id
     existing = mlflow.MlflowClient().get_run(run_id).data.params
     fresh = {k: v for k, v in params.items() if k not in existing}
     if fresh:
@@ -288,8 +293,10 @@ def gate(
     champion_auc: float | None = None
     if auc <= floor:
         alias, reason = CHALLENGER, f"holdout ROC AUC {auc:.4f} is not above the floor {floor:.4f}"
-    elif previous is None or previous == version:
+    elif previous is None:
         alias, reason = CHAMPION, f"holdout ROC AUC {auc:.4f} > floor {floor:.4f}; no champion yet"
+    elif previous == version:
+        alias, reason = CHAMPION, f"holdout ROC AUC {auc:.4f} > floor {floor:.4f}; already champion"
     else:
         champion = load_model(previous)
         probs = champion.pipeline.predict_proba(feature_frame(holdout_df))[:, 1]

@@ -15,9 +15,10 @@ import datetime as dt
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,9 +168,32 @@ def iter_validated(
         yield result.valid, result.quarantine
 
 
+class _Background:
+    """Call ``load`` in a daemon thread (an abandoned load never delays the process exit)."""
+
+    def __init__(self, load: Callable[[], ScoringModel]) -> None:
+        self._result: ScoringModel | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(load,), daemon=True)
+        self._thread.start()
+
+    def _run(self, load: Callable[[], ScoringModel]) -> None:
+        try:
+            self._result = load()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def result(self) -> ScoringModel:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
 def score_file(
     path: str | Path,
-    model: ScoringModel,
+    model: ScoringModel | Callable[[], ScoringModel],
     *,
     cohort_date: str | dt.date | None = None,
     output_csv: str | Path | None = None,
@@ -184,13 +208,17 @@ def score_file(
     Rejected rows go to the ``quarantine`` table under ``quarantine_source`` (``None``: the input
     is already validated, nothing is written there). A whole-input problem raises ``InputError``
     before anything is written.
+
+    ``model`` may also be a function returning the model: it is then loaded in a background
+    thread while the first batch is read and validated (a bad file fails without waiting for it).
     """
     if output_csv is None and cohort_date is None:
         raise ValueError("score_file needs output_csv, cohort_date, or both")
     started = time.perf_counter()
     day = _day(cohort_date)
     path = Path(path)
-    summary = ScoreSummary(0, 0, 0, model.name, str(model.version), cohort_date=day)
+    pending = _Background(model) if callable(model) and not hasattr(model, "pipeline") else None
+    summary = ScoreSummary(0, 0, 0, "", "", cohort_date=day)
     output = Path(output_csv) if output_csv is not None else None
     with _staging_dir() as stage:
         scores = _ParquetSink(stage / "scores.parquet", _SCORE_SCHEMA) if day else None
@@ -199,6 +227,9 @@ def score_file(
         csv_writer = None
         try:
             for valid, quarantine in iter_validated(path, batch_rows):
+                if pending is not None:
+                    model, pending = pending.result(), None
+                summary.model_name, summary.model_version = model.name, str(model.version)
                 probs = predict_probabilities(model, valid)
                 tiers = assign_tiers(probs, model.thresholds)
                 summary.rows_in += len(valid) + len(quarantine)

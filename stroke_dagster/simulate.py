@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 # Age bands for the categorical tables (fine where work, marriage and smoking change quickly).
 CATEGORY_BANDS: tuple[float, ...] = (0, 2, 6, 10, 13, 16, 18, 20, 25, 30, 40, 50, 60, 70, 75, 121)
 # Coarser bands for the numeric quantile functions (each needs a few hundred rows).
-NUMERIC_BANDS: tuple[float, ...] = (0, 2, 10, 18, 30, 40, 50, 60, 70, 121)
+NUMERIC_BANDS: tuple[float, ...] = (0, 2, 6, 10, 14, 18, 22, 30, 40, 50, 60, 70, 121)
 QUANTILE_LEVELS: tuple[float, ...] = (
     0.0, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
     0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0,
@@ -190,22 +190,33 @@ def _linear_predictor(model: Mapping[str, Any], cols: Mapping[str, np.ndarray]) 
 def _draw_numeric(
     rng: np.random.Generator, spec: Mapping[str, Any], age: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Glucose and bmi from per-band quantile functions coupled by a Gaussian copula."""
+    """Glucose and bmi from age-dependent quantile functions coupled by a Gaussian copula.
+
+    Each band's quantile function sits at the band's typical age; a patient between two of those
+    ages gets the linear blend of the two (so bmi climbs smoothly through childhood instead of in
+    steps).
+    """
     n = len(age)
-    band = _band_index(age, spec["bands"])
-    levels = np.asarray(spec["quantile_levels"], dtype=float)
-    rho = np.asarray(spec["copula_rho"], dtype=float)[band]
+    anchors = np.asarray(spec["band_ages"], dtype=float)
+    last = len(anchors) - 1
+    lo = np.clip(np.searchsorted(anchors, age, side="right") - 1, 0, last)
+    hi = np.minimum(lo + 1, last)
+    span = np.where(hi > lo, anchors[hi] - anchors[lo], 1.0)
+    w = np.clip((age - anchors[lo]) / span, 0.0, 1.0)
+    rho_by_band = np.asarray(spec["copula_rho"], dtype=float)
+    rho = (1 - w) * rho_by_band[lo] + w * rho_by_band[hi]
     z1 = rng.standard_normal(n)
     z2 = rho * z1 + np.sqrt(1.0 - rho**2) * rng.standard_normal(n)
+    levels = np.asarray(spec["quantile_levels"], dtype=float)
     out: dict[str, np.ndarray] = {}
     for name, z in (("avg_glucose_level", z1), ("bmi", z2)):
         u = ndtr(z)
-        values = np.empty(n)
-        quantiles = spec[name]
-        for b in range(len(spec["bands"]) - 1):
-            mask = band == b
-            if mask.any():
-                values[mask] = np.interp(u[mask], levels, quantiles[b])
+        values = np.zeros(n)
+        for b, quantiles in enumerate(spec[name]):
+            for index, weight in ((lo, 1 - w), (hi, w)):
+                mask = index == b
+                if mask.any():
+                    values[mask] += weight[mask] * np.interp(u[mask], levels, quantiles)
         field = FIELDS_BY_NAME[name]  # hand-edited parameters still give valid values
         values = np.clip(values, field.low, field.high)  # type: ignore[union-attr]
         out[name] = np.round(values, spec["decimals"][name])
@@ -409,6 +420,7 @@ def _fit_numeric(df: pd.DataFrame) -> dict[str, Any]:
     levels = np.asarray(QUANTILE_LEVELS)
     spec: dict[str, Any] = {
         "bands": list(NUMERIC_BANDS),
+        "band_ages": [],
         "quantile_levels": list(QUANTILE_LEVELS),
         "decimals": {"avg_glucose_level": _decimals(glucose), "bmi": _decimals(bmi)},
         "avg_glucose_level": [],
@@ -417,6 +429,9 @@ def _fit_numeric(df: pd.DataFrame) -> dict[str, Any]:
     }
     for b in range(len(NUMERIC_BANDS) - 1):
         sel = band == b
+        lo, hi = NUMERIC_BANDS[b], NUMERIC_BANDS[b + 1]
+        typical = float(np.median(age[sel])) if sel.any() else (lo + min(hi, age.max())) / 2
+        spec["band_ages"].append(round(typical, 3))
         g, m = glucose[sel & ~np.isnan(glucose)], bmi[sel & ~np.isnan(bmi)]
         if len(g) < 10:  # a band the source does not cover: borrow the whole population
             g = glucose[~np.isnan(glucose)]

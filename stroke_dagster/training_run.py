@@ -18,13 +18,15 @@ from stroke_dagster.settings import MODEL_NAME, get_settings
 log = logging.getLogger(__name__)
 
 
-def load_training_data(data: Path | str | pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def load_training_data(
+    data: Path | str | pd.DataFrame, source: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Read (if a path) and validate labelled patients: ``(valid, quarantine, source)``."""
     from stroke_dagster.ingest import read_patient_file
     from stroke_dagster.validation import validate_patients
 
     if isinstance(data, pd.DataFrame):
-        raw, source = data, "dataframe"
+        raw, source = data, source or "dataframe"
     else:
         raw, source = read_patient_file(Path(data)), str(data)
     result = validate_patients(raw, require_label=True)
@@ -45,30 +47,39 @@ def run_training(
     tolerance: float | None = None,
     cv_folds: int | None = None,
     search_space: Any = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    """Train, register and gate a new ``StrokeRF`` version; return the JSON-able summary."""
+    """Train, register and gate a new ``StrokeRF`` version; return the JSON-able summary.
+
+    ``data`` is a labelled patient file (CSV/Parquet) or a raw/typed DataFrame (``source`` then
+    names it in MLflow and the quarantine). Rows failing validation are counted (and stored in the
+    warehouse's quarantine table when the warehouse module is installed), never trained on.
+    ``n_trials``/``cv_folds`` default to ``training.DEFAULT_N_TRIALS``/``DEFAULT_CV_FOLDS``;
+    ``auc_floor``/``tolerance`` to ``STROKE_GATE_AUC_FLOOR``/``STROKE_GATE_TOLERANCE``.
+    """
     from stroke_dagster import registry, training
 
     started = time.perf_counter()
     settings = get_settings()
     settings.ensure_dirs()
-    valid, quarantine, source = load_training_data(data)
+    valid, quarantine, source = load_training_data(data, source)
     train_df, holdout_df = split_train_holdout(valid, holdout_fraction=holdout_fraction, seed=seed)
     n_trials = training.DEFAULT_N_TRIALS if n_trials is None else int(n_trials)
     cv_folds = training.DEFAULT_CV_FOLDS if cv_folds is None else int(cv_folds)
 
     registry.configure_mlflow(settings)
-    with registry.mlflow_run(run_name="stroke-train", tags={"stroke.stage": "train"}) as run:
-        import mlflow
+    import mlflow
 
-        mlflow.log_params(
+    with registry.mlflow_run(run_name="stroke-train", tags={"stroke.stage": "train"}) as run:
+        registry.log_params_once(
             {
                 "data_source": source[-250:],
                 "rows_in": len(valid) + len(quarantine),
                 "rows_quarantined": len(quarantine),
                 "seed": seed,
                 "holdout_fraction": holdout_fraction,
-            }
+            },
+            run.info.run_id,
         )
         tuning = training.tune(
             train_df, n_trials=n_trials, seed=seed, cv_folds=cv_folds, search_space=search_space
@@ -103,6 +114,7 @@ def run_training(
         "rows_in": len(valid) + len(quarantine),
         "rows_quarantined": len(quarantine),
         "quarantine_written": written,
+        "data_source": source,
         "rows_train": len(train_df),
         "rows_holdout": len(holdout_df),
         "run_id": run_id,

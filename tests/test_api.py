@@ -1,4 +1,4 @@
-"""The scoring API through real HTTP: one uvicorn process for the module, on a copy of a trained home.
+"""The scoring API through real HTTP: one uvicorn process for the module, on a trained home copy.
 
 The served home starts with a registered model but no ``champion`` alias, so the first tests see
 the service before any champion exists; the alias is then set and the service picks it up
@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,7 +213,9 @@ def test_missing_unknown_and_malformed_fields_get_422(
         missing = http.post("/predict", json={k: v for k, v in row.items() if k != "age"})
         unknown = http.post("/predict", json={**row, "BMI_typo": 31.0})
         broken = http.post(
-            "/predict", content=b'{"age": 55, "gender": "Secret-Value', headers={"content-type": "application/json"}
+            "/predict",
+            content=b'{"age": 55, "gender": "Secret-Value',
+            headers={"content-type": "application/json"},
         )
     assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "age"
     assert unknown.status_code == 422 and unknown.json()["detail"][0]["field"] == "BMI_typo"
@@ -244,9 +245,7 @@ def test_oversized_body_gets_413(server: ApiServer, patients: pd.DataFrame) -> N
         assert http.post("/predict/batch", json=rows[:50]).status_code == 200
 
 
-def test_kserve_v2_metadata_and_infer_round_trip(
-    server: ApiServer, patients: pd.DataFrame
-) -> None:
+def test_kserve_v2_metadata_and_infer_round_trip(server: ApiServer, patients: pd.DataFrame) -> None:
     rows = [payload(patients.iloc[i]) for i in range(6)]
     with server.client() as http:
         meta = http.get(f"/v2/models/{MODEL_NAME}").json()
@@ -331,7 +330,7 @@ def test_telemetry_rows_reach_the_inference_log_view(
     assert last["mean_age"].iloc[1] == pytest.approx(row["age"])
     assert last["model_version"].iloc[1] == "1"
     assert (last["latency_ms"] > 0).all()
-    assert last["date"].iloc[0] == dt.datetime.now(dt.UTC).date()
+    assert pd.Timestamp(last["date"].iloc[0]).date() == dt.datetime.now(dt.UTC).date()
 
 
 def test_live_traffic_cohort_for_drift(
@@ -341,7 +340,8 @@ def test_live_traffic_cohort_for_drift(
     from stroke_dagster.settings import get_settings
 
     rows = [payload(patients.iloc[i]) for i in range(10, 14)]
-    rows[0][ID] = "cohort-check-1"
+    for i, row in enumerate(rows):
+        row[ID] = f"cohort-check-{i}"
     with server.client() as http:
         assert http.post("/predict/batch", json=rows).status_code == 200
 
@@ -353,8 +353,12 @@ def test_live_traffic_cohort_for_drift(
     assert found
     df = cohort().set_index(ID)
     assert list(df.columns) == list(FEATURES)
-    assert df.loc["cohort-check-1", "age"] == rows[0]["age"]
-    assert df.loc["cohort-check-1", "gender"] == rows[0]["gender"]
+    for row in rows:
+        assert df.loc[row[ID], "age"] == row["age"]
+        assert df.loc[row[ID], "gender"] == row["gender"]
+        assert (pd.isna(df.loc[row[ID], "bmi"]) and row["bmi"] is None) or (
+            df.loc[row[ID], "bmi"] == row["bmi"]
+        )
 
 
 # -- model changes --------------------------------------------------------------------------------
@@ -412,20 +416,19 @@ def test_alias_move_is_hot_reloaded_while_requests_are_in_flight(
 
 
 def _score_command(input_path: Path, day: str) -> list[str]:
+    """``stroke score --input F --cohort-date D`` (the command module, run as the CLI does)."""
     if importlib.util.find_spec("stroke_dagster.cli.score") is not None:
-        return [
-            sys.executable,
-            "-c",
-            "import sys; from stroke_dagster.cli import main; sys.exit(main(sys.argv[1:]))",
-            "score",
-            "--input",
-            str(input_path),
-            "--cohort-date",
-            day,
-        ]
-    # Until `stroke score` exists: a process writing to the warehouse as hard as it can.
+        runner = (
+            "import argparse, sys\n"
+            "from stroke_dagster.cli import score\n"
+            "parser = argparse.ArgumentParser()\n"
+            "score.add_arguments(parser)\n"
+            "sys.exit(score.run(parser.parse_args(sys.argv[1:])))\n"
+        )
+        return [sys.executable, "-c", runner, "--input", str(input_path), "--cohort-date", day]
+    # Without the score command: a process writing to the warehouse as hard as it can.
     loop = (
-        "import sys, time, pandas as pd\n"
+        "import time\n"
         "from stroke_dagster import warehouse\n"
         "end = time.monotonic() + 8\n"
         "while time.monotonic() < end:\n"
@@ -466,6 +469,13 @@ def test_batch_scoring_while_serving_loses_no_telemetry(
     out, err = scorer.communicate(timeout=300)
     assert scorer.returncode == 0, err
     assert "lock" not in err.lower()
+    if importlib.util.find_spec("stroke_dagster.cli.score") is not None:
+        from stroke_dagster import warehouse
+
+        scored = warehouse.query_df(
+            "SELECT count(*) AS n FROM scores WHERE cohort_date = DATE '2026-03-01'"
+        )
+        assert int(scored["n"][0]) == 3000
     assert failures == []
     assert wait_for(lambda: log_count(f"path = '{marker}'") == before + sent, timeout=30), (
         before + sent,
@@ -497,4 +507,3 @@ def test_request_with_unreachable_registry_keeps_serving(
             assert http.post("/predict", json=payload(patients.iloc[0])).status_code == 200
     finally:
         client.set_registered_model_alias(MODEL_NAME, "champion", "1")
-

@@ -1,4 +1,4 @@
-"""MLflow store, registry, the champion gate, model loading and ``stroke train`` (real sqlite store)."""
+"""MLflow store and registry (a real sqlite store): the gate, model loading, ``stroke train``."""
 
 from __future__ import annotations
 
@@ -36,9 +36,11 @@ def split(synthetic_train_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return split_train_holdout(valid, holdout_fraction=0.2, seed=0)
 
 
-def _register(pipeline: Pipeline, split, thresholds=RiskThresholds(0.05, 0.2)) -> tuple[str, float]:
+def _register(
+    pipeline: Pipeline, split, thresholds: RiskThresholds | None = None
+) -> tuple[str, training.Evaluation]:
     train, holdout = split
-    evaluation = training.evaluate(pipeline, holdout, thresholds)
+    evaluation = training.evaluate(pipeline, holdout, thresholds or RiskThresholds(0.05, 0.2))
     return registry.register_model(pipeline, train, holdout, evaluation), evaluation
 
 
@@ -52,6 +54,10 @@ def test_configure_mlflow_keeps_everything_under_stroke_home(
     location = mlflow.get_experiment(experiment_id).artifact_location
     assert location == (stroke_home / "mlartifacts").as_uri()
     assert not (tmp_path / "mlruns").exists()
+    # An empty registry has no champion.
+    assert registry.resolve_alias("champion") is None
+    with pytest.raises(InputError, match="no champion model registered"):
+        registry.load_model()
 
 
 def test_mlflow_tracking_uri_overrides_the_default(
@@ -63,12 +69,6 @@ def test_mlflow_tracking_uri_overrides_the_default(
     assert mlflow.get_tracking_uri() == uri
     assert (tmp_path / "elsewhere.db").is_file()
     assert not (stroke_home / "mlflow.db").exists()
-
-
-def test_empty_registry_has_no_champion(stroke_home: Path) -> None:
-    assert registry.resolve_alias("champion") is None
-    with pytest.raises(InputError, match="no champion model registered"):
-        registry.load_model()
 
 
 def test_champion_loads_as_a_whole_pipeline(champion_home: Path, split) -> None:
@@ -201,7 +201,7 @@ def test_cli_train_bad_input_exits_2(
     assert main(["train", "--data", str(path), "--trials", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
-    assert registry.resolve_alias("champion") is None
+    assert not (stroke_home / "mlflow.db").exists()  # rejected before anything was tracked
 
 
 @pytest.mark.real_data

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="labelled patients (CSV or Parquet, raw schema); default: STROKE_RAW_CSV",
+        help="labelled patients (CSV or Parquet, raw schema); default: the file at "
+        "STROKE_RAW_CSV, or synthetic patients (with a warning) when it does not exist",
     )
     parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of split, CV and search")
@@ -42,12 +43,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--trials must be at least 1")
     if not 0.0 < args.holdout_fraction < 1.0:
         raise InputError("--holdout-fraction must be between 0 and 1")
-    data = args.data if args.data is not None else get_settings().raw_csv
-
     from stroke_dagster.training_run import run_training
 
+    data, source = args.data, None
+    if data is None:
+        from stroke_dagster.training_data import load_raw_training_data
+
+        raw = load_raw_training_data(get_settings(), seed=args.seed)
+        data, source = raw.frame, raw.source
     summary = run_training(
         data,
+        source=source,
         n_trials=args.trials,
         seed=args.seed,
         holdout_fraction=args.holdout_fraction,

@@ -1,10 +1,17 @@
 """The two test engines behind the drift detector: alibi-detect (default) and plain SciPy.
 
-Both run the same univariate tests on the same encoded matrix: two-sample Kolmogorov-Smirnov
-(asymptotic p-value) for numeric columns and a chi-squared contingency test over the union of
-reference and cohort categories for categorical columns. alibi-detect is licensed under the Business
-Source License 1.1 (production use needs a licence from Seldon); the SciPy engine is the
-Apache-compatible alternative (``STROKE_DRIFT_BACKEND=scipy``).
+Both run the same univariate tests on the same encoded matrix:
+
+* numeric columns: the two-sample Kolmogorov-Smirnov test (asymptotic p-value; any change of
+  shape) combined with the Mann-Whitney U test (a change of location, where KS is weak on wide,
+  flat distributions such as age). The column's p-value is ``min(1, 2 * min(p_ks, p_mwu))``
+  (Bonferroni over the two tests), reported as test ``ks+mwu``;
+* categorical columns: a chi-squared contingency test over the union of reference and cohort codes.
+
+alibi-detect runs KS and chi-squared through ``TabularDrift``; it has no location test, so both
+engines take Mann-Whitney from SciPy. alibi-detect is licensed under the Business Source License
+1.1 (production use needs a licence from Seldon); the SciPy engine is the Apache-compatible
+alternative (``STROKE_DRIFT_BACKEND=scipy``).
 """
 
 from __future__ import annotations
@@ -13,13 +20,29 @@ from typing import Protocol
 
 import numpy as np
 
+NUMERIC_TEST = "ks+mwu"
+CATEGORICAL_TEST = "chi2"
+
 
 class ColumnTests(Protocol):
     """Fitted per-column tests for one reference matrix."""
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(p_values, statistics)``, one per column of ``x``."""
+        """``(p_values, statistics)``, one per column of ``x`` (statistic: KS D or chi-squared)."""
         ...
+
+
+def _with_location_test(
+    x_ref: np.ndarray, x: np.ndarray, numeric: list[int], p_values: np.ndarray
+) -> np.ndarray:
+    """Combine each numeric column's KS p-value with its Mann-Whitney U p-value."""
+    from scipy.stats import mannwhitneyu
+
+    combined = np.asarray(p_values, dtype=float).copy()
+    for f in numeric:
+        p_mwu = mannwhitneyu(x_ref[:, f], x[:, f]).pvalue
+        combined[f] = min(1.0, 2.0 * min(float(combined[f]), float(p_mwu)))
+    return combined
 
 
 class AlibiColumnTests:
@@ -33,24 +56,29 @@ class AlibiColumnTests:
     def __init__(self, x_ref: np.ndarray, categories: dict[int, list[int]]) -> None:
         from alibi_detect.cd import TabularDrift  # slow import (seconds): only when fitting
 
+        x_ref = np.ascontiguousarray(x_ref, dtype=np.float64)
+        self.numeric = [f for f in range(x_ref.shape[1]) if f not in categories]
         self.detector = TabularDrift(
-            np.ascontiguousarray(x_ref, dtype=np.float64),
+            x_ref,
             p_val=0.05,
             categories_per_feature={int(k): [int(c) for c in v] for k, v in categories.items()},
             x_ref_preprocessed=True,
         )
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p_values, statistics = self.detector.score(np.ascontiguousarray(x, dtype=np.float64))
-        return np.asarray(p_values, dtype=float), np.asarray(statistics, dtype=float)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        p_values, statistics = self.detector.score(x)
+        p_values = _with_location_test(self.detector.x_ref, x, self.numeric, p_values)
+        return p_values, np.asarray(statistics, dtype=float)
 
 
 class ScipyColumnTests:
-    """The same tests with ``scipy.stats.ks_2samp`` and ``scipy.stats.chi2_contingency``."""
+    """The same tests with ``ks_2samp``, ``chi2_contingency`` and ``mannwhitneyu`` from SciPy."""
 
     def __init__(self, x_ref: np.ndarray, categories: dict[int, list[int]]) -> None:
         self.x_ref = np.ascontiguousarray(x_ref, dtype=np.float64)
         self.categories = {int(k): [int(c) for c in v] for k, v in categories.items()}
+        self.numeric = [f for f in range(self.x_ref.shape[1]) if f not in self.categories]
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from scipy.stats import chi2_contingency, ks_2samp
@@ -68,7 +96,7 @@ class ScipyColumnTests:
             else:
                 result = ks_2samp(self.x_ref[:, f], x[:, f], method="asymp")
             statistics[f], p_values[f] = result.statistic, result.pvalue
-        return p_values, statistics
+        return _with_location_test(self.x_ref, x, self.numeric, p_values), statistics
 
 
 def make_column_tests(

@@ -18,10 +18,10 @@ NUMERIC_EFFECTS: tuple[str, ...] = ("wasserstein", "psi")
 class DriftConfig:
     """How a check turns p-values and effect sizes into alarms.
 
-    A feature drifts when its test is significant after the correction *and* its effect size reaches
-    the floor. The floors sit at about a tenth of a standard deviation: a 0.1-sd location shift has a
-    normalised Wasserstein distance of 0.1 and a PSI of about 0.01 (PSI ~ shift² for small shifts), so
-    the three floors describe the same "smallest change worth a page" on three scales.
+    A feature drifts when its test is significant after the correction *and* its effect size
+    reaches the floor. The floors sit at about a tenth of a standard deviation: a 0.1-sd location
+    shift has a normalised Wasserstein distance of 0.1 and a PSI of about 0.01 (PSI ~ shift² for
+    small shifts), so they describe the same "smallest change worth a page" on each scale.
     """
 
     backend: str = "alibi"
@@ -32,10 +32,15 @@ class DriftConfig:
     psi_floor: float = 0.01  # population stability index (categorical features; numeric if psi)
     missing_rate_floor: float = 0.02  # absolute change of a feature's missing-value rate
     psi_bins: int = 10  # reference-quantile bins for the PSI of numeric features
+    # Categories rarer than this in the reference are pooled for the chi-squared test (its p-value
+    # is unreliable when expected counts are tiny: one extra "Other" gender must not page anyone).
+    rare_category_share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"drift backend must be one of {', '.join(BACKENDS)}: {self.backend!r}")
+            raise ValueError(
+                f"drift backend must be one of {', '.join(BACKENDS)}: {self.backend!r}"
+            )
         if self.correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
         if self.numeric_effect not in NUMERIC_EFFECTS:

@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.drift.backends import ColumnTests, make_column_tests
+from stroke_dagster.drift.backends import (
+    CATEGORICAL_TEST,
+    NUMERIC_TEST,
+    ColumnTests,
+    make_column_tests,
+)
 from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.report import (
     FEATURE,
@@ -68,6 +73,7 @@ class _Column:
     edges: np.ndarray = field(default_factory=lambda: np.array([]))
     reference_share: np.ndarray = field(default_factory=lambda: np.array([]))
     categories: list[int] = field(default_factory=list)
+    lookup: np.ndarray | None = None  # raw code -> tested group (rare categories pooled)
     n_reference: int = 0
 
 
@@ -80,23 +86,51 @@ class _Group:
     tests: ColumnTests | None = None
 
 
+def _raw_codes(frame: pd.DataFrame, column: _Column) -> np.ndarray:
+    """Integer codes of a categorical column (a value outside the known ones: the last code)."""
+    series = frame[column.source]
+    categories = TIERS if column.source == TIER else _CATEGORIES.get(column.source)
+    if categories:
+        codes = pd.Categorical(series.astype(object), categories=list(categories)).codes
+        return np.where(codes < 0, len(categories), codes).astype(np.int64)
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)  # 0/1 inputs
+    return np.where(values == 0, 0, np.where(values == 1, 1, 2)).astype(np.int64)
+
+
+def _n_codes(column: _Column) -> int:
+    categories = TIERS if column.source == TIER else _CATEGORIES.get(column.source)
+    return len(categories) + 1 if categories else 3
+
+
 def _encode(frame: pd.DataFrame, column: _Column) -> np.ndarray:
     """The float vector the tests see for one column (observed values only for ``observed``)."""
-    series = frame[column.source]
     if column.encoding == "missing":
-        return series.isna().to_numpy(dtype=np.float64)
+        return frame[column.source].isna().to_numpy(dtype=np.float64)
     if column.encoding == "codes":
-        if column.source == TIER:
-            categories: tuple[str, ...] = TIERS
-        else:
-            categories = _CATEGORIES.get(column.source, ())
-        if categories:
-            codes = pd.Categorical(series.astype(object), categories=list(categories)).codes
-            # A value outside the schema (never in validated data) gets its own code.
-            return np.where(codes < 0, len(categories), codes).astype(np.float64)
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        codes = _raw_codes(frame, column)
+        return (column.lookup[codes] if column.lookup is not None else codes).astype(np.float64)
+    values = pd.to_numeric(frame[column.source], errors="coerce").to_numpy(dtype=np.float64)
     return values[~np.isnan(values)] if column.encoding == "observed" else values
+
+
+def pool_rare_codes(codes: np.ndarray, n_codes: int, min_share: float) -> np.ndarray:
+    """A code -> group lookup that pools the categories rarer than ``min_share`` in ``codes``.
+
+    Rare categories (including ones absent from the reference) form one group; when that group is
+    itself rarer than ``min_share`` it joins the least frequent common category. Chi-squared needs
+    expected counts of about five per cell: a 1% category in a 500-patient cohort has five.
+    """
+    lookup = np.arange(n_codes)
+    share = np.bincount(codes, minlength=n_codes) / max(codes.size, 1)
+    rare = share < min_share
+    if not rare.any() or rare.all():
+        return lookup
+    frequent = np.flatnonzero(~rare)
+    if share[rare].sum() >= min_share:
+        lookup[rare] = np.flatnonzero(rare)[0]
+    else:
+        lookup[rare] = frequent[np.argmin(share[frequent])]
+    return lookup
 
 
 class TabularDriftDetector:
@@ -162,6 +196,12 @@ class TabularDriftDetector:
         return self
 
     def _fit_group(self, group: _Group, frame: pd.DataFrame) -> None:
+        for column in group.columns:
+            if column.encoding == "codes" and _n_codes(column) > 3:  # not for binary columns
+                codes = _raw_codes(frame, column)
+                column.lookup = pool_rare_codes(
+                    codes, _n_codes(column), self.config.rare_category_share
+                )
         vectors = [_encode(frame, c) for c in group.columns]
         categories: dict[int, list[int]] = {}
         for i, (column, values) in enumerate(zip(group.columns, vectors, strict=True)):
@@ -187,7 +227,7 @@ class TabularDriftDetector:
         *,
         config: DriftConfig | None = None,
     ) -> DriftReport:
-        """Test one cohort (typed, validated rows). ``predictions`` adds the prediction-drift rows."""
+        """Test one cohort (typed, valid rows); ``predictions`` adds the prediction-drift rows."""
         if not self.groups:
             raise RuntimeError("the drift detector is not fitted")
         config = config or self.config
@@ -207,9 +247,9 @@ class TabularDriftDetector:
         results = []
         for row, threshold in zip(pending, thresholds, strict=True):
             significant = not math.isnan(row["p_value"]) and row["p_value"] < threshold
-            big_enough = not math.isnan(row["effect_size"]) and row["effect_size"] >= row[
-                "effect_floor"
-            ]
+            big_enough = (
+                not math.isnan(row["effect_size"]) and row["effect_size"] >= row["effect_floor"]
+            )
             results.append(
                 FeatureDrift(
                     **row,
@@ -239,25 +279,45 @@ class TabularDriftDetector:
             p_values, statistics = group.tests.score(np.column_stack(vectors))
         return [
             self._row(column, values, float(p), float(s), config)
-            for column, values, p, s in zip(group.columns, vectors, p_values, statistics, strict=True)
+            for column, values, p, s in zip(
+                group.columns, vectors, p_values, statistics, strict=True
+            )
         ]
 
     def _row(
-        self, column: _Column, values: np.ndarray, p_value: float, statistic: float, config: DriftConfig
+        self,
+        column: _Column,
+        values: np.ndarray,
+        p_value: float,
+        statistic: float,
+        config: DriftConfig,
     ) -> dict:
         wasserstein: float | None = None
         if column.categorical:
             seen = np.union1d(column.categories, np.unique(values)).astype(int)
             ref_share = np.array(
-                [column.reference_share[column.categories.index(c)] if c in column.categories else 0.0 for c in seen]
+                [
+                    column.reference_share[column.categories.index(c)]
+                    if c in column.categories
+                    else 0.0
+                    for c in seen
+                ]
             )
             psi_value = psi(ref_share, category_share(values, seen))
         else:
             psi_value = psi(column.reference_share, binned_share(values, column.edges))
             wasserstein = normalised_wasserstein(column.sorted_reference, values, column.scale)
         if column.encoding == "missing":
-            ref_rate = column.reference_share[column.categories.index(1)] if 1 in column.categories else 0.0
-            metric, effect, floor = "abs_rate_diff", abs(float(values.mean()) - ref_rate), config.missing_rate_floor
+            ref_rate = (
+                column.reference_share[column.categories.index(1)]
+                if 1 in column.categories
+                else 0.0
+            )
+            metric, effect, floor = (
+                "abs_rate_diff",
+                abs(float(values.mean()) - ref_rate),
+                config.missing_rate_floor,
+            )
         elif wasserstein is not None and config.numeric_effect == "wasserstein":
             metric, effect, floor = "wasserstein", wasserstein, config.wasserstein_floor
         else:
@@ -265,7 +325,7 @@ class TabularDriftDetector:
         return {
             "feature": column.name,
             "kind": column.kind,
-            "test": "chi2" if column.categorical else "ks",
+            "test": CATEGORICAL_TEST if column.categorical else NUMERIC_TEST,
             "statistic": statistic,
             "p_value": p_value,
             "effect_metric": metric,

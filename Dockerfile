@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# The platform in one image: the scoring API by default, Dagster (webserver or daemon) on demand.
+#
+#   docker build -t stroke-dagster .                       (make build)
+#   docker run -p 8080:8080 -v stroke-data:/data stroke-dagster
+#   docker run -p 3000:3000 -v stroke-data:/data stroke-dagster dagster dev -h 0.0.0.0 -p 3000
+#   docker run -v stroke-data:/data stroke-dagster dagster-daemon run
+#   docker run -v stroke-data:/data stroke-dagster stroke train     (any `stroke` command)
+#
+# All state (MLflow store, warehouse, telemetry, Dagster instance) lives in the /data volume.
+
+# ---- build: the same steps as `make install` (uv pip sync of requirements.lock, then -e .) ----
+FROM python:3.11-slim AS build
+ARG UV_VERSION=0.13.9
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_NO_CACHE=1
+RUN python -m pip install "uv==${UV_VERSION}"
+WORKDIR /app
+COPY requirements.lock pyproject.toml ./
+RUN python -m venv /app/.venv \
+    && uv pip sync --python /app/.venv/bin/python --quiet requirements.lock
+COPY . .
+RUN uv pip install --python /app/.venv/bin/python --quiet --no-deps -e . \
+    && find /app -name "__pycache__" -prune -exec rm -rf {} +
+
+# ---- runtime: the venv and the source, no build tools, a non-root user ----
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 stroke \
+    && useradd --system --uid 10001 --gid stroke --home-dir /app --shell /usr/sbin/nologin stroke \
+    && mkdir -p /data/dagster \
+    && chown -R stroke:stroke /data
+COPY --from=build --chown=stroke:stroke /app /app
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    STROKE_HOME=/data \
+    DAGSTER_HOME=/data/dagster
+WORKDIR /app
+USER stroke
+VOLUME ["/data"]
+EXPOSE 8080 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status != 200)"]
+# Like `make ui`: the Dagster instance settings go into DAGSTER_HOME on first start.
+ENTRYPOINT ["/bin/sh", "-c", "mkdir -p \"$DAGSTER_HOME\" && { [ -f \"$DAGSTER_HOME/dagster.yaml\" ] || cp /app/dagster.yaml \"$DAGSTER_HOME/\"; } && exec \"$@\"", "--"]
+CMD ["stroke", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,0 +1,100 @@
+"""Drift alerts: a Slack-compatible JSON POST (``{"text": ...}``) to ``STROKE_ALERT_WEBHOOK``.
+
+Delivery retries with backoff on network errors, timeouts and 5xx/429 answers, and never raises
+into the caller: a broken webhook must not fail the drift check that wanted to report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_ENV = "STROKE_ALERT_WEBHOOK"
+UI_URL_ENV = "STROKE_DAGSTER_URL"  # e.g. http://localhost:3000, to turn run ids into links
+
+
+@dataclass(frozen=True)
+class AlertResult:
+    """What happened to one alert (``sent`` False with ``error`` set when it was not delivered)."""
+
+    sent: bool
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+
+def drift_alert_text(
+    cohort_date: str,
+    drifted_features: Sequence[str],
+    run_id: str | None,
+    *,
+    model_version: str | None = None,
+    share_drifted: float | None = None,
+) -> str:
+    """The message: day, drifted features, reference model, and the run (as a link if possible)."""
+    features = ", ".join(drifted_features) or "none"
+    lines = [f":warning: Stroke cohort drift on {cohort_date}: {features}"]
+    details = []
+    if share_drifted is not None:
+        details.append(f"{share_drifted:.0%} of tests drifted")
+    if model_version:
+        details.append(f"reference StrokeRF v{model_version}")
+    if details:
+        lines.append("; ".join(details))
+    if run_id:
+        base = os.environ.get(UI_URL_ENV, "").rstrip("/")
+        lines.append(f"Dagster run: {base}/runs/{run_id}" if base else f"Dagster run id: {run_id}")
+    return "\n".join(lines)
+
+
+def post_alert(
+    text: str,
+    *,
+    url: str | None = None,
+    retries: int = 3,
+    timeout: float = 5.0,
+    backoff: float = 0.5,
+) -> AlertResult:
+    """POST ``{"text": text}`` as JSON; up to ``retries`` extra attempts. Never raises.
+
+    ``url`` defaults to ``STROKE_ALERT_WEBHOOK``; without one the alert is logged and not sent.
+    A 4xx answer other than 429 is not retried (the request itself is wrong).
+    """
+    url = url if url is not None else os.environ.get(WEBHOOK_ENV, "").strip()
+    if not url:
+        log.info("no %s set: alert not sent: %s", WEBHOOK_ENV, text)
+        return AlertResult(sent=False, attempts=0, error=f"{WEBHOOK_ENV} not set")
+    body = json.dumps({"text": text}).encode("utf-8")
+    status: int | None = None
+    error = ""
+    attempts = 0
+    for attempt in range(retries + 1):
+        attempts = attempt + 1
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                status = response.status
+            return AlertResult(sent=True, attempts=attempts, status=status)
+        except urllib.error.HTTPError as exc:
+            status, error = exc.code, f"HTTP {exc.code}"
+            if 400 <= exc.code < 500 and exc.code != 429:
+                break
+        except ValueError as exc:  # not a usable URL: retrying cannot help
+            status, error = None, f"invalid webhook URL: {exc}"
+            break
+        except Exception as exc:  # timeouts, refused connections: never raise
+            status, error = None, f"{type(exc).__name__}: {exc}"
+        if attempt < retries:
+            time.sleep(backoff * 2**attempt)
+    log.warning("drift alert not delivered after %d attempt(s): %s", attempts, error)
+    return AlertResult(sent=False, attempts=attempts, status=status, error=error)

@@ -1,0 +1,78 @@
+"""``stroke score``: score a patient file with a registered model (CSV and/or warehouse day)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+DEFAULT_MODEL_URI = "models:/StrokeRF@champion"
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="patient file (CSV or Parquet, raw schema)")
+    parser.add_argument("--output", help="CSV to write: id, stroke_probability, risk_tier")
+    parser.add_argument(
+        "--cohort-date",
+        help="YYYY-MM-DD: replace that day's rows of the warehouse table `scores`",
+    )
+    parser.add_argument(
+        "--model-uri",
+        default=DEFAULT_MODEL_URI,
+        help="models:/StrokeRF@<alias> or models:/StrokeRF/<version> (default: %(default)s)",
+    )
+    parser.add_argument("--batch-rows", type=int, default=100_000, help=argparse.SUPPRESS)
+
+
+def parse_model_uri(uri: str) -> str:
+    """The registry reference (alias or version number) named by a ``models:/`` URI."""
+    from stroke_dagster.errors import InputError
+    from stroke_dagster.settings import MODEL_NAME
+
+    match = _MODEL_URI.match(uri.strip())
+    if not match:
+        raise InputError(
+            f"--model-uri must look like models:/{MODEL_NAME}@champion or "
+            f"models:/{MODEL_NAME}/3, got {uri!r}"
+        )
+    if match["name"] != MODEL_NAME:
+        raise InputError(f"unknown model {match['name']!r}: this platform serves {MODEL_NAME}")
+    return match["alias"] or match["version"]
+
+
+def _check_date(value: str) -> str:
+    import datetime as dt
+
+    from stroke_dagster.errors import InputError
+
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise InputError(f"--cohort-date must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from stroke_dagster.errors import InputError
+
+    if args.output is None and args.cohort_date is None:
+        raise InputError("give --output PATH, --cohort-date YYYY-MM-DD, or both")
+    cohort_date = _check_date(args.cohort_date) if args.cohort_date else None
+    reference = parse_model_uri(args.model_uri)
+
+    from stroke_dagster.scoring import score_file
+
+    def load_model():  # runs in the background while the first batch is read and validated
+        from stroke_dagster import registry
+
+        return registry.load_model(reference)
+
+    summary = score_file(
+        args.input,
+        load_model,
+        cohort_date=cohort_date,
+        output_csv=args.output,
+        batch_rows=args.batch_rows,
+    )
+    print(json.dumps(summary.to_dict()))
+    return 0

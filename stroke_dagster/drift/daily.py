@@ -1,0 +1,137 @@
+"""One day's drift check, as the Dagster asset and ``stroke drift --cohort-date`` run it.
+
+Reads the day's cohort (``STROKE_HOME/incoming/<day>.csv|.parquet``, validated row by row: the
+rejected rows are the scoring step's to quarantine, drift looks at the valid ones), the day's
+scores from the warehouse (for prediction drift), checks both against the champion's stored
+detector and replaces the day's rows of ``drift_metrics`` and ``drift_summary`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from stroke_dagster.drift.config import DriftConfig
+from stroke_dagster.drift.report import DriftReport
+from stroke_dagster.drift.store import LoadedDetector, detector_for_model
+from stroke_dagster.errors import InputError
+from stroke_dagster.ingest import iter_patient_batches
+from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.validation import validate_patients
+
+COHORT_SUFFIXES = (".csv", ".parquet")
+METRICS_TABLE = "drift_metrics"
+SUMMARY_TABLE = "drift_summary"
+
+
+@dataclass
+class DayResult:
+    """The outcome of one day's check, for metadata, alerts and MLflow."""
+
+    cohort_date: str
+    report: DriftReport
+    cohort_file: Path
+    rows_in: int
+    rows_valid: int
+    prediction_rows: int
+    prediction_note: str
+    detector_fitted_now: bool
+
+
+def cohort_file(day: str, settings: Settings | None = None) -> Path | None:
+    """``incoming/<day>.csv`` or ``.parquet`` if it exists."""
+    settings = settings or get_settings()
+    for suffix in COHORT_SUFFIXES:
+        path = settings.incoming_dir / f"{day}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_valid_rows(path: str | Path) -> tuple[pd.DataFrame, int]:
+    """The typed valid rows of a patient file (streamed in batches) and the number of rows read."""
+    seen: set[str] = set()
+    frames, rows_in, offset = [], 0, 0
+    for batch in iter_patient_batches(path):
+        result = validate_patients(batch, seen_ids=seen, row_offset=offset)
+        offset += len(batch)
+        rows_in += result.rows_in
+        frames.append(result.valid)
+    valid = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return valid, rows_in
+
+
+def day_predictions(day: str, model_version: str) -> tuple[pd.DataFrame, str]:
+    """The day's scores from the warehouse made by ``model_version`` (empty when there are none)."""
+    from stroke_dagster import warehouse
+
+    empty = pd.DataFrame({"stroke_probability": [], "risk_tier": []})
+    if not warehouse.warehouse_path().exists():
+        return empty, "no warehouse yet"
+    scores = warehouse.query_df(
+        "SELECT stroke_probability, risk_tier, model_version FROM scores WHERE cohort_date = ?",
+        [dt.date.fromisoformat(day)],
+    )
+    if scores.empty:
+        return empty, "the day is not scored yet"
+    same = scores[scores["model_version"].astype(str) == str(model_version)]
+    if same.empty:
+        versions = ", ".join(sorted(scores["model_version"].astype(str).unique()))
+        return empty, f"scored by v{versions}, not the reference v{model_version}"
+    return same[["stroke_probability", "risk_tier"]].reset_index(drop=True), "ok"
+
+
+def check_day(
+    day: str,
+    *,
+    config: DriftConfig | None = None,
+    settings: Settings | None = None,
+    loaded: LoadedDetector | None = None,
+    run_id: str | None = None,
+    write: bool = True,
+) -> DayResult:
+    """Check the cohort of ``day`` (``YYYY-MM-DD``) against the champion; write the results."""
+    dt.date.fromisoformat(day)
+    settings = settings or get_settings()
+    config = config or DriftConfig.from_env()
+    path = cohort_file(day, settings)
+    if path is None:
+        raise InputError(f"no cohort file for {day} in {settings.incoming_dir} (.csv or .parquet)")
+    loaded = loaded or detector_for_model(config=config, settings=settings)
+    cohort, rows_in = read_valid_rows(path)
+    predictions, note = day_predictions(day, loaded.version)
+    report = loaded.detector.check(
+        cohort, predictions if not predictions.empty else None, config=config
+    )
+    if write:
+        write_report(day, report, run_id=run_id)
+    return DayResult(
+        cohort_date=day,
+        report=report,
+        cohort_file=path,
+        rows_in=rows_in,
+        rows_valid=len(cohort),
+        prediction_rows=len(predictions),
+        prediction_note=note,
+        detector_fitted_now=loaded.fitted_now,
+    )
+
+
+def write_report(day: str, report: DriftReport, *, run_id: str | None = None) -> int:
+    """Replace the day's ``drift_metrics`` and ``drift_summary`` rows in one transaction."""
+    from stroke_dagster import warehouse
+
+    computed_at = dt.datetime.now(dt.UTC)
+    version = report.reference_version or "unknown"
+    metrics = report.to_frame()
+    summary = pd.DataFrame([report.summary()]).drop(columns=["reference_model_version"])
+    common = {"reference_model_version": version, "computed_at": computed_at}
+    with warehouse.write_transaction() as con:
+        written = warehouse.replace_rows(
+            con, METRICS_TABLE, day, metrics, {**common, "backend": report.backend}
+        )
+        warehouse.replace_rows(con, SUMMARY_TABLE, day, summary, {**common, "run_id": run_id})
+    return written

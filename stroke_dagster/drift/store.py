@@ -1,0 +1,124 @@
+"""Fitted detectors kept per model version: ``<models_dir>/<version>/drift_<backend>.pkl``.
+
+A detector is fitted once from the version's reference data (its training split) and holdout
+predictions, both MLflow artifacts of the version's run, then loaded by every later check. The file
+is a pickle written atomically by this platform for itself (never load one from elsewhere); a file
+that no longer loads or was fitted with other settings is refitted and replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stroke_dagster.drift.config import DriftConfig
+from stroke_dagster.drift.detector import TabularDriftDetector
+from stroke_dagster.errors import InputError
+from stroke_dagster.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from stroke_dagster.registry import ServingModel
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def detector_path(version: str, backend: str, settings: Settings | None = None) -> Path:
+    settings = settings or get_settings()
+    return settings.models_dir / str(version) / f"drift_{backend}.pkl"
+
+
+def _fit_signature(config: DriftConfig) -> dict[str, Any]:
+    """The settings a fitted detector depends on (the others apply at check time)."""
+    return {
+        "format": FORMAT_VERSION,
+        "backend": config.backend,
+        "psi_bins": config.psi_bins,
+        "rare_category_share": config.rare_category_share,
+    }
+
+
+def save_detector(detector: TabularDriftDetector, path: Path) -> Path:
+    """Write the fitted detector atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"signature": _fit_signature(detector.config), "detector": detector}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_detector(path: Path, config: DriftConfig) -> TabularDriftDetector | None:
+    """The stored detector with ``config`` applied, or ``None`` if absent, stale or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)  # noqa: S301 - a file this platform wrote for itself
+    except Exception as exc:  # a pickle from other library versions: refit instead of failing
+        log.warning("cannot load drift detector %s (%s): refitting", path, exc)
+        return None
+    if not isinstance(payload, dict) or payload.get("signature") != _fit_signature(config):
+        return None
+    detector: TabularDriftDetector = payload["detector"]
+    detector.config = config
+    return detector
+
+
+@dataclass
+class LoadedDetector:
+    """A fitted detector together with the model version it belongs to."""
+
+    detector: TabularDriftDetector
+    version: str
+    path: Path
+    fitted_now: bool
+
+
+def fit_for_model(
+    model: ServingModel, config: DriftConfig, settings: Settings | None = None
+) -> LoadedDetector:
+    """Fit a detector on ``model``'s reference data and holdout predictions, and store it."""
+    detector = TabularDriftDetector(config).fit(
+        model.reference_frame(),
+        model.holdout_predictions(),
+        reference_version=str(model.version),
+    )
+    path = save_detector(detector, detector_path(model.version, config.backend, settings))
+    log.info("fitted drift detector for %s v%s -> %s", model.name, model.version, path)
+    return LoadedDetector(detector, str(model.version), path, fitted_now=True)
+
+
+def detector_for_model(
+    version: str | None = None,
+    config: DriftConfig | None = None,
+    settings: Settings | None = None,
+) -> LoadedDetector:
+    """The stored detector of model ``version`` (default: the champion), fitted on first use.
+
+    Only the alias is resolved when the detector is already stored: the model itself is loaded
+    just to fit a missing detector.
+    """
+    from stroke_dagster import registry
+
+    config = config or DriftConfig.from_env()
+    settings = settings or get_settings()
+    if version is None:
+        version = registry.resolve_alias("champion")
+        if version is None:
+            raise InputError(registry.NO_CHAMPION)
+    path = detector_path(version, config.backend, settings)
+    detector = load_detector(path, config)
+    if detector is not None:
+        return LoadedDetector(detector, str(version), path, fitted_now=False)
+    return fit_for_model(registry.load_model(str(version)), config, settings)

@@ -1,0 +1,110 @@
+"""API key, probes left open, and no telemetry lost on shutdown (a real uvicorn process).
+
+The server flushes telemetry only every hour here, so every row the view shows at the end was
+written by the shutdown flush.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from _api_server import ApiServer, copy_home
+
+from stroke_dagster.api.models import EXAMPLE_PATIENT
+from stroke_dagster.settings import MODEL_NAME
+
+pytestmark = pytest.mark.slow
+KEY = "s3cret-key-for-tests"
+OPEN_PATHS = (
+    "/health",
+    "/ready",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/docs",
+    "/openapi.json",
+)
+SENT: list[str] = []  # every logged (non-probe) request this module made
+
+
+def _count(request: httpx.Request) -> None:
+    if request.url.path not in OPEN_PATHS:
+        SENT.append(request.url.path)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, _champion_home: Path) -> Path:
+    return copy_home(_champion_home, tmp_path_factory.mktemp("api_auth") / "home")
+
+
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[ApiServer]:
+    srv = ApiServer(home, STROKE_API_KEY=KEY, STROKE_TELEMETRY_FLUSH_SECONDS="3600")
+    yield srv
+    srv.stop()
+
+
+def client(server: ApiServer, key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return server.client(headers=headers, event_hooks={"request": [_count]})
+
+
+def test_probes_and_docs_stay_open(server: ApiServer) -> None:
+    with client(server) as http:
+        for path in OPEN_PATHS:
+            assert http.get(path).status_code == 200, path
+
+
+def test_scoring_needs_the_bearer_key(server: ApiServer) -> None:
+    with client(server) as anonymous, client(server, "wrong") as wrong, client(server, KEY) as ok:
+        for http in (anonymous, wrong):
+            answer = http.post("/predict", json=EXAMPLE_PATIENT)
+            assert answer.status_code == 401
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert http.post("/admin/reload").status_code == 401
+            assert http.get(f"/v2/models/{MODEL_NAME}").status_code == 401
+        basic = anonymous.post(
+            "/predict", json=EXAMPLE_PATIENT, headers={"Authorization": f"Basic {KEY}"}
+        )
+        assert basic.status_code == 401
+        answer = ok.post("/predict", json=EXAMPLE_PATIENT)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == "1"
+        assert ok.post("/admin/reload").json()["changed"] is False
+        assert ok.get(f"/v2/models/{MODEL_NAME}").status_code == 200
+
+
+def test_key_is_checked_before_the_body_is_read(server: ApiServer) -> None:
+    """Without the key, invalid or oversized bodies learn nothing: 401, not 422 or 413."""
+    with client(server) as anonymous:
+        invalid = anonymous.post("/predict", json={**EXAMPLE_PATIENT, "age": 500})
+        huge = anonymous.post(
+            "/predict/batch",
+            content=json.dumps([EXAMPLE_PATIENT] * 6000).encode(),
+            headers={"content-type": "application/json"},
+        )
+    assert invalid.status_code == 401
+    assert huge.status_code == 401
+
+
+def test_shutdown_flushes_every_buffered_row(server: ApiServer, home: Path, monkeypatch) -> None:
+    with client(server, KEY) as ok:
+        for _ in range(25):
+            assert ok.post("/predict/batch", json=[EXAMPLE_PATIENT] * 3).status_code == 200
+    assert not list((home / "telemetry").glob("**/*.parquet"))  # nothing flushed yet
+    # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean stop
+    assert server.stop() in (0, -15)
+    assert "Application shutdown complete" in server.log.read_text()
+    monkeypatch.setenv("STROKE_HOME", str(home))
+    from stroke_dagster import warehouse
+
+    logged = warehouse.query_df(
+        "SELECT path, count(*) AS n, sum(n_patients) AS patients FROM inference_log GROUP BY path"
+    ).set_index("path")
+    expected = {path: SENT.count(path) for path in set(SENT)}
+    assert logged["n"].to_dict() == expected
+    assert int(logged.loc["/predict/batch", "patients"]) == 75
