@@ -138,6 +138,15 @@ def draw(
     return cohort
 
 
+def _log_p_gap(a, b) -> float:  # noqa: ANN001 - two DriftReports of the same cohort
+    gaps = [
+        abs(np.log10(max(x.p_value, 1e-30)) - np.log10(max(y.p_value, 1e-30)))
+        for x, y in zip(a.results, b.results, strict=True)
+        if x.p_value == x.p_value and y.p_value == y.p_value
+    ]
+    return max(gaps, default=0.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=int, default=100)
@@ -167,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     significant = {s.name: [] for s in plan}
     agree = {s.name: [] for s in plan}
     timings: dict[str, list[float]] = {b: [] for b in BACKENDS}
+    p_gap: list[float] = []  # largest |log10 p_alibi - log10 p_scipy| of each cohort
+    blocked: dict[str, dict[str, int]] = {s.name: {} for s in plan}  # significant, below floor
     for split in range(args.splits):
         # One generator per split and scenario: every configuration sees the same cohorts.
         order = np.random.default_rng([args.seed, split]).permutation(len(data))
@@ -196,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                 agree[scenario.name].append(
                     reports["alibi"].drifted_features == reports["scipy"].drifted_features
                 )
+                p_gap.append(_log_p_gap(reports["alibi"], reports["scipy"]))
+                for row in reports["alibi"].results:
+                    if row.significant and not row.is_drift:
+                        counts = blocked[scenario.name]
+                        counts[row.feature] = counts.get(row.feature, 0) + 1
 
     print()
     header = (
@@ -215,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print("'p<thr': share of cohorts with at least one significant test (no effect-size floor).")
+    for s in plan:
+        if s.n > 500 and blocked[s.name]:
+            counts = ", ".join(f"{f} {c}" for f, c in sorted(blocked[s.name].items()))
+            print(f"significant but below the effect floor ({s.name}): {counts}")
+    print(
+        "backends: largest |log10 p_alibi - log10 p_scipy| over all tests"
+        f" (p floored at 1e-30, alibi keeps float32): {max(p_gap):.2e}"
+    )
     for backend in BACKENDS:
         ms = [1000 * t for t in timings[backend]]
         print(

@@ -78,10 +78,10 @@ def post_alert(
     attempts = 0
     for attempt in range(retries + 1):
         attempts = attempt + 1
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
         try:
+            request = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 status = response.status
             return AlertResult(sent=True, attempts=attempts, status=status)

@@ -27,8 +27,14 @@ def canonical_column(name: str) -> str:
     return _CANONICAL.get(cleaned.lower(), cleaned)
 
 
-def _to_text_frame(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
-    frame = table.to_pandas()
+def _arrow_strings(arrow_type: pa.DataType) -> pd.StringDtype | None:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    return None
+
+
+def _to_text_frame(table: pa.Table | pa.RecordBatch, arrow_strings: bool = False) -> pd.DataFrame:
+    frame = table.to_pandas(types_mapper=_arrow_strings if arrow_strings else None)
     frame.columns = [canonical_column(c) for c in frame.columns]
     if frame.columns.duplicated().any():
         dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
@@ -48,19 +54,20 @@ def _is_parquet(path: Path) -> bool:
 
 
 def iter_patient_batches(
-    path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS
+    path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS, *, arrow_strings: bool = False
 ) -> Iterator[pd.DataFrame]:
     """Stream a patient file as text DataFrames of at most ``batch_rows`` rows.
 
     CSV columns are read as strings so that nothing is coerced before validation; Parquet
-    columns keep their types (validation accepts both).
+    columns keep their types (validation accepts both). ``arrow_strings`` keeps text columns
+    Arrow-backed (``string[pyarrow]`` rather than Python objects): same values, read faster.
     """
     path = Path(path)
     _check_path(path)
     try:
         if _is_parquet(path):
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-                yield _to_text_frame(batch)
+                yield _to_text_frame(batch, arrow_strings)
             return
         header = _read_header(path)
         convert = pacsv.ConvertOptions(
@@ -81,12 +88,12 @@ def iter_patient_batches(
                 emitted = True
                 table = pa.Table.from_batches(pending)
                 for offset in range(0, table.num_rows - table.num_rows % batch_rows, batch_rows):
-                    yield _to_text_frame(table.slice(offset, batch_rows))
+                    yield _to_text_frame(table.slice(offset, batch_rows), arrow_strings)
                 rest = table.num_rows % batch_rows
                 pending = table.slice(table.num_rows - rest).to_batches() if rest else []
                 pending_rows = rest
         if pending_rows:
-            yield _to_text_frame(pa.Table.from_batches(pending))
+            yield _to_text_frame(pa.Table.from_batches(pending), arrow_strings)
         elif not emitted:
             yield pd.DataFrame({canonical_column(c): pd.Series(dtype=object) for c in header})
     except InputError:

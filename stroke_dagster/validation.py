@@ -127,12 +127,25 @@ def _numeric(name: str, text: pd.Series) -> pd.Series:
     return values.astype("float64")
 
 
-def _canonical_category(text: pd.Series, categories: tuple[str, ...]) -> pd.Series:
-    """Case-insensitive match of ``text`` to ``categories``: the category's spelling, or NA."""
+def _canonical_category(
+    text: pd.Series, categories: tuple[str, ...]
+) -> tuple[pd.Series, np.ndarray]:
+    """Case-insensitive match of ``text`` to ``categories``: the category's spelling (or NA),
+    and the mask of values that match none (missing ones included)."""
     lowered = pc.utf8_lower(text.array._pa_array)
     index = pc.index_in(lowered, value_set=pa.array([c.lower() for c in categories]))
-    spelled = pc.take(pa.array(categories, type=pa.string()), index)
-    return pd.Series(spelled.to_numpy(zero_copy_only=False), index=text.index, dtype=object)
+    codes = pc.fill_null(index, -1).to_numpy(zero_copy_only=False)
+    spelled = np.array([*categories, np.nan], dtype=object)[codes]  # -1: no match -> NaN
+    return pd.Series(spelled, index=text.index, dtype=object), codes < 0
+
+
+_INTEGER_ID = r"^(?:0|[1-9][0-9]{0,14})$"  # at most 15 digits: exact as a float64
+
+
+def _canonical_integers(ids: pd.Series) -> bool:
+    """True when every present id is already an integer in canonical spelling (no sign, no
+    leading zero), which the integer normalisation of ids would leave unchanged."""
+    return bool(pc.all(pc.match_substring_regex(ids.array._pa_array, _INTEGER_ID)).as_py())
 
 
 def check_columns(columns: list[str] | pd.Index, *, require_label: bool = False) -> None:
@@ -168,9 +181,10 @@ def validate_patients(
 
     ids = _text(raw[ID])
     # Integral floats from typed sources (Parquet, JSON) keep the integer spelling: 9046, not 9046.0
-    as_num = pd.to_numeric(ids, errors="coerce")
-    integral = as_num.notna() & (as_num == np.floor(as_num))
-    ids = ids.mask(integral, as_num[integral].astype("Int64").astype("string"))
+    if not _canonical_integers(ids):  # else already spelled as integers (the common case)
+        as_num = pd.to_numeric(ids, errors="coerce")
+        integral = as_num.notna() & (as_num == np.floor(as_num))
+        ids = ids.mask(integral, as_num[integral].astype("Int64").astype("string"))
     flag(ids.isna(), "id is missing")
     out[ID] = ids
 
@@ -195,10 +209,10 @@ def validate_patients(
 
     for field in CATEGORICAL_FIELDS:
         text = _text(raw[field.name])
-        canonical = _canonical_category(text, field.categories)
+        canonical, unknown = _canonical_category(text, field.categories)
         flag(text.isna(), f"{field.name} is missing")
         flag(
-            text.notna() & canonical.isna(),
+            text.notna() & unknown,
             f"{field.name} is not one of {', '.join(field.categories)}",
         )
         out[field.name] = canonical.astype(object)
@@ -241,7 +255,7 @@ def _ordered(columns: pd.Index) -> list[str]:
 
 def _join_reasons(reasons: list[pd.Series], n: int) -> pd.Series:
     if not reasons:
-        return pd.Series([None] * n, dtype=object)
+        return pd.Series(np.full(n, None, dtype=object))
     stacked = pd.concat(reasons, axis=1)
     joined = stacked.apply(lambda row: "; ".join(r for r in row if r is not None) or None, axis=1)
     return joined.astype(object).where(joined.notna(), None)

@@ -41,7 +41,7 @@ def server_env(home: Path, **overrides: str) -> dict[str, str]:
 class ApiServer:
     """``uvicorn --factory stroke_dagster.api.app:create_app`` in a subprocess."""
 
-    def __init__(self, home: Path, **env: str) -> None:
+    def __init__(self, home: Path, *, wait_ready: bool = False, **env: str) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -62,21 +62,21 @@ class ApiServer:
         self.process = subprocess.Popen(
             command, env=server_env(home, **env), stdout=self._log_handle, stderr=subprocess.STDOUT
         )
-        self._wait_live()
+        self._wait("/ready" if wait_ready else "/health")
 
-    def _wait_live(self, timeout: float = 180.0) -> None:
+    def _wait(self, path: str, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server not live after {timeout:.0f} s:\n{self.log.read_text()}")
+        raise RuntimeError(f"{path} not 200 after {timeout:.0f} s:\n{self.log.read_text()}")
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)

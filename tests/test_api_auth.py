@@ -43,7 +43,9 @@ def home(tmp_path_factory: pytest.TempPathFactory, _champion_home: Path) -> Path
 
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[ApiServer]:
-    srv = ApiServer(home, STROKE_API_KEY=KEY, STROKE_TELEMETRY_FLUSH_SECONDS="3600")
+    srv = ApiServer(
+        home, wait_ready=True, STROKE_API_KEY=KEY, STROKE_TELEMETRY_FLUSH_SECONDS="3600"
+    )
     yield srv
     srv.stop()
 

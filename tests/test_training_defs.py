@@ -64,7 +64,7 @@ def test_training_job_registers_a_gated_champion(
     assert reg_meta["alias"].value == "champion" and reg_meta["version"].value == "1"
 
     client = _client()
-    assert client.get_model_version_by_alias("StrokeRF", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("StrokeRF", "champion").version) == "1"
     # One Dagster run is one MLflow run; the Optuna trials are nested under it.
     runs = client.search_runs([client.get_experiment_by_name("stroke-risk").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -83,8 +83,8 @@ def test_training_job_registers_a_gated_champion(
     assert result.success
     reg_meta = result.asset_materializations_for_node("registered_model")[0].metadata
     assert reg_meta["alias"].value == "challenger" and reg_meta["version"].value == "2"
-    assert client.get_model_version_by_alias("StrokeRF", "champion").version == "1"
-    assert client.get_model_version_by_alias("StrokeRF", "challenger").version == "2"
+    assert str(client.get_model_version_by_alias("StrokeRF", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("StrokeRF", "challenger").version) == "2"
 
 
 def test_missing_raw_file_falls_back_to_synthetic_loudly(
@@ -149,4 +149,4 @@ def test_dagster_cli_runs_the_training_job(
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _client().get_model_version_by_alias("StrokeRF", "champion").version == "1"
+    assert str(_client().get_model_version_by_alias("StrokeRF", "champion").version) == "1"

@@ -78,8 +78,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer.start()
-        await run_in_threadpool(holder.refresh)  # no champion yet: start anyway, not ready
-        holder.start()
+        holder.start()  # loads in the background: no champion yet means "not ready", not down
         try:
             yield
         finally:

@@ -107,14 +107,21 @@ class ModelHolder:
             return True
 
     def start(self) -> None:
-        """Re-resolve the alias every ``reload_seconds`` in a daemon thread (0: never)."""
-        if self.reload_seconds <= 0 or self._thread is not None:
+        """Load the alias's version now, then re-resolve it every ``reload_seconds`` (0: never).
+
+        Runs in a daemon thread, so the service answers ``/health`` at once and ``/ready`` turns
+        200 when the first load completes.
+        """
+        if self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="model-reload", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        self.refresh()
+        if self.reload_seconds <= 0:
+            return
         while not self._stop.wait(self.reload_seconds):
             self.refresh()
 

@@ -223,9 +223,13 @@ class Scorer:
         jobs = {k: 1 for k in self.pipeline.get_params() if k.endswith("n_jobs")}
         if jobs:
             self.pipeline.set_params(**jobs)
-        self.compiled = _compile(self.pipeline)
-        if self.compiled is not None and not self._compiled_matches():
-            log.warning("compiled scoring path disagrees with the pipeline: not used")
+        try:
+            self.compiled = _compile(self.pipeline)
+            if self.compiled is not None and not self._compiled_matches():
+                log.warning("compiled scoring path disagrees with the pipeline: not used")
+                self.compiled = None
+        except Exception:  # an unforeseen pipeline detail: the pipeline itself always works
+            log.warning("compiled scoring path unavailable", exc_info=True)
             self.compiled = None
 
     def _compiled_matches(self) -> bool:

@@ -60,16 +60,12 @@ def run(args: argparse.Namespace) -> int:
     cohort_date = _check_date(args.cohort_date) if args.cohort_date else None
     reference = parse_model_uri(args.model_uri)
 
-    from stroke_dagster.scoring import score_file
-
-    def load_model():  # runs in the background while the first batch is read and validated
-        from stroke_dagster import registry
-
-        return registry.load_model(reference)
+    from stroke_dagster.scoring import load_serving_model, score_file
 
     summary = score_file(
         args.input,
-        load_model,
+        # loaded in the background while the first batch is read and validated
+        lambda: load_serving_model(reference),
         cohort_date=cohort_date,
         output_csv=args.output,
         batch_rows=args.batch_rows,

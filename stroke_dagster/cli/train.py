@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="labelled patients (CSV or Parquet, raw schema); default: the file at "
         "STROKE_RAW_CSV, or synthetic patients (with a warning) when it does not exist",
     )
-    parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 20)")
+    parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of split, CV and search")
     parser.add_argument(
         "--holdout-fraction", type=float, default=0.2, help="share kept out for evaluation"

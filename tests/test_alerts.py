@@ -1,0 +1,123 @@
+"""Drift alerts against a real local HTTP server: payload, retries, timeout, never raising."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from stroke_dagster.alerts import drift_alert_text, post_alert
+
+
+class Webhook:
+    """A local webhook: answers ``statuses`` in turn (then 200), optionally after ``delay`` s."""
+
+    def __init__(self, statuses: list[int] | None = None, delay: float = 0.0) -> None:
+        self.statuses = list(statuses or [])
+        self.delay = delay
+        self.requests: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.requests.append(
+                    {"body": body, "content_type": self.headers.get("Content-Type")}
+                )
+                if hook.delay:
+                    time.sleep(hook.delay)
+                status = hook.statuses.pop(0) if hook.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Webhook:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    with Webhook() as hook:
+        yield hook
+
+
+def test_payload_is_slack_text_with_features_and_run_id(
+    webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STROKE_ALERT_WEBHOOK", webhook.url)
+    monkeypatch.setenv("STROKE_DAGSTER_URL", "http://dagster.local:3000/")
+    text = drift_alert_text(
+        "2026-03-01", ["age", "bmi_missing_rate"], "run-42", model_version="3", share_drifted=0.2
+    )
+    result = post_alert(text)
+    assert result.sent and result.attempts == 1 and result.status == 200
+    (request,) = webhook.requests
+    assert request["content_type"] == "application/json"
+    payload = json.loads(request["body"])
+    assert set(payload) == {"text"}
+    assert "2026-03-01" in payload["text"] and "age, bmi_missing_rate" in payload["text"]
+    assert "http://dagster.local:3000/runs/run-42" in payload["text"]
+    assert "StrokeRF v3" in payload["text"] and "20%" in payload["text"]
+
+
+def test_retries_on_server_errors() -> None:
+    with Webhook(statuses=[500, 503]) as hook:
+        result = post_alert("drift", url=hook.url, retries=3, backoff=0.01)
+    assert result.sent and result.attempts == 3 and len(hook.requests) == 3
+
+
+def test_gives_up_after_retries_without_raising() -> None:
+    with Webhook(statuses=[500] * 10) as hook:
+        result = post_alert("drift", url=hook.url, retries=2, backoff=0.01)
+    assert not result.sent and result.attempts == 3 and result.status == 500
+    assert len(hook.requests) == 3 and "500" in (result.error or "")
+
+
+def test_client_error_is_not_retried() -> None:
+    with Webhook(statuses=[404]) as hook:
+        result = post_alert("drift", url=hook.url, retries=3, backoff=0.01)
+    assert not result.sent and result.attempts == 1 and result.status == 404
+
+
+def test_timeout_bounds_a_hanging_webhook() -> None:
+    with Webhook(delay=2.0) as hook:
+        start = time.perf_counter()
+        result = post_alert("drift", url=hook.url, retries=1, timeout=0.2, backoff=0.01)
+        elapsed = time.perf_counter() - start
+    assert not result.sent and result.attempts == 2
+    assert "timed out" in (result.error or "").lower()
+    assert elapsed < 1.5  # two 0.2 s attempts, not two 2 s answers
+
+
+def test_unreachable_or_invalid_webhook_never_raises() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = post_alert("drift", url=f"http://127.0.0.1:{port}/", retries=1, backoff=0.01)
+    assert not result.sent and result.attempts == 2 and result.error
+    invalid = post_alert("drift", url="not a url", retries=3, backoff=0.01)
+    assert not invalid.sent and invalid.attempts == 1 and "invalid webhook URL" in invalid.error
+
+
+def test_without_webhook_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STROKE_ALERT_WEBHOOK", raising=False)
+    result = post_alert("drift")
+    assert not result.sent and result.attempts == 0
