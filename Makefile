@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export STROKE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
 
-.PHONY: install run ui mlflow-ui serve test test-all lint format build bench lock clean
+.PHONY: install instance run ui mlflow-ui serve test lint format build bench lock clean
 
 install: $(VENV)/.installed
 
@@ -17,14 +17,17 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $@
 
-## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.
-run: install
+## instance: the Dagster instance under DAGSTER_HOME, with the project's dagster.yaml (pools).
+instance:
 	mkdir -p $(DAGSTER_HOME)
+	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.
+run: install instance
 	$(BIN)/dagster job execute -m stroke_dagster.definitions -j training_job
 
 ## ui: Dagster webserver + daemon, so schedules and sensors tick.
-ui: install
-	mkdir -p $(DAGSTER_HOME)
+ui: install instance
 	$(BIN)/dagster dev -w workspace.yaml
 
 mlflow-ui: install

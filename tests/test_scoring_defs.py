@@ -25,7 +25,7 @@ from stroke_dagster.defs.scoring import (
     incoming_cohort_sensor,
     nightly_cohort_scoring,
 )
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate import simulate_patients
 
 DAY = "2026-01-05"
 RESOURCES = {"stroke": StrokeSettings()}
