@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(data)} patients; {args.splits} random splits"
         f" {args.reference_share:.0%} reference / rest; alpha={config.alpha}"
-        f" correction={config.correction} numeric effect={config.numeric_effect}"
+        f" correction={config.correction} numeric test="
+        f"{'ks+mwu' if config.location_test else 'ks'} numeric effect={config.numeric_effect}"
         f" floors: wasserstein={config.wasserstein_floor} sd, psi={config.psi_floor},"
         f" missing rate={config.missing_rate_floor}"
     )
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for s in plan:
+        if not agree[s.name]:
+            continue
         rates = [100 * np.mean(alarms[(s.name, b)]) for b in BACKENDS]
         target = "<= 5% alarms" if not s.expect_drift else ">= 95% alarms"
         ok = all(r <= 5 for r in rates) if not s.expect_drift else all(r >= 95 for r in rates)

@@ -288,3 +288,16 @@ def test_real_data_iid_quiet_and_shift_detected(real_csv: Path) -> None:
         alarms += detector.check(cohort).is_drift
         detected += detector.check(_shift(cohort, "bmi", 0.25, ref)).is_drift
     assert alarms <= 2 and detected >= 9
+
+
+def test_location_test_can_be_switched_off(detectors, reference) -> None:
+    """Without Mann-Whitney, numeric p-values are TabularDrift's own KS p-values."""
+    from scipy.stats import ks_2samp
+
+    cohort = _shift(_cohort(seed=28), "age", 0.2, reference)
+    config = DriftConfig(backend="alibi", location_test=False)
+    age = detectors["alibi"].check(cohort, config=config).result("age")
+    expected = ks_2samp(reference["age"], cohort["age"], method="asymp").pvalue
+    assert age.test == "ks" and age.p_value == pytest.approx(expected, rel=1e-4)
+    combined = detectors["alibi"].check(cohort).result("age")
+    assert combined.test == "ks+mwu" and combined.p_value < age.p_value  # a location shift

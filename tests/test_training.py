@@ -123,7 +123,7 @@ def test_tuning_never_picks_a_wrecking_trial_that_wins_on_auc(split) -> None:
     # With this seed the study samples one `balanced` trial that ranks best on AUC.
     space = training.SearchSpace(n_estimators=(20, 40, 20), class_weight=("balanced", None))
     result = training.tune(
-        split[0], n_trials=4, seed=0, cv_folds=3, search_space=space, log_trials=False
+        split[0], n_trials=4, seed=3, cv_folds=3, search_space=space, log_trials=False
     )
     balanced = result.trials[result.trials["class_weight"] == "balanced"]
     assert len(balanced) == 1

@@ -61,7 +61,8 @@ def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
     from stroke_dagster.performance import labeled_cohorts
 
     frame = labeled_cohorts(stroke.settings())
-    days = sorted(frame["cohort_date"].astype(str).unique()) if "cohort_date" in frame else []
+    # Ids are "<day>/<id>": the day a labelled row came from.
+    days = sorted(frame["id"].astype(str).str.split("/").str[0].unique()) if len(frame) else []
     return dg.Output(
         frame,
         metadata={"rows": len(frame), "days": len(days), "latest_day": days[-1] if days else ""},
@@ -97,7 +98,7 @@ def clean_patients(
     settings = stroke.settings()
     sources = [("training", raw_patients)]
     if len(labelled_cohorts):
-        sources.append(("labelled_cohorts", labelled_cohorts.drop(columns="cohort_date")))
+        sources.append(("labelled_cohorts", labelled_cohorts))
     valid_frames, rows_in, quarantined, reasons = [], 0, 0, pd.Series(dtype="int64")
     for name, frame in sources:
         result = validate_patients(frame, require_label=True)

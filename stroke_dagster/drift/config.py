@@ -31,6 +31,8 @@ class DriftConfig:
     wasserstein_floor: float = 0.1  # Wasserstein-1 distance in reference standard deviations
     psi_floor: float = 0.01  # population stability index (categorical features; numeric if psi)
     missing_rate_floor: float = 0.02  # absolute change of a feature's missing-value rate
+    # Numeric inputs: KS plus a Mann-Whitney location test (False: KS alone, plain TabularDrift).
+    location_test: bool = True
     psi_bins: int = 10  # reference-quantile bins for the PSI of numeric features
     # Categories rarer than this in the reference are pooled for the chi-squared test (its p-value
     # is unreliable when expected counts are tiny: one extra "Other" gender must not page anyone).
@@ -67,6 +69,8 @@ class DriftConfig:
             "missing_rate_floor": float(
                 env.get("STROKE_DRIFT_MISSING_FLOOR", cls.missing_rate_floor)
             ),
+            "location_test": env.get("STROKE_DRIFT_LOCATION_TEST", "1").strip().lower()
+            not in {"0", "false", "no", "off"},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -2,12 +2,12 @@
 
 Tests run per group of columns that share rows (one engine call per group):
 
-* ``features``: every complete model input (numeric: KS; binary and categorical: chi-squared on
-  integer codes) plus a missing-value indicator per nullable input (chi-squared on a 2x2 table,
-  i.e. a two-proportion test);
+* ``features``: every complete model input (numeric: KS + Mann-Whitney; binary and categorical:
+  chi-squared on integer codes, categories under 1% of the reference pooled) plus a missing-value
+  indicator per nullable input (chi-squared on a 2x2 table, i.e. a two-proportion test);
 * one group per nullable numeric input (``bmi``), tested on its observed values only;
-* ``predictions`` (optional): ``stroke_probability`` (KS) and ``risk_tier`` (chi-squared) of the
-  cohort's scores against the champion's holdout predictions.
+* ``predictions`` (optional): ``stroke_probability`` (KS + Mann-Whitney) and ``risk_tier``
+  (chi-squared) of the cohort's scores against the champion's holdout predictions.
 
 All p-values of a check form one family corrected with Bonferroni or Benjamini-Hochberg. A row
 drifts when it is significant after correction *and* its effect size reaches the configured floor.
@@ -47,7 +47,6 @@ from stroke_dagster.drift.stats import (
 from stroke_dagster.errors import InputError
 from stroke_dagster.risk import TIERS
 from stroke_dagster.schema import (
-    BINARY_FEATURES,
     CATEGORICAL_FIELDS,
     FEATURES,
     FIELDS_BY_NAME,
@@ -276,7 +275,9 @@ class TabularDriftDetector:
             p_values = statistics = np.full(len(vectors), np.nan)
         else:
             assert group.tests is not None
-            p_values, statistics = group.tests.score(np.column_stack(vectors))
+            p_values, statistics = group.tests.score(
+                np.column_stack(vectors), location=config.location_test
+            )
         return [
             self._row(column, values, float(p), float(s), config)
             for column, values, p, s in zip(
@@ -325,7 +326,9 @@ class TabularDriftDetector:
         return {
             "feature": column.name,
             "kind": column.kind,
-            "test": CATEGORICAL_TEST if column.categorical else NUMERIC_TEST,
+            "test": CATEGORICAL_TEST
+            if column.categorical
+            else (NUMERIC_TEST if config.location_test else "ks"),
             "statistic": statistic,
             "p_value": p_value,
             "effect_metric": metric,
@@ -342,7 +345,3 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], what: st
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InputError(f"{what} is missing column(s): {', '.join(missing)}")
-
-
-# binary inputs are tested as categorical codes 0/1
-assert all(name not in NUMERIC_FEATURES for name in BINARY_FEATURES)
