@@ -150,3 +150,26 @@ def test_dagster_cli_runs_the_training_job(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(_client().get_model_version_by_alias("StrokeRF", "champion").version) == "1"
+
+
+def test_labelled_cohorts_join_the_training_rows(
+    defs: dg.Definitions, stroke_home: Path, synthetic_train_csv: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STROKE_RAW_CSV", str(synthetic_train_csv))
+    cohort = simulate_patients(200, seed=21, id_start=1)  # ids collide with the raw file's
+    (stroke_home / "incoming").mkdir()
+    (stroke_home / "labels").mkdir()
+    write_patients(cohort.drop(columns="stroke"), stroke_home / "incoming" / "2026-03-01.csv")
+    cohort[["id", "stroke"]].head(150).to_csv(
+        stroke_home / "labels" / "2026-03-01.csv", index=False
+    )
+    selection = [dg.AssetKey(k) for k in ("raw_patients", "labelled_cohorts", "clean_patients")]
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("training_job").execute_in_process(
+            instance=instance, asset_selection=selection
+        )
+    meta = result.asset_materializations_for_node("labelled_cohorts")[0].metadata
+    assert meta["rows"].value == 150 and meta["latest_day"].value == "2026-03-01"
+    clean_meta = result.asset_materializations_for_node("clean_patients")[0].metadata
+    assert clean_meta["rows_valid"].value == 1500 + 150
+    assert clean_meta["rows_quarantined"].value == 0
