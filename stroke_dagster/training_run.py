@@ -105,6 +105,9 @@ def run_training(
         "holdout_brier": round(evaluation.brier, 5),
         "holdout_sensitivity": round(evaluation.sensitivity, 4),
         "holdout_specificity": round(evaluation.specificity, 4),
+        "holdout_sensitivity_elevated": round(evaluation.sensitivity_elevated, 4),
+        "holdout_specificity_elevated": round(evaluation.specificity_elevated, 4),
+        "holdout_tier_counts": evaluation.tier_counts,
         "thresholds": {
             "elevated": round(evaluation.thresholds.elevated, 5),
             "high": round(evaluation.thresholds.high, 5),

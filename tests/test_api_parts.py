@@ -110,6 +110,49 @@ def test_compiled_path_gives_exactly_the_pipeline_probabilities(champion_home: P
     np.testing.assert_allclose(scorer.predict(records), registered, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("flags", [False, True])
+def test_compiled_path_is_exact_with_and_without_missing_flags(flags: bool) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from stroke_dagster.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
+    records = probe_records(600, seed=2)
+    frame = records_frame(records)
+    y = ((frame["age"] > 70) | frame["bmi"].isna()).astype(int)
+    numeric = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", add_indicator=flags)),
+            ("scale", StandardScaler()),
+        ]
+    )
+    pipeline = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        ("num", numeric, [*NUMERIC_FEATURES, *BINARY_FEATURES]),
+                        (
+                            "cat",
+                            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                            list(CATEGORICAL_FEATURES),
+                        ),
+                    ]
+                ),
+            ),
+            ("model", RandomForestClassifier(n_estimators=40, max_depth=6, random_state=0)),
+        ]
+    ).fit(frame, y)
+    scorer = Scorer(pipeline)
+    assert scorer.fast
+    fresh = probe_records(400, seed=3)
+    assert np.array_equal(scorer.predict(fresh), pipeline.predict_proba(records_frame(fresh))[:, 1])
+
+
 def test_unknown_pipeline_shape_falls_back_to_the_pipeline() -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer

@@ -3,12 +3,13 @@
 ``pipeline.predict_proba`` on a one-row DataFrame costs ~13 ms for the default 300-tree forest
 (pandas column handling in the ColumnTransformer, then one Python-level call per tree), and ~3x
 more with ``n_jobs=-1`` (joblib dispatch). :class:`Scorer` keeps a private copy of the pipeline
-with ``n_jobs=1`` and, when the pipeline has the known shape (impute+scale / one-hot columns, then
-a random forest), a *compiled* path: the preprocessing as plain numpy arithmetic and all trees
-walked at once over flattened node arrays. It performs the same floating-point operations in the
-same order as scikit-learn (float32 inputs to the trees, per-tree leaf fractions summed tree by
-tree, divided by the number of trees), and it is only switched on after it reproduced the
-pipeline's probabilities *exactly* on a few hundred probe patients drawn from the schema.
+with ``n_jobs=1`` and, when the pipeline has the known shape (impute [+ missing flags] + scale /
+one-hot columns, then a random forest), a *compiled* path: the preprocessing as plain numpy
+arithmetic and all trees walked at once over flattened node arrays. It performs the same
+floating-point operations in the same order as scikit-learn (float32 inputs to the trees, per-tree
+leaf fractions summed tree by tree, divided by the number of trees), and it is only switched on
+after it reproduced the pipeline's probabilities *exactly* on a few hundred probe patients drawn
+from the schema. Any other pipeline shape is scored by the pipeline itself.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _Block:
 
     columns: list[str]
     fill: np.ndarray | None = None  # imputation values, numeric blocks
+    indicator: np.ndarray | None = None  # columns whose missing flags are appended (imputer)
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     positions: list[dict[str, int]] | None = None  # category -> output offset, one-hot blocks
@@ -106,7 +108,10 @@ class CompiledPipeline:
                     [[np.nan if r[c] is None else r[c] for c in block.columns] for r in records],
                     dtype=np.float64,
                 )
-                x = np.where(np.isnan(x), block.fill, x)
+                missing = np.isnan(x)
+                x = np.where(missing, block.fill, x)
+                if block.indicator is not None:
+                    x = np.hstack([x, missing[:, block.indicator].astype(np.float64)])
                 if block.mean is not None:
                     x -= block.mean
                 if block.scale is not None:
@@ -165,19 +170,21 @@ def _compile(pipeline: Any) -> CompiledPipeline | None:
                 len(steps) != 2
                 or type(steps[0]) is not SimpleImputer
                 or type(steps[1]) is not StandardScaler
-                or steps[0].add_indicator
                 or not np.isnan(steps[0].missing_values)
                 or np.isnan(steps[0].statistics_).any()
             ):
                 return None
-            scaler = steps[1]
+            imputer, scaler = steps
+            # add_indicator: flags of the columns that had missing values in training, appended
+            indicator = np.asarray(imputer.indicator_.features_) if imputer.add_indicator else None
             blocks.append(
                 _Block(
                     columns,
-                    fill=np.asarray(steps[0].statistics_, dtype=np.float64),
+                    fill=np.asarray(imputer.statistics_, dtype=np.float64),
+                    indicator=indicator,
                     mean=scaler.mean_ if scaler.with_mean else None,
                     scale=scaler.scale_ if scaler.with_std else None,
-                    width=len(columns),
+                    width=len(columns) + (0 if indicator is None else len(indicator)),
                 )
             )
         elif type(transformer) is OneHotEncoder:
