@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stroke_command(*args: str) -> list[str] | None:
+    """``stroke <args>`` (the installed console script), or None while a command is missing."""
+    from stroke_dagster.cli import COMMANDS
+
+    script = Path(sys.executable).with_name("stroke")
+    if not script.exists() or any(
+        importlib.util.find_spec(f"stroke_dagster.cli.{name}") is None for name in COMMANDS
+    ):
+        return None
+    return [str(script), *args]
 
 
 def copy_home(source: Path, target: Path) -> Path:
@@ -46,7 +59,7 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / f"uvicorn-{self.port}.log"
-        command = [
+        command = stroke_command("serve", "--host", "127.0.0.1", "--port", str(self.port)) or [
             sys.executable,
             "-m",
             "uvicorn",

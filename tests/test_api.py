@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from _api_server import ApiServer, copy_home, wait_for
+from _api_server import ApiServer, copy_home, stroke_command, wait_for
 
 from stroke_dagster.schema import CATEGORICAL_FIELDS, FEATURES, ID, NUMERIC_FEATURES
 from stroke_dagster.settings import MODEL_NAME
@@ -428,7 +428,10 @@ def test_alias_move_is_hot_reloaded_while_requests_are_in_flight(
 
 
 def _score_command(input_path: Path, day: str) -> list[str]:
-    """``stroke score --input F --cohort-date D`` (the command module, run as the CLI does)."""
+    """``stroke score --input F --cohort-date D``."""
+    command = stroke_command("score", "--input", str(input_path), "--cohort-date", day)
+    if command is not None:
+        return command
     if importlib.util.find_spec("stroke_dagster.cli.score") is not None:
         runner = (
             "import argparse, sys\n"

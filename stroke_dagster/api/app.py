@@ -15,7 +15,6 @@ and load balancers probe without credentials, and the probes reveal no patient d
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -43,8 +42,6 @@ from stroke_dagster.api.predict import score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
 from stroke_dagster.settings import Settings, get_settings
 
-log = logging.getLogger(__name__)
-
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
@@ -64,7 +61,12 @@ def create_app(
     config: ApiConfig | None = None,
     holder: ModelHolder | None = None,
 ) -> FastAPI:
-    """The service; ``settings`` (STROKE_HOME) and ``config`` default to the environment."""
+    """The service. ``settings`` and ``config`` default to the environment.
+
+    ``settings.home`` is where telemetry is written; the registry is found the way every other
+    command finds it (``STROKE_HOME`` / ``MLFLOW_TRACKING_URI``). ``holder`` replaces the default
+    champion holder (e.g. another alias).
+    """
     settings = settings or get_settings()
     config = config or ApiConfig.from_env()
     holder = holder or ModelHolder(reload_seconds=config.reload_seconds)
