@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +14,6 @@ import pandas as pd
 import pytest
 
 from stroke_dagster import warehouse
-from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import (
     champion_rescoring_sensor,
     cohort_scores,
@@ -25,10 +22,24 @@ from stroke_dagster.defs.scoring import (
     incoming_cohort_sensor,
     nightly_cohort_scoring,
 )
+from stroke_dagster.settings import Settings, get_settings
 from stroke_dagster.simulate import simulate_patients
 
 DAY = "2026-01-05"
-RESOURCES = {"stroke": StrokeSettings()}
+
+
+class Home(dg.ConfigurableResource):
+    """Stands in for the project's ``stroke`` resource in step processes (no MLflow import)."""
+
+    stroke_home: str = ""
+
+    def settings(self) -> Settings:
+        if self.stroke_home:
+            os.environ["STROKE_HOME"] = self.stroke_home
+        return get_settings()
+
+
+RESOURCES = {"stroke": Home()}
 
 
 def write_cohort(home: Path, day: str, n: int = 200, bad: int = 0, seed: int = 0) -> Path:
@@ -61,6 +72,7 @@ def test_definitions_pick_up_the_scoring_objects() -> None:
     from stroke_dagster.definitions import defs
 
     loaded = defs()
+    assert "stroke" in loaded.resources  # the project's settings resource, used by name
     graph = loaded.resolve_asset_graph()
     for key in (daily_cohort.key, cohort_scores.key):
         node = graph.get(key)
@@ -202,7 +214,6 @@ def test_champion_sensor_rescores_the_latest_day_when_the_champion_moves(
 
 PRELOAD = [
     "stroke_dagster.defs.scoring",
-    "stroke_dagster.defs.resources",
     "stroke_dagster.scoring",
     "stroke_dagster.warehouse",
     "sklearn.ensemble",
@@ -224,16 +235,33 @@ def backfill_job() -> dg.JobDefinition:
 
 
 OUTSIDE_WRITER = """
-import time, pandas as pd
+import os, sys, time, pandas as pd
 from stroke_dagster import warehouse
 rows = pd.DataFrame({"patient_id": [str(i) for i in range(5000)], "stroke_probability": 0.1,
                      "risk_tier": "low", "model_name": "StrokeRF", "model_version": "x",
                      "scored_at": pd.Timestamp("2026-01-01T00:00:00Z")})
-start = time.time()
-for i in range(40):
+start, writes, stop = time.time(), 0, sys.argv[1]
+while not os.path.exists(stop) or writes < 5:  # until the backfill is over
     warehouse.replace_partition("scores", "2025-12-31", rows)
     warehouse.query_df("SELECT count(*) FROM scores")
-print(start, time.time(), flush=True)
+    writes += 1
+    time.sleep(0.2)
+print(start, time.time(), writes, flush=True)
+"""
+
+# One launcher process per slot of the run queue: it executes its share of the backfill's runs,
+# each under the multiprocess executor (steps forked from a server that preloaded the code).
+RUN_LAUNCHER = """
+import json, sys, time
+import dagster as dg
+import test_scoring_defs as t
+days, ref, run_config = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+instance = dg.DagsterInstance.from_ref(dg._core.instance.ref.InstanceRef.from_dict(ref))
+for day in days:
+    started = time.time()
+    with dg.execute_job(dg.reconstructable(t.backfill_job), instance=instance,
+                        run_config=run_config, tags={"dagster/partition": day}) as result:
+        print(json.dumps([day, result.success, started, time.time()]), flush=True)
 """
 
 
@@ -254,41 +282,50 @@ def test_backfill_of_14_days_and_an_outside_writer_never_hit_a_lock_error(
         "resources": {"stroke": {"config": {"stroke_home": str(champion_home)}}},
     }
     overrides = {"concurrency": {"pools": {"default_limit": 1}}}
-    writer = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(OUTSIDE_WRITER)],
-        env={**os.environ, "STROKE_HOME": str(champion_home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {
+        **os.environ,
+        "STROKE_HOME": str(champion_home),
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+
+    def spawn(code: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     with dg.instance_for_test(overrides=overrides) as instance:
-
-        def run(day: str) -> tuple[bool, float, float]:
-            started = time.time()
-            with dg.execute_job(
-                dg.reconstructable(backfill_job),
-                instance=instance,
-                run_config=run_config,
-                tags={"dagster/partition": day},
-            ) as result:
-                return result.success, started, time.time()
-
-        with ThreadPoolExecutor(max_workers=4) as pool:  # runs in flight at once, as the queue
-            outcomes = list(pool.map(run, days))
-        errors = [
-            event.message
+        ref = json.dumps(instance.get_ref().to_dict())
+        launchers = [
+            spawn(RUN_LAUNCHER, json.dumps(days[k::3]), ref, json.dumps(run_config))
+            for k in range(3)
+        ]
+        stop = champion_home / "backfill.done"
+        writer = spawn(OUTSIDE_WRITER, str(stop))
+        outputs = [proc.communicate(timeout=900) for proc in launchers]
+        stop.touch()
+        out, err = writer.communicate(timeout=300)
+        failures = [
+            record.event_log_entry.dagster_event.message
             for record in instance.get_event_records(
                 dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_FAILURE)
             )
-            if (event := record.event_log_entry.dagster_event)
         ]
-    out, err = writer.communicate(timeout=300)
-    assert writer.returncode == 0, err  # the outside writer never failed either
-    assert not errors, errors
-    assert all(ok for ok, _, _ in outcomes)
-    writer_start, writer_end = map(float, out.split())
-    runs_start, runs_end = min(o[1] for o in outcomes), max(o[2] for o in outcomes)
+    assert writer.returncode == 0, err  # the writer outside Dagster never failed either
+    assert not failures, failures
+    for proc, (_, launcher_err) in zip(launchers, outputs, strict=True):
+        assert proc.returncode == 0, launcher_err[-3000:]
+    outcomes = [json.loads(line) for stdout, _ in outputs for line in stdout.split("\n") if line]
+    assert sorted(o[0] for o in outcomes) == days and all(o[1] for o in outcomes)
+    writer_start, writer_end, writes = map(float, out.split())
+    runs_start, runs_end = min(o[2] for o in outcomes), max(o[3] for o in outcomes)
     assert writer_start < runs_end and runs_start < writer_end  # they really overlapped
+    assert writes >= 5
     counts = warehouse.query_df(
         "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, count(*) AS n, "
         "count(DISTINCT patient_id) AS ids FROM scores GROUP BY 1 ORDER BY 1"

@@ -19,7 +19,13 @@ FAST = {"ops": {"tuned_model": {"config": {"n_trials": 2, "cv_folds": 3}}}}
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
-    return load_defs()
+    # Loading reads the current instance's definitions state: give it a live one, and resolve
+    # everything while it is there.
+    with dg.instance_for_test():
+        definitions = load_defs()
+        definitions.resolve_asset_graph()
+        definitions.resolve_all_job_defs()
+        return definitions
 
 
 def _run(defs: dg.Definitions, run_config: dict | None = None) -> dg.ExecuteInProcessResult:

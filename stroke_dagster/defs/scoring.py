@@ -14,19 +14,26 @@ lock, so runs started outside Dagster (``stroke score``) queue behind them inste
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from stroke_dagster import scoring, warehouse
 from stroke_dagster.defs.partitions import daily_partitions
-from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
+from stroke_dagster.settings import Settings, get_settings
 
 GROUP = "scoring"
 OWNERS = ["team:ml-platform"]
 KINDS = {"duckdb", "python"}
 COHORT_SUFFIXES = (".csv", ".parquet")
 SENSOR_READ_TIMEOUT_S = 20.0
+
+
+def _settings(stroke: Any) -> Settings:
+    """Settings from the project's ``stroke`` resource (``StrokeSettings``, which may point
+    STROKE_HOME elsewhere). It is used by name only, so that step processes do not import
+    the training stack (MLflow) that the resources module brings in."""
+    return stroke.settings() if hasattr(stroke, "settings") else get_settings()
 
 
 def incoming_file(settings: Settings, day: str) -> Path | None:
@@ -81,9 +88,11 @@ def _current_cohort(settings: Settings, day: str) -> scoring.CohortSummary:
         "rejected row goes to the DuckDB `quarantine` table with its reason and the cohort date."
     ),
 )
-def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
+def daily_cohort(
+    context: dg.AssetExecutionContext, stroke: dg.ResourceParam[Any]
+) -> dg.MaterializeResult:
     day = context.partition_key
-    summary = _validate_day(stroke.settings(), day)
+    summary = _validate_day(_settings(stroke), day)
     context.log.info(
         f"cohort {day}: {summary.rows_valid} valid, {summary.rows_quarantined} quarantined"
     )
@@ -112,14 +121,12 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     ),
 )
 def cohort_scores(
-    context: dg.AssetExecutionContext, stroke: StrokeSettings
+    context: dg.AssetExecutionContext, stroke: dg.ResourceParam[Any]
 ) -> dg.MaterializeResult:
-    from stroke_dagster import registry
-
     day = context.partition_key
-    settings = stroke.settings()
+    settings = _settings(stroke)
     cohort = _current_cohort(settings, day)
-    model = registry.load_model("champion")
+    model = scoring.load_serving_model("champion")
     scored = scoring.score_file(cohort.path, model, cohort_date=day, quarantine_source=None)
     if scored.rows_scored != cohort.rows_valid:
         raise dg.Failure(f"scored {scored.rows_scored} rows of {cohort.rows_valid} valid ones")
@@ -175,8 +182,6 @@ def nightly_cohort_scoring(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     done = context.instance.get_materialized_partitions(cohort_scores.key)
     if key in done:
         return dg.SkipReason(f"{key} is already scored")
-    from stroke_dagster.settings import get_settings
-
     source = incoming_file(get_settings(), key)
     if source is None:
         return dg.SkipReason(f"no cohort file for {key} in {get_settings().incoming_dir}")
@@ -195,8 +200,6 @@ def nightly_cohort_scoring(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 def incoming_cohort_sensor(
     context: dg.SensorEvaluationContext,
 ) -> dg.SensorResult | dg.SkipReason:
-    from stroke_dagster.settings import get_settings
-
     incoming = get_settings().incoming_dir
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     requests = []
