@@ -21,6 +21,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_dagster_state_storage() -> Iterator[None]:
+    """Start every test without a Dagster definitions-state storage in the context.
+
+    Entering a ``DagsterInstance`` publishes its state storage in a context variable that loading
+    the Definitions reads; instances entered and left out of order by earlier tests can leave a
+    dead one behind. Each test starts clean instead.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
 def _isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("STROKE_HOME", str(home))
