@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from stroke_dagster import warehouse
+from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import (
     champion_rescoring_sensor,
     cohort_scores,
@@ -22,24 +23,12 @@ from stroke_dagster.defs.scoring import (
     incoming_cohort_sensor,
     nightly_cohort_scoring,
 )
-from stroke_dagster.settings import Settings, get_settings
 from stroke_dagster.simulate import simulate_patients
 
 DAY = "2026-01-05"
 
 
-class Home(dg.ConfigurableResource):
-    """Stands in for the project's ``stroke`` resource in step processes (no MLflow import)."""
-
-    stroke_home: str = ""
-
-    def settings(self) -> Settings:
-        if self.stroke_home:
-            os.environ["STROKE_HOME"] = self.stroke_home
-        return get_settings()
-
-
-RESOURCES = {"stroke": Home()}
+RESOURCES = {"stroke": StrokeSettings()}
 
 
 def write_cohort(home: Path, day: str, n: int = 200, bad: int = 0, seed: int = 0) -> Path:
@@ -213,6 +202,7 @@ def test_champion_sensor_rescores_the_latest_day_when_the_champion_moves(
 # ------------------------------------------------------------------------------------------
 
 PRELOAD = [
+    "stroke_dagster.defs.resources",
     "stroke_dagster.defs.scoring",
     "stroke_dagster.scoring",
     "stroke_dagster.warehouse",

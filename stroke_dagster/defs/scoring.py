@@ -14,12 +14,12 @@ lock, so runs started outside Dagster (``stroke score``) queue behind them inste
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from stroke_dagster import scoring, warehouse
 from stroke_dagster.defs.partitions import daily_partitions
+from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings, get_settings
 
 GROUP = "scoring"
@@ -27,13 +27,6 @@ OWNERS = ["team:ml-platform"]
 KINDS = {"duckdb", "python"}
 COHORT_SUFFIXES = (".csv", ".parquet")
 SENSOR_READ_TIMEOUT_S = 20.0
-
-
-def _settings(stroke: Any) -> Settings:
-    """Settings from the project's ``stroke`` resource (``StrokeSettings``, which may point
-    STROKE_HOME elsewhere). It is used by name only, so that step processes do not import
-    the training stack (MLflow) that the resources module brings in."""
-    return stroke.settings() if hasattr(stroke, "settings") else get_settings()
 
 
 def incoming_file(settings: Settings, day: str) -> Path | None:
@@ -88,11 +81,9 @@ def _current_cohort(settings: Settings, day: str) -> scoring.CohortSummary:
         "rejected row goes to the DuckDB `quarantine` table with its reason and the cohort date."
     ),
 )
-def daily_cohort(
-    context: dg.AssetExecutionContext, stroke: dg.ResourceParam[Any]
-) -> dg.MaterializeResult:
+def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
     day = context.partition_key
-    summary = _validate_day(_settings(stroke), day)
+    summary = _validate_day(stroke.settings(), day)
     context.log.info(
         f"cohort {day}: {summary.rows_valid} valid, {summary.rows_quarantined} quarantined"
     )
@@ -121,10 +112,10 @@ def daily_cohort(
     ),
 )
 def cohort_scores(
-    context: dg.AssetExecutionContext, stroke: dg.ResourceParam[Any]
+    context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
     day = context.partition_key
-    settings = _settings(stroke)
+    settings = stroke.settings()
     cohort = _current_cohort(settings, day)
     model = scoring.load_serving_model("champion")
     scored = scoring.score_file(cohort.path, model, cohort_date=day, quarantine_source=None)
@@ -168,6 +159,7 @@ def _is_partition(day: str) -> bool:
 
 
 @dg.schedule(
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     job=cohort_scoring_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
@@ -189,6 +181,7 @@ def nightly_cohort_scoring(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=cohort_scoring_job,
     minimum_interval_seconds=30,
     description=(
@@ -217,6 +210,7 @@ def incoming_cohort_sensor(
 
 
 @dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
     job=cohort_scoring_job,
     minimum_interval_seconds=60,
     description=(

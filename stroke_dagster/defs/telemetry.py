@@ -101,6 +101,7 @@ inference_summary_job = dg.define_asset_job(
 
 inference_summary_schedule = dg.build_schedule_from_partitioned_job(
     inference_summary_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     name="inference_summary_schedule",
     hour_of_day=0,
     minute_of_hour=30,
