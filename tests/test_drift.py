@@ -301,3 +301,35 @@ def test_location_test_can_be_switched_off(detectors, reference) -> None:
     assert age.test == "ks" and age.p_value == pytest.approx(expected, rel=1e-4)
     combined = detectors["alibi"].check(cohort).result("age")
     assert combined.test == "ks+mwu" and combined.p_value < age.p_value  # a location shift
+
+
+def test_cli_checks_live_traffic_recorded_by_the_api(
+    champion_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    from _api_server import ApiServer, wait_for
+
+    from stroke_dagster.api.telemetry import request_cohort
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    code, _, err = _run_cli(["drift", "--online-date", today], capsys)
+    assert code == 2 and "STROKE_TELEMETRY_FEATURES=1" in err  # nothing kept by default
+
+    older = _cohort(seed=41, n=400)
+    older["age"] = (older["age"] + 15).clip(upper=120)  # an older population reaches the API
+    patients = json.loads(older.drop(columns="id").to_json(orient="records"))
+    server = ApiServer(champion_home, wait_ready=True, STROKE_TELEMETRY_FEATURES="1")
+    try:
+        with server.client() as client:
+            for start in range(0, len(patients), 100):
+                response = client.post("/predict/batch", json=patients[start : start + 100])
+                assert response.status_code == 200
+        assert wait_for(lambda: len(request_cohort(None, today)) == 400)  # flushed in background
+    finally:
+        server.stop()
+
+    code, lines, _ = _run_cli(["drift", "--online-date", today, "--backend", "scipy"], capsys)
+    assert code == 0 and len(lines) == 1
+    assert lines[0]["input"] == f"online:{today}" and lines[0]["rows_in"] == 400
+    assert lines[0]["is_drift"] and "age" in lines[0]["drifted_features"]

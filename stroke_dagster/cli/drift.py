@@ -14,9 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         action="append",
-        required=True,
+        default=[],
         metavar="PATH",
         help="patient file (CSV or Parquet, raw schema); repeat for several files",
+    )
+    parser.add_argument(
+        "--online-date",
+        action="append",
+        default=[],
+        metavar="YYYY-MM-DD",
+        help="also check the patients the API scored that UTC day (needs the service to run "
+        "with STROKE_TELEMETRY_FEATURES=1; off by default for privacy); repeatable",
     )
     parser.add_argument(
         "--cohort-date",
@@ -31,19 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import datetime as dt
     from pathlib import Path
 
     from stroke_dagster.errors import InputError
 
+    if not args.input and not args.online_date:
+        raise InputError("give at least one --input PATH or --online-date YYYY-MM-DD")
+    online_days = [_iso_day(day, "--online-date") for day in args.online_date]
     cohort_date = None
     if args.cohort_date:
-        try:
-            cohort_date = dt.date.fromisoformat(args.cohort_date).isoformat()
-        except ValueError:
-            raise InputError(
-                f"--cohort-date must be YYYY-MM-DD, got {args.cohort_date!r}"
-            ) from None
+        cohort_date = _iso_day(args.cohort_date, "--cohort-date")
         if len(args.input) != 1:
             raise InputError("--cohort-date takes exactly one --input (the cohort of that day)")
     for path in args.input:  # fail before the (slow) detector load
@@ -56,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
 
     config = DriftConfig.from_env(backend=args.backend)
     loaded = detector_for_model(config=config)
+    for day in online_days:
+        from stroke_dagster.api.telemetry import request_cohort
+
+        cohort = request_cohort(None, day)
+        if cohort.empty:
+            raise InputError(
+                f"no online patients recorded for {day}: the API keeps them only with "
+                "STROKE_TELEMETRY_FEATURES=1"
+            )
+        report = loaded.detector.check(cohort, None)
+        line = {"input": f"online:{day}", **report.to_json(), "rows_in": len(cohort)}
+        print(json.dumps(line), flush=True)
     for path in args.input:
         cohort, rows_in = read_valid_rows(path)
         predictions = None
@@ -71,3 +88,14 @@ def run(args: argparse.Namespace) -> int:
             line["cohort_date"] = cohort_date
         print(json.dumps(line), flush=True)
     return 0
+
+
+def _iso_day(text: str, option: str) -> str:
+    import datetime as dt
+
+    from stroke_dagster.errors import InputError
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise InputError(f"{option} must be YYYY-MM-DD, got {text!r}") from None
