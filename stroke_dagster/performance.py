@@ -23,7 +23,6 @@ from stroke_dagster.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 TABLE = "performance_metrics"
-COHORT_SUFFIXES = (".csv", ".parquet")
 
 
 def labels_file(day: str, settings: Settings | None = None) -> Path | None:
@@ -118,14 +117,6 @@ def write_performance(day: str, frame: pd.DataFrame) -> int:
     )
 
 
-def _cohort_file(day: str, settings: Settings) -> Path | None:
-    for suffix in COHORT_SUFFIXES:
-        path = settings.incoming_dir / f"{day}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
 def labeled_cohorts(settings: Settings | None = None) -> pd.DataFrame:
     """Every labelled cohort received so far, in the raw schema (``RAW_COLUMNS``), oldest first.
 
@@ -137,7 +128,7 @@ def labeled_cohorts(settings: Settings | None = None) -> pd.DataFrame:
     settings = settings or get_settings()
     frames = []
     for day in labelled_days(settings):
-        cohort_path = _cohort_file(day, settings)
+        cohort_path = settings.incoming_file(day)
         if cohort_path is None:
             log.warning(
                 "labels for %s have no cohort file in %s: skipped", day, settings.incoming_dir

@@ -10,6 +10,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = Path(os.environ.get("STROKE_SQL_DIR", PROJECT_ROOT / "sql"))
 DEFAULT_RAW_CSV = "data/raw/healthcare-dataset-stroke-data.csv"
 MODEL_NAME = "StrokeRF"
+# A day's cohort arrives as STROKE_HOME/incoming/<YYYY-MM-DD> with one of these suffixes.
+COHORT_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,14 @@ class Settings:
     @property
     def incoming_dir(self) -> Path:
         return self.home / "incoming"
+
+    def incoming_file(self, day: str) -> Path | None:
+        """The cohort file of ``day`` (``YYYY-MM-DD``) waiting in ``incoming/``, if any."""
+        for suffix in COHORT_SUFFIXES:
+            path = self.incoming_dir / f"{day}{suffix}"
+            if path.is_file():
+                return path
+        return None
 
     @property
     def labels_dir(self) -> Path:

@@ -20,22 +20,12 @@ import dagster as dg
 from stroke_dagster import scoring, warehouse
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import COHORT_SUFFIXES, Settings, get_settings
 
 GROUP = "scoring"
 OWNERS = ["team:ml-platform"]
 KINDS = {"duckdb", "python"}
-COHORT_SUFFIXES = (".csv", ".parquet")
 SENSOR_READ_TIMEOUT_S = 20.0
-
-
-def incoming_file(settings: Settings, day: str) -> Path | None:
-    """The cohort file of ``day`` waiting in ``STROKE_HOME/incoming``, if any."""
-    for suffix in COHORT_SUFFIXES:
-        path = settings.incoming_dir / f"{day}{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 def cohort_path(settings: Settings, day: str) -> Path:
@@ -44,7 +34,7 @@ def cohort_path(settings: Settings, day: str) -> Path:
 
 
 def _validate_day(settings: Settings, day: str) -> scoring.CohortSummary:
-    source = incoming_file(settings, day)
+    source = settings.incoming_file(day)
     if source is None:
         raise dg.Failure(
             description=(
@@ -57,7 +47,7 @@ def _validate_day(settings: Settings, day: str) -> scoring.CohortSummary:
 def _current_cohort(settings: Settings, day: str) -> scoring.CohortSummary:
     """The validated cohort of ``day``, re-validated when its input file changed since."""
     summary_path = cohort_path(settings, day).with_suffix(".json")
-    source = incoming_file(settings, day)
+    source = settings.incoming_file(day)
     if summary_path.is_file() and cohort_path(settings, day).is_file():
         summary = scoring.CohortSummary.read(summary_path)
         stale = source is not None and (
@@ -174,7 +164,7 @@ def nightly_cohort_scoring(context: dg.ScheduleEvaluationContext) -> dg.RunReque
     done = context.instance.get_materialized_partitions(cohort_scores.key)
     if key in done:
         return dg.SkipReason(f"{key} is already scored")
-    source = incoming_file(get_settings(), key)
+    source = get_settings().incoming_file(key)
     if source is None:
         return dg.SkipReason(f"no cohort file for {key} in {get_settings().incoming_dir}")
     return dg.RunRequest(run_key=f"nightly-{key}", partition_key=key)

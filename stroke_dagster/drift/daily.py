@@ -22,7 +22,6 @@ from stroke_dagster.ingest import iter_patient_batches
 from stroke_dagster.settings import Settings, get_settings
 from stroke_dagster.validation import validate_patients
 
-COHORT_SUFFIXES = (".csv", ".parquet")
 METRICS_TABLE = "drift_metrics"
 SUMMARY_TABLE = "drift_summary"
 
@@ -39,16 +38,6 @@ class DayResult:
     prediction_rows: int
     prediction_note: str
     detector_fitted_now: bool
-
-
-def cohort_file(day: str, settings: Settings | None = None) -> Path | None:
-    """``incoming/<day>.csv`` or ``.parquet`` if it exists."""
-    settings = settings or get_settings()
-    for suffix in COHORT_SUFFIXES:
-        path = settings.incoming_dir / f"{day}{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 def read_valid_rows(path: str | Path) -> tuple[pd.DataFrame, int]:
@@ -97,7 +86,7 @@ def check_day(
     dt.date.fromisoformat(day)
     settings = settings or get_settings()
     config = config or DriftConfig.from_env()
-    path = cohort_file(day, settings)
+    path = settings.incoming_file(day)
     if path is None:
         raise InputError(f"no cohort file for {day} in {settings.incoming_dir} (.csv or .parquet)")
     loaded = loaded or detector_for_model(config=config, settings=settings)
