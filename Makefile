@@ -60,7 +60,7 @@ bench: install
 ## lock: re-resolve every transitive pin (requirements.lock) after changing pyproject.toml.
 lock:
 	$(BIN)/uv pip compile --python-version 3.11 --extra dev --generate-hashes pyproject.toml -o requirements.lock
-	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-header --no-annotate pyproject.toml -o requirements.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-annotate pyproject.toml -o requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
