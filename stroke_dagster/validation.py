@@ -180,7 +180,7 @@ def validate_patients(
             reasons.append(pd.Series(np.where(mask, reason, None), dtype=object))
 
     ids = _text(raw[ID])
-    # Integral floats from typed sources (Parquet, JSON) keep the integer spelling: 9046, not 9046.0
+    # Integral floats from typed sources (Parquet, JSON) keep the integer spelling: 4711, not 4711.0
     if not _canonical_integers(ids):  # else already spelled as integers (the common case)
         as_num = pd.to_numeric(ids, errors="coerce")
         integral = as_num.notna() & (as_num == np.floor(as_num))
