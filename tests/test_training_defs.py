@@ -76,6 +76,7 @@ def test_training_job_registers_a_gated_champion(
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2
+    assert parents[0].info.status == "FINISHED"  # closed by the hook of the last step
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert str(stroke_home) in parents[0].info.artifact_uri  # artifacts under STROKE_HOME
 

@@ -18,6 +18,9 @@ from stroke_dagster.defs.resources import StrokeSettings
 
 OWNERS = ["team:ml-platform"]
 GROUP = "training"
+# On the MLflow-logging assets rather than on a job, so that the MLflow run of any run that
+# materializes them (training_job, a UI selection, a retrain) is closed by its last step.
+MLFLOW_HOOKS = {end_mlflow_on_run_finished}
 
 
 class TuningConfig(dg.Config):
@@ -36,6 +39,7 @@ def _png_markdown(title: str, png: bytes) -> str:
     group_name=GROUP,
     kinds={"python", "sklearn", "optuna", "mlflow"},
     owners=OWNERS,
+    hooks=MLFLOW_HOOKS,
     description=(
         "Optuna (TPE, seeded) search over a median-impute + scale + one-hot + RandomForest "
         "pipeline, maximising stratified-CV ROC AUC among calibrated trials (CV Brier no worse "
@@ -75,6 +79,7 @@ def tuned_model(
     group_name=GROUP,
     kinds={"python", "sklearn"},
     owners=OWNERS,
+    hooks=MLFLOW_HOOKS,
     description=(
         "Holdout metrics of the tuned pipeline (ROC AUC, PR AUC, Brier, accuracy, sensitivity and "
         "specificity at the high-risk threshold) with ROC and calibration plots; risk-tier "
@@ -107,6 +112,7 @@ def model_evaluation(
     group_name=GROUP,
     kinds={"mlflow"},
     owners=OWNERS,
+    hooks=MLFLOW_HOOKS,
     description=(
         "A new version of StrokeRF in the MLflow registry (pipeline with signature and input "
         "example, metrics, plots, thresholds, reference data). The `champion` alias moves to it "
@@ -146,7 +152,6 @@ def registered_model(
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.groups("ingestion", GROUP),
-    hooks={end_mlflow_on_run_finished},
     # The steps run one after another anyway (each needs the previous one); one process saves
     # the import cost of a process per step.
     executor_def=dg.in_process_executor,
