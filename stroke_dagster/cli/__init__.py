@@ -20,6 +20,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def parse_day(text: str, option: str) -> str:
+    """``YYYY-MM-DD`` of an option's value, or an :class:`InputError` naming the option."""
+    import datetime as dt
+
+    from stroke_dagster.errors import InputError
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stroke", description="Stroke-risk scoring platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -41,14 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from stroke_dagster.cli import parse_day
     from stroke_dagster.errors import InputError
 
     if not args.input and not args.online_date:
         raise InputError("give at least one --input PATH or --online-date YYYY-MM-DD")
-    online_days = [_iso_day(day, "--online-date") for day in args.online_date]
+    online_days = [parse_day(day, "--online-date") for day in args.online_date]
     cohort_date = None
     if args.cohort_date:
-        cohort_date = _iso_day(args.cohort_date, "--cohort-date")
+        cohort_date = parse_day(args.cohort_date, "--cohort-date")
         if len(args.input) != 1:
             raise InputError("--cohort-date takes exactly one --input (the cohort of that day)")
     for path in args.input:  # fail before the (slow) detector load
@@ -88,14 +89,3 @@ def run(args: argparse.Namespace) -> int:
             line["cohort_date"] = cohort_date
         print(json.dumps(line), flush=True)
     return 0
-
-
-def _iso_day(text: str, option: str) -> str:
-    import datetime as dt
-
-    from stroke_dagster.errors import InputError
-
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise InputError(f"{option} must be YYYY-MM-DD, got {text!r}") from None

@@ -41,23 +41,13 @@ def parse_model_uri(uri: str) -> str:
     return match["alias"] or match["version"]
 
 
-def _check_date(value: str) -> str:
-    import datetime as dt
-
-    from stroke_dagster.errors import InputError
-
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise InputError(f"--cohort-date must be a date YYYY-MM-DD, got {value!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
+    from stroke_dagster.cli import parse_day
     from stroke_dagster.errors import InputError
 
     if args.output is None and args.cohort_date is None:
         raise InputError("give --output PATH, --cohort-date YYYY-MM-DD, or both")
-    cohort_date = _check_date(args.cohort_date) if args.cohort_date else None
+    cohort_date = parse_day(args.cohort_date, "--cohort-date") if args.cohort_date else None
     reference = parse_model_uri(args.model_uri)
 
     from stroke_dagster.scoring import load_serving_model, score_file

@@ -18,9 +18,7 @@ from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.report import DriftReport
 from stroke_dagster.drift.store import LoadedDetector, detector_for_model
 from stroke_dagster.errors import InputError
-from stroke_dagster.ingest import iter_patient_batches
 from stroke_dagster.settings import Settings, get_settings
-from stroke_dagster.validation import validate_patients
 
 METRICS_TABLE = "drift_metrics"
 SUMMARY_TABLE = "drift_summary"
@@ -42,13 +40,12 @@ class DayResult:
 
 def read_valid_rows(path: str | Path) -> tuple[pd.DataFrame, int]:
     """The typed valid rows of a patient file (streamed in batches) and the number of rows read."""
-    seen: set[str] = set()
-    frames, rows_in, offset = [], 0, 0
-    for batch in iter_patient_batches(path):
-        result = validate_patients(batch, seen_ids=seen, row_offset=offset)
-        offset += len(batch)
-        rows_in += result.rows_in
-        frames.append(result.valid)
+    from stroke_dagster.scoring import iter_validated
+
+    frames, rows_in = [], 0
+    for valid, quarantine in iter_validated(path):
+        rows_in += len(valid) + len(quarantine)
+        frames.append(valid)
     valid = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return valid, rows_in
 
