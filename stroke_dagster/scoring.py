@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches
 from stroke_dagster.risk import TIERS, RiskThresholds, assign_tiers
 from stroke_dagster.schema import (
@@ -41,7 +42,7 @@ from stroke_dagster.schema import (
     NUMERIC_FEATURES,
     TARGET,
 )
-from stroke_dagster.settings import get_settings
+from stroke_dagster.settings import Settings, get_settings
 from stroke_dagster.validation import SeenIds, validate_patients
 
 SCORES_TABLE = "scores"
@@ -440,6 +441,39 @@ def _write_warehouse(
             warehouse.replace_rows(con, SCORES_TABLE, day, scores_path, extra)
         if write_rejected:
             warehouse.replace_quarantine_rows(con, rejected_path, source, day, now)
+
+
+def cohort_path(settings: Settings, day: str) -> Path:
+    """Where the typed, validated rows of ``day``'s cohort are kept (``cohorts/<day>.parquet``)."""
+    return settings.home / "cohorts" / f"{day}.parquet"
+
+
+def validate_day(settings: Settings, day: str) -> CohortSummary:
+    """Validate ``incoming/<day>.*`` into :func:`cohort_path` (rejected rows quarantined)."""
+    source = settings.incoming_file(day)
+    if source is None:
+        raise InputError(
+            f"no cohort file for {day}: expected {settings.incoming_dir}/{day}.csv or .parquet"
+        )
+    return validate_cohort(source, day, cohort_path(settings, day))
+
+
+def current_cohort(settings: Settings, day: str) -> CohortSummary:
+    """The validated cohort of ``day``, validated again only when its input file changed since.
+
+    Scoring and drift of one day both read this typed copy instead of each re-validating the file.
+    """
+    summary_path = cohort_path(settings, day).with_suffix(".json")
+    source = settings.incoming_file(day)
+    if summary_path.is_file() and cohort_path(settings, day).is_file():
+        summary = CohortSummary.read(summary_path)
+        stale = source is not None and (
+            str(source.resolve()) != summary.source_file
+            or source.stat().st_mtime_ns > summary_path.stat().st_mtime_ns
+        )
+        if not stale:
+            return summary
+    return validate_day(settings, day)
 
 
 def validate_cohort(

@@ -13,13 +13,13 @@ lock, so runs started outside Dagster (``stroke score``) queue behind them inste
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import dagster as dg
 
 from stroke_dagster import scoring, warehouse
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.errors import InputError
 from stroke_dagster.settings import COHORT_SUFFIXES, Settings, get_settings
 
 GROUP = "scoring"
@@ -28,35 +28,14 @@ KINDS = {"duckdb", "python"}
 SENSOR_READ_TIMEOUT_S = 20.0
 
 
-def cohort_path(settings: Settings, day: str) -> Path:
-    """Where ``daily_cohort`` keeps the typed, validated rows of ``day``."""
-    return settings.home / "cohorts" / f"{day}.parquet"
-
-
-def _validate_day(settings: Settings, day: str) -> scoring.CohortSummary:
-    source = settings.incoming_file(day)
-    if source is None:
-        raise dg.Failure(
-            description=(
-                f"no cohort file for {day}: expected {settings.incoming_dir}/{day}.csv or .parquet"
-            )
-        )
-    return scoring.validate_cohort(source, day, cohort_path(settings, day))
-
-
-def _current_cohort(settings: Settings, day: str) -> scoring.CohortSummary:
-    """The validated cohort of ``day``, re-validated when its input file changed since."""
-    summary_path = cohort_path(settings, day).with_suffix(".json")
-    source = settings.incoming_file(day)
-    if summary_path.is_file() and cohort_path(settings, day).is_file():
-        summary = scoring.CohortSummary.read(summary_path)
-        stale = source is not None and (
-            str(source.resolve()) != summary.source_file
-            or source.stat().st_mtime_ns > summary_path.stat().st_mtime_ns
-        )
-        if not stale:
-            return summary
-    return _validate_day(settings, day)
+def _cohort(settings: Settings, day: str, *, revalidate: bool) -> scoring.CohortSummary:
+    """The day's validated cohort (validated now, or the current copy); a missing file fails."""
+    try:
+        if revalidate:
+            return scoring.validate_day(settings, day)
+        return scoring.current_cohort(settings, day)
+    except InputError as exc:
+        raise dg.Failure(description=str(exc)) from None
 
 
 @dg.asset(
@@ -73,7 +52,7 @@ def _current_cohort(settings: Settings, day: str) -> scoring.CohortSummary:
 )
 def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
     day = context.partition_key
-    summary = _validate_day(stroke.settings(), day)
+    summary = _cohort(stroke.settings(), day, revalidate=True)
     context.log.info(
         f"cohort {day}: {summary.rows_valid} valid, {summary.rows_quarantined} quarantined"
     )
@@ -106,7 +85,7 @@ def cohort_scores(
 ) -> dg.MaterializeResult:
     day = context.partition_key
     settings = stroke.settings()
-    cohort = _current_cohort(settings, day)
+    cohort = _cohort(settings, day, revalidate=False)
     model = scoring.load_serving_model("champion")
     scored = scoring.score_file(cohort.path, model, cohort_date=day, quarantine_source=None)
     if scored.rows_scored != cohort.rows_valid:

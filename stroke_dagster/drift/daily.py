@@ -1,9 +1,10 @@
 """One day's drift check, as the Dagster asset and ``stroke drift --cohort-date`` run it.
 
-Reads the day's cohort (``STROKE_HOME/incoming/<day>.csv|.parquet``, validated row by row: the
-rejected rows are the scoring step's to quarantine, drift looks at the valid ones), the day's
-scores from the warehouse (for prediction drift), checks both against the champion's stored
-detector and replaces the day's rows of ``drift_metrics`` and ``drift_summary`` in one transaction.
+Reads the day's cohort (``STROKE_HOME/incoming/<day>.csv|.parquet``) through the typed copy
+that scoring validates once (:func:`stroke_dagster.scoring.current_cohort`: rejected rows are
+quarantined) and the day's scores from the warehouse (for prediction drift), checks both
+against the champion's stored detector and replaces the day's rows of ``drift_metrics`` and
+``drift_summary`` in one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.report import DriftReport
 from stroke_dagster.drift.store import LoadedDetector, detector_for_model
-from stroke_dagster.errors import InputError
+from stroke_dagster.scoring import current_cohort
 from stroke_dagster.settings import Settings, get_settings
 
 METRICS_TABLE = "drift_metrics"
@@ -83,11 +84,10 @@ def check_day(
     dt.date.fromisoformat(day)
     settings = settings or get_settings()
     config = config or DriftConfig.from_env()
-    path = settings.incoming_file(day)
-    if path is None:
-        raise InputError(f"no cohort file for {day} in {settings.incoming_dir} (.csv or .parquet)")
+    # The day's typed valid rows as scoring validated them (validated now if not yet).
+    summary = current_cohort(settings, day)
     loaded = loaded or detector_for_model(config=config, settings=settings)
-    cohort, rows_in = read_valid_rows(path)
+    cohort = pd.read_parquet(summary.path)
     predictions, note = day_predictions(day, loaded.version)
     report = loaded.detector.check(
         cohort, predictions if not predictions.empty else None, config=config
@@ -97,8 +97,8 @@ def check_day(
     return DayResult(
         cohort_date=day,
         report=report,
-        cohort_file=path,
-        rows_in=rows_in,
+        cohort_file=Path(summary.source_file),
+        rows_in=summary.rows_in,
         rows_valid=len(cohort),
         prediction_rows=len(predictions),
         prediction_note=note,
