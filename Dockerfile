@@ -17,10 +17,9 @@ RUN python -m pip install "uv==${UV_VERSION}"
 WORKDIR /app
 COPY requirements.lock pyproject.toml ./
 RUN python -m venv /app/.venv \
-    && uv pip sync --python /app/.venv/bin/python --quiet requirements.lock
+    && uv pip sync --python /app/.venv/bin/python --quiet --compile-bytecode requirements.lock
 COPY . .
-RUN uv pip install --python /app/.venv/bin/python --quiet --no-deps -e . \
-    && find /app -name "__pycache__" -prune -exec rm -rf {} +
+RUN uv pip install --python /app/.venv/bin/python --quiet --no-deps --compile-bytecode -e .
 
 # ---- runtime: the venv and the source, no build tools, a non-root user ----
 FROM python:3.11-slim

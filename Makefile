@@ -13,8 +13,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --python $(BIN)/python --quiet requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps --compile-bytecode -e .
 	touch $@
 
 ## instance: the Dagster instance under DAGSTER_HOME, with the project's dagster.yaml (pools).
