@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.drift import DriftConfig, TabularDriftDetector
+from stroke_dagster.drift import TabularDriftDetector
 from stroke_dagster.ingest import read_patient_file
+from stroke_dagster.settings import load_settings
 from stroke_dagster.validation import validate_patients
 
 BACKENDS = ("alibi", "scipy")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     data = validate_patients(read_patient_file(path), require_label=True).valid
-    config = DriftConfig.from_env()
+    config = load_settings().drift
     print(
         f"{len(data)} patients; {args.splits} random splits"
         f" {args.reference_share:.0%} reference / rest; alpha={config.alpha}"
@@ -185,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         cut = int(round(args.reference_share * len(data)))
         reference, rest = data.iloc[order[:cut]], data.iloc[order[cut:]]
         detectors = {
-            b: TabularDriftDetector(DriftConfig.from_env(backend=b)).fit(reference)
-            for b in BACKENDS
+            b: TabularDriftDetector(config.with_backend(b)).fit(reference) for b in BACKENDS
         }
         for number, scenario in enumerate(plan):
             if scenario.n > 500 and split >= args.large_splits:

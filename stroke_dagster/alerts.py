@@ -1,4 +1,4 @@
-"""Drift alerts: a Slack-compatible JSON POST (``{"text": ...}``) to ``STROKE_ALERT_WEBHOOK``.
+"""Drift alerts: a Slack-compatible JSON POST (``{"text": ...}``) to the configured webhook.
 
 Delivery retries with backoff on network errors, timeouts and 5xx/429 answers, and never raises
 into the caller: a broken webhook must not fail the drift check that wanted to report.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -17,8 +16,8 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ENV = "STROKE_ALERT_WEBHOOK"
-UI_URL_ENV = "STROKE_DAGSTER_URL"  # e.g. http://localhost:3000, to turn run ids into links
+WEBHOOK_ENV = "STROKE_ALERT_WEBHOOK"  # read by the settings (settings.alerts.webhook)
+UI_URL_ENV = "STROKE_DAGSTER_URL"  # settings.alerts.dagster_url: turns run ids into links
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,10 @@ def drift_alert_text(
     *,
     model_version: str | None = None,
     share_drifted: float | None = None,
+    dagster_url: str | None = None,
 ) -> str:
-    """The message: day, drifted features, reference model, and the run (as a link if possible)."""
+    """The message: day, drifted features, reference model, and the run (a link to it under
+    ``dagster_url``, e.g. ``http://localhost:3000``, when given)."""
     features = ", ".join(drifted_features) or "none"
     lines = [f":warning: Stroke cohort drift on {cohort_date}: {features}"]
     details = []
@@ -50,7 +51,7 @@ def drift_alert_text(
     if details:
         lines.append("; ".join(details))
     if run_id:
-        base = os.environ.get(UI_URL_ENV, "").rstrip("/")
+        base = (dagster_url or "").rstrip("/")
         lines.append(f"Dagster run: {base}/runs/{run_id}" if base else f"Dagster run id: {run_id}")
     return "\n".join(lines)
 
@@ -65,10 +66,10 @@ def post_alert(
 ) -> AlertResult:
     """POST ``{"text": text}`` as JSON; up to ``retries`` extra attempts. Never raises.
 
-    ``url`` defaults to ``STROKE_ALERT_WEBHOOK``; without one the alert is logged and not sent.
+    ``url`` is ``settings.alerts.webhook``; without one the alert is logged and not sent.
     A 4xx answer other than 429 is not retried (the request itself is wrong).
     """
-    url = url if url is not None else os.environ.get(WEBHOOK_ENV, "").strip()
+    url = (url or "").strip()
     if not url:
         log.info("no %s set: alert not sent: %s", WEBHOOK_ENV, text)
         return AlertResult(sent=False, attempts=0, error=f"{WEBHOOK_ENV} not set")

@@ -1,26 +1,286 @@
-"""Where the platform keeps its state: everything lives under ``STROKE_HOME``."""
+"""The platform's one settings object: paths under ``STROKE_HOME`` and every tunable section.
+
+:class:`Settings` is a typed, immutable pydantic-settings model. The shells (the ``stroke`` command
+line, the API app factory, the Dagster resource) build it once -- from the environment with
+:func:`load_settings`, or from explicit values with ``Settings(home=..., gate={...})`` -- and pass
+it (or one of its sections) down; the core never reads the environment.
+
+A malformed environment value raises :class:`SettingsError` with one line naming the variable and
+what it should be, e.g. ``STROKE_RETRAIN_WINDOW_DAYS must be an integer >= 1, got 'seven'``.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stroke_dagster.errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SQL_DIR = Path(os.environ.get("STROKE_SQL_DIR", PROJECT_ROOT / "sql"))
+SQL_DIR = PROJECT_ROOT / "sql"
 DEFAULT_RAW_CSV = "data/raw/healthcare-dataset-stroke-data.csv"
 MODEL_NAME = "StrokeRF"
 # A day's cohort arrives as STROKE_HOME/incoming/<YYYY-MM-DD> with one of these suffixes.
 COHORT_SUFFIXES = (".csv", ".parquet")
 
+BACKENDS: tuple[str, ...] = ("alibi", "scipy")
+CORRECTIONS: tuple[str, ...] = ("bonferroni", "fdr")
+NUMERIC_EFFECTS: tuple[str, ...] = ("wasserstein", "psi")
 
-@dataclass(frozen=True)
-class Settings:
-    """Paths and URIs resolved from the environment (read once per call of ``get_settings``)."""
 
-    home: Path
-    raw_csv: Path
-    mlflow_tracking_uri: str
+class SettingsError(InputError):
+    """A setting has a value the platform cannot use (one line naming the variable)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GateSettings(_Section):
+    """When a new version may take the champion alias."""
+
+    auc_floor: float = Field(0.70, ge=0.0, le=1.0)  # minimum ROC AUC on unseen patients
+    tolerance: float = Field(0.01, ge=0.0)  # how much worse than the champion it may be
+
+
+class DriftSettings(_Section):
+    """How a drift check turns p-values and effect sizes into alarms.
+
+    A feature drifts when its test is significant after the correction *and* its effect size
+    reaches the floor. The floors sit at about a tenth of a standard deviation: a 0.1-sd location
+    shift has a normalised Wasserstein distance of 0.1 and a PSI of about 0.01 (PSI ~ shift² for
+    small shifts), so they describe the same "smallest change worth a page" on each scale.
+    """
+
+    backend: Literal["alibi", "scipy"] = "alibi"
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    numeric_effect: Literal["wasserstein", "psi"] = "wasserstein"
+    wasserstein_floor: float = Field(0.1, ge=0.0)  # Wasserstein-1 distance in reference sds
+    psi_floor: float = Field(0.01, ge=0.0)  # population stability index
+    missing_rate_floor: float = Field(0.02, ge=0.0)  # absolute change of a missing-value rate
+    # Numeric inputs: KS plus a Mann-Whitney location test (False: KS alone, plain TabularDrift).
+    location_test: bool = True
+    psi_bins: int = Field(10, ge=2)  # reference-quantile bins for the PSI of numeric features
+    # Categories rarer than this in the reference are pooled for the chi-squared test (its p-value
+    # is unreliable when expected counts are tiny: one extra "Other" gender must not page anyone).
+    rare_category_share: float = Field(0.01, ge=0.0, lt=1.0)
+
+    @field_validator("backend", "correction", "numeric_effect", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def with_backend(self, backend: str | None) -> DriftSettings:
+        """The same settings with another backend (``None``: unchanged)."""
+        if backend is None:
+            return self
+        return type(self).model_validate({**self.model_dump(), "backend": backend})
+
+
+class RetrainSettings(_Section):
+    """Retrain when ``drifted_days`` of the last ``window_days`` checked days drifted, at most
+    once per ``cooldown_hours``."""
+
+    drifted_days: int = Field(3, ge=1)
+    window_days: int = Field(7, ge=1)
+    cooldown_hours: float = Field(72.0, ge=0.0)
+
+
+class WarehouseSettings(_Section):
+    """How long warehouse readers and writers wait for the lock; the published read snapshot."""
+
+    read_timeout_s: float = Field(120.0, gt=0.0)
+    write_timeout_s: float = Field(900.0, gt=0.0)
+    snapshot: bool = True
+
+
+class AlertSettings(_Section):
+    """Where alerts go (a Slack-compatible webhook) and how run ids become links."""
+
+    webhook: str | None = None
+    dagster_url: str | None = None
+
+    @field_validator("webhook", "dagster_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/") if value.strip() else None
+        return value
+
+
+class ApiSettings(_Section):
+    """How the HTTP service behaves.
+
+    - ``api_key``: when set, every endpoint except the health probes and the docs needs
+      ``Authorization: Bearer <key>``.
+    - ``max_body`` (bytes, default 1 MiB): larger bodies get 413.
+    - ``reload_seconds`` (default 30; 0 disables the loop): how often the ``champion`` alias is
+      re-resolved.
+    - ``telemetry`` (default on): per-request rows to Parquet segments.
+    - ``telemetry_features`` (default off, for privacy): also keep the patients' feature rows, so
+      drift can be checked on live traffic.
+    - ``flush_seconds`` (default 5): telemetry flush period.
+    """
+
+    api_key: str | None = None
+    max_body: int = Field(1024 * 1024, ge=1)
+    reload_seconds: float = Field(30.0, ge=0.0)
+    telemetry: bool = True
+    telemetry_features: bool = False
+    flush_seconds: float = Field(5.0, ge=0.05)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class ScoringSettings(_Section):
+    """Daily scoring: what a new champion rescores, and when a day's cohort is overdue."""
+
+    rescore_days: int = Field(1, ge=1)  # how many recent days a new champion rescores
+    cohort_due_hour: int = Field(6, ge=0, le=23)  # UTC hour by which a day's cohort is overdue
+
+
+# Environment variable -> (field path, what a valid value looks like).
+ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
+    "STROKE_HOME": (("home",), "a directory path"),
+    "STROKE_RAW_CSV": (("raw_csv",), "a file path"),
+    "MLFLOW_TRACKING_URI": (("mlflow_tracking_uri",), "an MLflow tracking URI"),
+    "DAGSTER_HOME": (("dagster_home",), "a directory path"),
+    "STROKE_GATE_AUC_FLOOR": (("gate", "auc_floor"), "a number between 0 and 1"),
+    "STROKE_GATE_TOLERANCE": (("gate", "tolerance"), "a number >= 0"),
+    "STROKE_DRIFT_BACKEND": (("drift", "backend"), f"one of {', '.join(BACKENDS)}"),
+    "STROKE_DRIFT_ALPHA": (("drift", "alpha"), "a number strictly between 0 and 1"),
+    "STROKE_DRIFT_CORRECTION": (("drift", "correction"), f"one of {', '.join(CORRECTIONS)}"),
+    "STROKE_DRIFT_NUMERIC_EFFECT": (
+        ("drift", "numeric_effect"),
+        f"one of {', '.join(NUMERIC_EFFECTS)}",
+    ),
+    "STROKE_DRIFT_WASSERSTEIN_FLOOR": (("drift", "wasserstein_floor"), "a number >= 0"),
+    "STROKE_DRIFT_PSI_FLOOR": (("drift", "psi_floor"), "a number >= 0"),
+    "STROKE_DRIFT_MISSING_FLOOR": (("drift", "missing_rate_floor"), "a number >= 0"),
+    "STROKE_DRIFT_LOCATION_TEST": (("drift", "location_test"), "a boolean (1/0, true/false)"),
+    "STROKE_DRIFT_PSI_BINS": (("drift", "psi_bins"), "an integer >= 2"),
+    "STROKE_DRIFT_RARE_CATEGORY_SHARE": (
+        ("drift", "rare_category_share"),
+        "a number >= 0 and < 1",
+    ),
+    "STROKE_RETRAIN_DRIFTED_DAYS": (("retrain", "drifted_days"), "an integer >= 1"),
+    "STROKE_RETRAIN_WINDOW_DAYS": (("retrain", "window_days"), "an integer >= 1"),
+    "STROKE_RETRAIN_COOLDOWN_HOURS": (("retrain", "cooldown_hours"), "a number >= 0"),
+    "STROKE_WAREHOUSE_READ_TIMEOUT": (("warehouse", "read_timeout_s"), "a number of seconds > 0"),
+    "STROKE_WAREHOUSE_WRITE_TIMEOUT": (
+        ("warehouse", "write_timeout_s"),
+        "a number of seconds > 0",
+    ),
+    "STROKE_WAREHOUSE_SNAPSHOT": (("warehouse", "snapshot"), "a boolean (1/0, true/false)"),
+    "STROKE_ALERT_WEBHOOK": (("alerts", "webhook"), "a webhook URL"),
+    "STROKE_DAGSTER_URL": (("alerts", "dagster_url"), "the Dagster UI's base URL"),
+    "STROKE_API_KEY": (("api", "api_key"), "a string"),
+    "STROKE_API_MAX_BODY": (("api", "max_body"), "an integer number of bytes >= 1"),
+    "STROKE_API_RELOAD_SECONDS": (("api", "reload_seconds"), "a number of seconds >= 0"),
+    "STROKE_TELEMETRY": (("api", "telemetry"), "a boolean (1/0, true/false)"),
+    "STROKE_TELEMETRY_FEATURES": (("api", "telemetry_features"), "a boolean (1/0, true/false)"),
+    "STROKE_TELEMETRY_FLUSH_SECONDS": (("api", "flush_seconds"), "a number of seconds >= 0.05"),
+    "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
+    "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
+}
+_BY_PATH = {path: (name, hint) for name, (path, hint) in ENV_VARS.items()}
+
+
+class _EnvironSource(PydanticBaseSettingsSource):
+    """The documented ``STROKE_*`` variables of one environment mapping, as nested values.
+
+    Empty values count as unset (``STROKE_API_KEY=`` means no key).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, (path, _) in ENV_VARS.items():
+            text = self.environ.get(name)
+            if text is None or not text.strip():
+                continue
+            target = values
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = text.strip()
+        return values
+
+
+class Settings(BaseSettings):
+    """Paths, URIs and every section of the platform's configuration (immutable).
+
+    ``Settings()`` gives the defaults and never reads the environment; :func:`load_settings` does.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Path("data")
+    raw_csv: Path = Path(DEFAULT_RAW_CSV)
+    mlflow_tracking_uri: str = ""  # default: sqlite:///<home>/mlflow.db
+    dagster_home: Path = Path()  # default: <home>/dagster
+    gate: GateSettings = GateSettings()
+    drift: DriftSettings = DriftSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    alerts: AlertSettings = AlertSettings()
+    api: ApiSettings = ApiSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # explicit values only: load_settings() adds the environment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_paths(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        home = Path(data.get("home") or "data").expanduser().resolve()
+        data["home"] = home
+        data["raw_csv"] = Path(data.get("raw_csv") or DEFAULT_RAW_CSV).expanduser()
+        if not data.get("mlflow_tracking_uri"):
+            data["mlflow_tracking_uri"] = f"sqlite:///{home / 'mlflow.db'}"
+        dagster_home = data.get("dagster_home")
+        data["dagster_home"] = (
+            Path(dagster_home).expanduser().resolve() if dagster_home else home / "dagster"
+        )
+        return data
+
+    @classmethod
+    def from_values(cls, **values: Any) -> Settings:
+        """Settings from explicit (possibly nested) values; raises :class:`SettingsError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, values)) from None
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some top-level fields or whole sections replaced (validated)."""
+        return type(self).from_values(**{**self.model_dump(), **sections})
 
     @property
     def warehouse_path(self) -> Path:
@@ -51,18 +311,44 @@ class Settings:
         """Local side files kept per model version (reference data, fitted drift detectors)."""
         return self.home / "models"
 
-    @property
-    def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME", self.home / "dagster"))
-
     def ensure_dirs(self) -> None:
         for path in (self.home, self.incoming_dir, self.labels_dir, self.models_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 
+def _raw(values: Mapping[str, Any], loc: tuple[Any, ...]) -> Any:
+    target: Any = values
+    for part in loc:
+        if not isinstance(target, Mapping) or part not in target:
+            return None
+        target = target[part]
+    return target
+
+
+def _one_line(exc: ValidationError, values: Mapping[str, Any]) -> str:
+    """The first error as ``NAME must be WHAT, got 'VALUE'`` (NAME: the variable or field)."""
+    error = exc.errors()[0]
+    loc = tuple(str(part) for part in error["loc"])
+    name, hint = _BY_PATH.get(loc, (".".join(loc) or "settings", error["msg"].lower()))
+    raw = _raw(values, loc)
+    got = f", got {raw!r}" if raw is not None else ""
+    return f"{name} must be {hint}{got}"
+
+
+def environ_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The documented variables set in ``environ`` (default: ``os.environ``), as nested raw
+    values for :meth:`Settings.from_values` (unvalidated)."""
+    return _EnvironSource(Settings, os.environ if environ is None else environ)()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: ``os.environ``), read once; see :data:`ENV_VARS`.
+
+    Raises :class:`SettingsError` with one line naming the first malformed variable.
+    """
+    return Settings.from_values(**environ_values(environ))
+
+
 def get_settings() -> Settings:
-    """Read ``STROKE_HOME``, ``STROKE_RAW_CSV`` and ``MLFLOW_TRACKING_URI`` from the environment."""
-    home = Path(os.environ.get("STROKE_HOME", "data")).expanduser().resolve()
-    raw_csv = Path(os.environ.get("STROKE_RAW_CSV", DEFAULT_RAW_CSV)).expanduser()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-    return Settings(home=home, raw_csv=raw_csv, mlflow_tracking_uri=uri)
+    """``load_settings()`` under its former name, for the shells that still call it."""
+    return load_settings()

@@ -35,6 +35,19 @@ def _no_leftover_dagster_state_storage() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_mlflow_run() -> Iterator[None]:
+    """End any MLflow run a test left active (e.g. a failed Dagster run's), so that the next
+    test does not log into a run of another test's store."""
+    yield
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
 def _isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("STROKE_HOME", str(home))

@@ -62,12 +62,15 @@ def webhook() -> Iterator[Webhook]:
 def test_payload_is_slack_text_with_features_and_run_id(
     webhook: Webhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("STROKE_ALERT_WEBHOOK", webhook.url)
-    monkeypatch.setenv("STROKE_DAGSTER_URL", "http://dagster.local:3000/")
     text = drift_alert_text(
-        "2026-03-01", ["age", "bmi_missing_rate"], "run-42", model_version="3", share_drifted=0.2
+        "2026-03-01",
+        ["age", "bmi_missing_rate"],
+        "run-42",
+        model_version="3",
+        share_drifted=0.2,
+        dagster_url="http://dagster.local:3000/",
     )
-    result = post_alert(text)
+    result = post_alert(text, url=webhook.url)
     assert result.sent and result.attempts == 1 and result.status == 200
     (request,) = webhook.requests
     assert request["content_type"] == "application/json"
@@ -118,6 +121,6 @@ def test_unreachable_or_invalid_webhook_never_raises() -> None:
 
 
 def test_without_webhook_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STROKE_ALERT_WEBHOOK", raising=False)
+    monkeypatch.setenv("STROKE_ALERT_WEBHOOK", "http://127.0.0.1:9/never-read")
     result = post_alert("drift")
     assert not result.sent and result.attempts == 0

@@ -30,7 +30,7 @@ from stroke_dagster.schema import (
     NUMERIC_FIELDS,
     REQUIRED_COLUMNS,
 )
-from stroke_dagster.settings import get_settings
+from stroke_dagster.settings import get_settings, load_settings
 
 # -- request model --------------------------------------------------------------------------
 
@@ -76,10 +76,11 @@ def test_errors_name_the_field_and_never_carry_the_value(field: str, value: obje
 def test_config_rejects_malformed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STROKE_API_MAX_BODY", "lots")
     with pytest.raises(InputError, match="STROKE_API_MAX_BODY"):
-        ApiConfig.from_env()
+        _ = load_settings().api
     monkeypatch.setenv("STROKE_API_MAX_BODY", "2048")
     monkeypatch.setenv("STROKE_TELEMETRY", "0")
-    config = ApiConfig.from_env()
+    config = load_settings().api
+    assert isinstance(config, ApiConfig)
     assert (config.max_body, config.telemetry, config.telemetry_features) == (2048, False, False)
 
 

@@ -163,16 +163,20 @@ def test_bad_input_raises_input_error(detectors) -> None:
         detectors["scipy"].check(_cohort(seed=27).iloc[:0])
 
 
-def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STROKE_DRIFT_BACKEND", "scipy")
-    monkeypatch.setenv("STROKE_DRIFT_CORRECTION", "fdr")
-    monkeypatch.setenv("STROKE_DRIFT_WASSERSTEIN_FLOOR", "0.2")
-    config = DriftConfig.from_env()
+def test_config_from_settings() -> None:
+    from stroke_dagster.settings import SettingsError, load_settings
+
+    environ = {
+        "STROKE_DRIFT_BACKEND": "scipy",
+        "STROKE_DRIFT_CORRECTION": "fdr",
+        "STROKE_DRIFT_WASSERSTEIN_FLOOR": "0.2",
+    }
+    config = load_settings(environ).drift
+    assert isinstance(config, DriftConfig)
     assert (config.backend, config.correction, config.wasserstein_floor) == ("scipy", "fdr", 0.2)
-    assert DriftConfig.from_env(backend="alibi").backend == "alibi"
-    monkeypatch.setenv("STROKE_DRIFT_BACKEND", "evidently")
-    with pytest.raises(ValueError, match="backend"):
-        DriftConfig.from_env()
+    assert config.with_backend("alibi").backend == "alibi"
+    with pytest.raises(SettingsError, match="^STROKE_DRIFT_BACKEND must be one of alibi, scipy"):
+        load_settings({"STROKE_DRIFT_BACKEND": "evidently"})
 
 
 # ------------------------------------------------------------------ persistence per version

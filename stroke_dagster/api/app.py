@@ -68,7 +68,7 @@ def create_app(
     champion holder (e.g. another alias).
     """
     settings = settings or get_settings()
-    config = config or ApiConfig.from_env()
+    config = config or settings.api
     holder = holder or ModelHolder(reload_seconds=config.reload_seconds)
     writer = TelemetryWriter(
         settings.home,

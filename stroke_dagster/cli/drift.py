@@ -56,16 +56,17 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise InputError(f"input file not found: {path}")
 
-    from stroke_dagster.drift import DriftConfig
     from stroke_dagster.drift.daily import day_predictions, read_valid_rows, write_report
     from stroke_dagster.drift.store import detector_for_model
+    from stroke_dagster.settings import load_settings
 
-    config = DriftConfig.from_env(backend=args.backend)
-    loaded = detector_for_model(config=config)
+    settings = load_settings()
+    config = settings.drift.with_backend(args.backend)
+    loaded = detector_for_model(config=config, settings=settings)
     for day in online_days:
         from stroke_dagster.api.telemetry import request_cohort
 
-        cohort = request_cohort(None, day)
+        cohort = request_cohort(settings, day)
         if cohort.empty:
             raise InputError(
                 f"no online patients recorded for {day}: the API keeps them only with "

@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
-    from stroke_dagster.api.config import ApiConfig
+    from stroke_dagster.settings import load_settings
 
-    ApiConfig.from_env()  # a malformed STROKE_API_* / STROKE_TELEMETRY* setting fails here, once
+    load_settings()  # a malformed setting fails here, once, with its one line
     uvicorn.run(
         "stroke_dagster.api.app:create_app",
         factory=True,

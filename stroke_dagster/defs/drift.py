@@ -74,7 +74,9 @@ def drift_metrics(
                 context.run_id,
                 model_version=report.reference_version,
                 share_drifted=report.share_drifted,
-            )
+                dagster_url=settings.alerts.dagster_url,
+            ),
+            url=settings.alerts.webhook,
         )
         if not alert.sent:
             context.log.warning(f"drift alert not delivered: {alert.error}")

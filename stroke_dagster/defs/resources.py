@@ -2,13 +2,30 @@
 
 import fcntl
 import os
+from typing import Any
 
 import dagster as dg
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 
 from stroke_dagster.registry import EXPERIMENT_NAME, configure_mlflow
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings, SettingsError, environ_values
+
+# Resource field -> (section, field) of Settings it overrides.
+_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "stroke_home": ("home",),
+    "raw_csv": ("raw_csv",),
+    "mlflow_tracking_uri": ("mlflow_tracking_uri",),
+    "auc_floor": ("gate", "auc_floor"),
+    "gate_tolerance": ("gate", "tolerance"),
+    "retrain_drifted_days": ("retrain", "drifted_days"),
+    "retrain_window_days": ("retrain", "window_days"),
+    "retrain_cooldown_hours": ("retrain", "cooldown_hours"),
+    "rescore_days": ("scoring", "rescore_days"),
+    "cohort_due_hour": ("scoring", "cohort_due_hour"),
+    "alert_webhook": ("alerts", "webhook"),
+    "dagster_url": ("alerts", "dagster_url"),
+}
 
 
 def _env(name: str) -> dg.EnvVar | None:
@@ -17,33 +34,56 @@ def _env(name: str) -> dg.EnvVar | None:
 
 
 class StrokeSettings(dg.ConfigurableResource):
-    """Where the platform's state lives and the limits the assets enforce.
+    """The platform's :class:`~stroke_dagster.settings.Settings`, built once per use.
 
-    Unset fields fall back to the environment (``STROKE_HOME``, ``STROKE_RAW_CSV``) and then to the
-    embedded defaults (``./data``), exactly as the ``stroke`` command line resolves them.
+    The process environment's settings (``load_settings()``: ``STROKE_HOME``, ``STROKE_GATE_*``,
+    ``STROKE_RETRAIN_*``, ...) overlaid with the fields set here. The environment is only read,
+    never written.
     """
 
     stroke_home: str | None = None
     raw_csv: str | None = None
+    mlflow_tracking_uri: str | None = None
     max_quarantine_share: float = 0.05
     synthetic_rows: int = 5110
     auc_floor: float | None = None
     gate_tolerance: float | None = None
+    retrain_drifted_days: int | None = None
+    retrain_window_days: int | None = None
+    retrain_cooldown_hours: float | None = None
+    rescore_days: int | None = None
+    cohort_due_hour: int | None = None
+    alert_webhook: str | None = None
+    dagster_url: str | None = None
+
+    def load(self) -> Settings:
+        """The settings; a malformed value raises :class:`SettingsError` (one line)."""
+        values: dict[str, Any] = environ_values()
+        for name, path in _OVERRIDES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            target = values
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+        return Settings.from_values(**values)
 
     def settings(self) -> Settings:
-        if self.stroke_home:
-            os.environ["STROKE_HOME"] = self.stroke_home
-        if self.raw_csv:
-            os.environ["STROKE_RAW_CSV"] = self.raw_csv
-        return get_settings()
+        """The settings for an asset: a malformed value fails the run with its one line."""
+        try:
+            return self.load()
+        except SettingsError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 @dg.resource(
     config_schema=mlflow_tracking.config_schema,
+    required_resource_keys={"stroke"},
     description="dagster-mlflow's MlFlow run resource, on the platform's own MLflow store.",
 )
 def stroke_mlflow(context: dg.InitResourceContext) -> MlFlow:
-    """dagster-mlflow's ``MlFlow`` resource after pointing MLflow at ``STROKE_HOME``.
+    """dagster-mlflow's ``MlFlow`` resource after pointing MLflow at the ``stroke`` settings.
 
     dagster-mlflow ties the Dagster run to one MLflow run (every step process finds the same run
     by its Dagster run-id tag, and the ``end_mlflow_on_run_finished`` hook closes it). What it does
@@ -52,7 +92,7 @@ def stroke_mlflow(context: dg.InitResourceContext) -> MlFlow:
     project's experiment with its artifacts under ``STROKE_HOME/mlartifacts``, not in the working
     directory. Configure ``experiment_name`` to the project's experiment only.
     """
-    settings = get_settings()
+    settings = context.resources.stroke.settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     # Steps of one run start in parallel processes: serialise the first creation of the sqlite
     # store and the lookup-or-create of the run, so that a Dagster run gets exactly one MLflow run.

@@ -39,16 +39,10 @@ class DriftDetector(Protocol):
     ) -> DriftReport: ...
 
 
-def build_detector(config: DriftConfig | None = None) -> DriftDetector:
-    """An unfitted detector for ``config`` (``DriftConfig.from_env()`` when omitted)."""
-    return TabularDriftDetector(config or DriftConfig.from_env())
-
-
 __all__ = [
     "DriftConfig",
     "DriftDetector",
     "DriftReport",
     "FeatureDrift",
     "TabularDriftDetector",
-    "build_detector",
 ]

@@ -83,7 +83,7 @@ def check_day(
     """Check the cohort of ``day`` (``YYYY-MM-DD``) against the champion; write the results."""
     dt.date.fromisoformat(day)
     settings = settings or get_settings()
-    config = config or DriftConfig.from_env()
+    config = config or settings.drift
     # The day's typed valid rows as scoring validated them (validated now if not yet).
     summary = current_cohort(settings, day)
     loaded = loaded or detector_for_model(config=config, settings=settings)

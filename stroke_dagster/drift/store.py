@@ -111,8 +111,8 @@ def detector_for_model(
     """
     from stroke_dagster import registry
 
-    config = config or DriftConfig.from_env()
     settings = settings or get_settings()
+    config = config or settings.drift
     if version is None:
         version = registry.resolve_alias("champion")
         if version is None:
