@@ -264,7 +264,14 @@ class RecalibrationFit:
     n_judge: int
     n_judge_events: int
     verdict: CalibrationVerdict
+    step_intercept: float = 0.0
+    step_slope: float = 1.0
+    judge: pd.DataFrame | None = field(repr=False, default=None)
     fit_ids: list[str] = field(repr=False, default_factory=list)
+
+    def step(self, p: np.ndarray) -> np.ndarray:
+        """The fitted map alone: the recalibrated model's probability from the original's."""
+        return expit(self.step_intercept + self.step_slope * logit(p))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -325,13 +332,11 @@ def recalibrate(
         n_judge=len(judge_part),
         n_judge_events=int(y_judge.sum()),
         verdict=verdict,
+        step_intercept=intercept,
+        step_slope=slope,
+        judge=judge_part,
         fit_ids=fit_part[id_column].astype(str).tolist(),
     )
-
-
-def map_threshold(t: float, model: RecalibratedModel) -> float:
-    """A base-model probability threshold carried through the recalibration (same patients)."""
-    return float(model.transform_probability(np.asarray([t]))[0])
 
 
 def labelled_patients(settings: Any, days: list[str] | None = None) -> tuple[pd.DataFrame, int]:

@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "score": "Score a patient file with the champion model.",
     "drift": "Check patient files for drift against the champion's reference data.",
     "serve": "Run the online scoring API.",
+    "recalibrate": "Recalibrate the champion on labelled site patients; register and gate it.",
+    "model-card": "Print a model version's generated model card.",
 }
 
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stroke", description="Stroke-risk scoring platform.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"stroke_dagster.cli.{name}")
+        module = importlib.import_module(f"stroke_dagster.cli.{name.replace('-', '_')}")
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from stroke_dagster.errors import InputError
 
-    module = importlib.import_module(f"stroke_dagster.cli.{args.command}")
+    module = importlib.import_module(f"stroke_dagster.cli.{args.command.replace('-', '_')}")
     try:
         return int(module.run(args) or 0)
     except InputError as exc:

@@ -1,0 +1,183 @@
+"""One site recalibration, as ``stroke recalibrate`` and the Dagster asset run it.
+
+Read every labelled cohort day (or the given days), fit a recalibration of the champion on the
+fit part of the patients (:mod:`stroke_dagster.recalibration`), register it as a new ``StrokeRF``
+version wrapping the same forest, gate it on the judge part (champion alias only when clearly
+better calibrated and no worse in AUC; the reason is recorded either way) and document it
+(evidence and model card on the judge part).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stroke_dagster.errors import InputError
+from stroke_dagster.recalibration import (
+    RECALIBRATION_TYPE,
+    NotEnoughEvents,
+    RecalibrationConfig,
+    RecalibrationFit,
+    labelled_patients,
+    recalibrate,
+)
+from stroke_dagster.risk import RiskThresholds
+
+log = logging.getLogger(__name__)
+NOTHING = "none"
+
+
+def _copy_artifact(run_id: str, path: str) -> None:
+    """Re-log ``path`` of run ``run_id`` into the active run (same path)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        directory = str(Path(path).parent)
+        mlflow.log_artifact(local, artifact_path=None if directory == "." else directory)
+
+
+def register_recalibrated(
+    champion: Any, fit: RecalibrationFit, days: list[str], settings: Any
+) -> tuple[str, str]:
+    """Log ``fit.model`` as a new version with the champion's reference data; ``(version, run)``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from stroke_dagster import registry
+    from stroke_dagster.features import feature_frame
+
+    t = champion.thresholds
+    mapped = fit.step(pd.Series([t.elevated, t.high]).to_numpy())
+    thresholds = RiskThresholds(elevated=float(mapped[0]), high=float(mapped[1]))
+    judge = fit.judge if fit.judge is not None else pd.DataFrame()
+    example = feature_frame(judge).head(5)
+    registry.configure_mlflow(settings)
+    with registry.mlflow_run(
+        run_name="stroke-recalibrate", tags={"stroke.stage": "recalibrate"}
+    ) as run:
+        champion_params = mlflow.MlflowClient().get_run(champion.run_id).data.params
+        inherited = {
+            k: v
+            for k, v in champion_params.items()
+            if k.startswith("best_") or k in ("data_source", "train_rows", "holdout_rows")
+        }
+        registry.log_params_once(
+            {
+                **inherited,
+                "recalibrated_from": champion.version,
+                "recalibration_method": fit.method,
+                "recalibration_intercept": round(fit.intercept, 6),
+                "recalibration_slope": round(fit.slope, 6),
+                "recalibration_step_intercept": round(fit.step_intercept, 6),
+                "recalibration_step_slope": round(fit.step_slope, 6),
+                "recalibration_n_fit": fit.n_fit,
+                "recalibration_n_fit_events": fit.n_fit_events,
+                "recalibration_n_judge": fit.n_judge,
+                "recalibration_days": ",".join(days)[:500],
+                registry.THRESHOLDS_TAG: thresholds.to_json(),
+            },
+            run.info.run_id,
+        )
+        mlflow.set_tag(registry.THRESHOLDS_TAG, thresholds.to_json())
+        _copy_artifact(champion.run_id, registry.REFERENCE_ARTIFACT)
+        holdout = champion.holdout_predictions()
+        holdout["stroke_probability"] = fit.step(holdout["stroke_probability"].to_numpy())
+        registry._log_frame(holdout, registry.HOLDOUT_ARTIFACT)
+        signature = (
+            infer_signature(example, fit.model.predict_proba(example)) if len(example) else None
+        )
+        info = mlflow.sklearn.log_model(
+            fit.model,
+            name=registry.MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example if len(example) else None,
+            pyfunc_predict_fn="predict_proba",
+            skops_trusted_types=[*registry.SKOPS_TRUSTED_TYPES, RECALIBRATION_TYPE],
+            pip_requirements=registry.pip_requirements(),
+            registered_model_name=registry.MODEL_NAME,
+        )
+        version = str(info.registered_model_version)
+        run_id = run.info.run_id
+    client = registry._client()
+    for key, value in {
+        registry.THRESHOLDS_TAG: thresholds.to_json(),
+        "run_id": run_id,
+        "recalibrated_from": champion.version,
+        "recalibration_method": fit.method,
+        "holdout_roc_auc": f"{fit.verdict.candidate['roc_auc']:.6f}",
+    }.items():
+        client.set_model_version_tag(registry.MODEL_NAME, version, key, value)
+    return version, run_id
+
+
+def apply_verdict(version: str, fit: RecalibrationFit) -> str:
+    """Champion alias when the verdict promotes, else challenger; the reason becomes a tag."""
+    from stroke_dagster import registry
+
+    alias = registry.CHAMPION if fit.verdict.promote else registry.CHALLENGER
+    client = registry._client()
+    client.set_registered_model_alias(registry.MODEL_NAME, alias, version)
+    client.set_model_version_tag(registry.MODEL_NAME, version, "gate_decision", alias)
+    client.set_model_version_tag(registry.MODEL_NAME, version, "gate_reason", fit.verdict.reason)
+    log.info("%s v%s -> %s: %s", registry.MODEL_NAME, version, alias, fit.verdict.reason)
+    return alias
+
+
+def run_recalibration(
+    settings: Any,
+    days: list[str] | None = None,
+    config: RecalibrationConfig | None = None,
+    *,
+    document: bool = True,
+) -> dict[str, Any]:
+    """Fit, register, gate and document a recalibration of the champion; the JSON summary.
+
+    With too few events nothing is registered: the summary has ``version: None`` and
+    ``method: "none"`` with the reason.
+    """
+    from stroke_dagster import registry
+
+    started = time.perf_counter()
+    config = config or RecalibrationConfig()
+    registry.configure_mlflow(settings)
+    champion = registry.load_model(registry.CHAMPION)
+    labelled, rejected = labelled_patients(settings, days)
+    used_days = sorted(labelled["day"].unique().tolist()) if len(labelled) else []
+    n_events = int(labelled["stroke"].sum()) if len(labelled) else 0
+    base = {
+        "model_name": registry.MODEL_NAME,
+        "recalibrated_from": champion.version,
+        "days": used_days,
+        "n_patients": len(labelled),
+        "n_events": n_events,
+        "rows_rejected": rejected,
+    }
+    if labelled.empty:
+        raise InputError("no labelled cohort patients: need incoming/D.* with labels/D.csv")
+    try:
+        fit = recalibrate(champion.pipeline, labelled, config)
+    except NotEnoughEvents as exc:
+        return {**base, "version": None, "alias": None, "method": NOTHING, "reason": str(exc)}
+    version, run_id = register_recalibrated(champion, fit, used_days, settings)
+    alias = apply_verdict(version, fit)
+    if document and fit.judge is not None:
+        from stroke_dagster.version_docs import document_version
+
+        document_version(version, fit.judge, evaluated_on="site patients held out of the fit")
+    return {
+        **base,
+        "version": version,
+        "alias": alias,
+        "method": fit.method,
+        "reason": fit.verdict.reason,
+        **fit.summary(),
+        "judge": {"champion": fit.verdict.champion, "candidate": fit.verdict.candidate},
+        "run_id": run_id,
+        "seconds": round(time.perf_counter() - started, 2),
+    }

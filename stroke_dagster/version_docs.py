@@ -1,0 +1,150 @@
+"""Document a registered version: holdout evidence and model card into MLflow.
+
+:func:`document_version` scores the patients a version was judged on, computes its
+:class:`~stroke_dagster.evidence.Evidence`, renders its model card and logs both into the version's
+MLflow run (the card also becomes the version's description, shown as Markdown in the MLflow UI).
+:func:`model_card_text` returns a version's card, generating one from the logged holdout
+predictions for a version registered before cards existed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stroke_dagster.evidence import Evidence, compute_evidence, log_evidence
+from stroke_dagster.features import feature_frame
+from stroke_dagster.model_card import CARD_ARTIFACT, CardInputs, render_model_card
+from stroke_dagster.schema import TARGET
+
+log = logging.getLogger(__name__)
+CARD_TAG = "model_card"
+
+
+@dataclass
+class VersionDocs:
+    version: str
+    evidence: Evidence
+    card: str
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for asset metadata (the shell wraps Markdown and images)."""
+        c = self.evidence.calibration
+        return {
+            "calibration_oe_ratio": c.oe_ratio,
+            "calibration_intercept": c.calibration_intercept,
+            "calibration_slope": c.calibration_slope,
+            "calibration_ece": c.ece,
+            "brier": c.brier,
+            "log_loss": c.log_loss,
+            "roc_auc_ci": list(self.evidence.roc_auc_ci or []),
+            "subgroup_warnings": self.evidence.warnings,
+            "decision_useful_ranges": [list(r) for r in self.evidence.decision.useful_ranges],
+        }
+
+
+def _card_inputs(version: str, evaluated_on: str) -> CardInputs:
+    from stroke_dagster import registry
+
+    model = registry.load_model(version)
+    client = registry._client()
+    mv = client.get_model_version(registry.MODEL_NAME, version)
+    tags = mv.tags or {}
+    run = client.get_run(model.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    aliases = client.get_registered_model(registry.MODEL_NAME).aliases or {}
+    alias = ",".join(sorted(a for a, v in aliases.items() if str(v) == version)) or None
+    forest = {k.removeprefix("best_"): v for k, v in params.items() if k.startswith("best_")}
+    recal = None
+    if params.get("recalibration_method"):
+        recal = {
+            "method": params.get("recalibration_method"),
+            "intercept": params.get("recalibration_intercept"),
+            "slope": params.get("recalibration_slope"),
+            "n_fit": params.get("recalibration_n_fit"),
+            "n_fit_events": params.get("recalibration_n_fit_events"),
+            "days": params.get("recalibration_days"),
+        }
+    train_rows = params.get("train_rows")
+    return CardInputs(
+        model_name=registry.MODEL_NAME,
+        version=version,
+        thresholds=model.thresholds,
+        data_source=params.get("data_source", "unknown"),
+        n_train=int(train_rows) if train_rows else None,
+        n_holdout=int(params["holdout_rows"]) if params.get("holdout_rows") else None,
+        train_prevalence=metrics.get("train_prevalence"),
+        params=forest,
+        cv_roc_auc=metrics.get("cv_roc_auc"),
+        gate_reason=tags.get("gate_reason"),
+        alias=alias,
+        recalibration=recal,
+        drift_reference_rows=int(train_rows) if train_rows else None,
+        evaluated_on=evaluated_on,
+    )
+
+
+def document_version(
+    version: str,
+    patients: pd.DataFrame,
+    *,
+    evaluated_on: str = "holdout",
+    subgroup_config: Any = None,
+) -> VersionDocs:
+    """Evidence on ``patients`` (features + ``stroke``, unseen by the version) and model card."""
+    from stroke_dagster import registry
+
+    version = str(version)
+    model = registry.load_model(version)
+    y = patients[TARGET].to_numpy(dtype=int)
+    p = model.pipeline.predict_proba(feature_frame(patients))[:, 1]
+    evidence = compute_evidence(y, p, model.thresholds, feature_frame(patients), subgroup_config)
+    card = render_model_card(_card_inputs(version, evaluated_on), evidence)
+    log_evidence(model.run_id, evidence)
+    _log_card(model.run_id, version, card)
+    return VersionDocs(version=version, evidence=evidence, card=card)
+
+
+def _log_card(run_id: str, version: str, card: str) -> None:
+    from stroke_dagster import registry
+
+    client = registry._client()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CARD_ARTIFACT
+        path.write_text(card)
+        client.log_artifact(run_id, str(path))
+    client.set_model_version_tag(registry.MODEL_NAME, version, CARD_TAG, CARD_ARTIFACT)
+    try:
+        client.update_model_version(registry.MODEL_NAME, version, description=card)
+    except Exception as exc:  # a store with a short description limit keeps the artifact only
+        log.warning("model card not set as description of v%s: %s", version, exc)
+
+
+def model_card_text(version: str | None = None) -> str:
+    """The logged card of ``version`` (default: the champion), generated if none was logged."""
+    import mlflow
+
+    from stroke_dagster import registry
+
+    model = registry.load_model(version or registry.CHAMPION)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=model.run_id, artifact_path=CARD_ARTIFACT, dst_path=tmp
+            )
+            return Path(local).read_text()
+        except Exception:
+            log.info("v%s has no logged model card; generating one", model.version)
+    predictions = model.holdout_predictions()
+    evidence = compute_evidence(
+        predictions[TARGET].to_numpy(dtype=int),
+        predictions["stroke_probability"].to_numpy(dtype=float),
+        model.thresholds,
+        plots=False,
+    )
+    return render_model_card(_card_inputs(model.version, "holdout"), evidence)
