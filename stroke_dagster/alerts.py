@@ -1,7 +1,9 @@
-"""Drift alerts: a Slack-compatible JSON POST (``{"text": ...}``) to the configured webhook.
+"""Alerts: a Slack-compatible JSON POST (``{"text": ...}``) to the configured webhook.
 
-Delivery retries with backoff on network errors, timeouts and 5xx/429 answers, and never raises
-into the caller: a broken webhook must not fail the drift check that wanted to report.
+The texts of the platform's alerts (a drifting day, an overdue cohort, a failed run) and their
+delivery. Delivery retries with backoff on network errors, timeouts and 5xx/429 answers, and never
+raises into the caller: a broken webhook must not fail the check that wanted to report. The
+webhook URL and the UI's base URL come from the caller (``settings.alerts``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ENV = "STROKE_ALERT_WEBHOOK"  # read by the settings (settings.alerts.webhook)
-UI_URL_ENV = "STROKE_DAGSTER_URL"  # settings.alerts.dagster_url: turns run ids into links
+WEBHOOK_ENV = "STROKE_ALERT_WEBHOOK"  # where the settings read the webhook from
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,7 @@ def drift_alert_text(
     share_drifted: float | None = None,
     dagster_url: str | None = None,
 ) -> str:
-    """The message: day, drifted features, reference model, and the run (a link to it under
-    ``dagster_url``, e.g. ``http://localhost:3000``, when given)."""
+    """The message: day, drifted features, reference model, and the run (as a link if possible)."""
     features = ", ".join(drifted_features) or "none"
     lines = [f":warning: Stroke cohort drift on {cohort_date}: {features}"]
     details = []
@@ -51,8 +51,31 @@ def drift_alert_text(
     if details:
         lines.append("; ".join(details))
     if run_id:
-        base = (dagster_url or "").rstrip("/")
-        lines.append(f"Dagster run: {base}/runs/{run_id}" if base else f"Dagster run id: {run_id}")
+        lines.append(_run_line(run_id, dagster_url))
+    return "\n".join(lines)
+
+
+def _run_line(run_id: str, dagster_url: str | None) -> str:
+    base = (dagster_url or "").rstrip("/")
+    return f"Dagster run: {base}/runs/{run_id}" if base else f"Dagster run id: {run_id}"
+
+
+def overdue_text(day: str, due_hour: int) -> str:
+    """A day's cohort file has not arrived by its due hour."""
+    return (
+        f":hourglass: Stroke cohort for {day} is overdue: no incoming/{day}.csv|.parquet "
+        f"by {due_hour:02d}:00 UTC"
+    )
+
+
+def run_failure_text(
+    job_name: str, run_id: str, error: str | None, *, dagster_url: str | None = None
+) -> str:
+    """A Dagster run failed: the job, the first line of the error and the run."""
+    text = (error or "").strip()
+    first = text.splitlines()[0][:300] if text else "no error message"
+    lines = [f":x: Dagster run of {job_name} failed: {first}"]
+    lines.append(_run_line(run_id, dagster_url))
     return "\n".join(lines)
 
 
@@ -64,10 +87,10 @@ def post_alert(
     timeout: float = 5.0,
     backoff: float = 0.5,
 ) -> AlertResult:
-    """POST ``{"text": text}`` as JSON; up to ``retries`` extra attempts. Never raises.
+    """POST ``{"text": text}`` to ``url`` as JSON; up to ``retries`` extra attempts. Never raises.
 
-    ``url`` is ``settings.alerts.webhook``; without one the alert is logged and not sent.
-    A 4xx answer other than 429 is not retried (the request itself is wrong).
+    Without a ``url`` the alert is logged and not sent. A 4xx answer other than 429 is not retried
+    (the request itself is wrong).
     """
     url = (url or "").strip()
     if not url:
@@ -97,5 +120,5 @@ def post_alert(
             status, error = None, f"{type(exc).__name__}: {exc}"
         if attempt < retries:
             time.sleep(backoff * 2**attempt)
-    log.warning("drift alert not delivered after %d attempt(s): %s", attempts, error)
+    log.warning("alert not delivered after %d attempt(s): %s", attempts, error)
     return AlertResult(sent=False, attempts=attempts, status=status, error=error)

@@ -1,5 +1,6 @@
-"""Scoring as Dagster runs it: partitions into a real warehouse, the sensors, the schedule, and
-concurrent writers that must never hit DuckDB's lock."""
+"""Scoring as Dagster runs it: partitions into a real warehouse, the row-accounting check, and
+concurrent writers that must never hit DuckDB's lock. (What starts the runs is tested in
+test_automation.py.)"""
 
 import datetime as dt
 import json
@@ -10,19 +11,11 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from stroke_dagster import warehouse
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.defs.scoring import (
-    champion_rescoring_sensor,
-    cohort_scores,
-    cohort_scoring_job,
-    daily_cohort,
-    incoming_cohort_sensor,
-    nightly_cohort_scoring,
-)
+from stroke_dagster.defs.scoring import cohort_scores, cohort_scoring_job, daily_cohort
 from stroke_dagster.simulate import simulate_patients
 
 DAY = "2026-01-05"
@@ -68,10 +61,13 @@ def test_definitions_pick_up_the_scoring_objects() -> None:
         assert node.partitions_def is not None and node.owners and node.description
         assert {"dagster/kind/duckdb", "dagster/kind/python"} <= set(node.tags)
         assert node.pools == {"duckdb"}
+        assert node.automation_condition is not None
     assert loaded.resolve_job_def("cohort_scoring_job").partitions_def is not None
-    assert loaded.resolve_schedule_def("nightly_cohort_scoring")
-    assert loaded.resolve_sensor_def("incoming_cohort_sensor")
-    assert loaded.resolve_sensor_def("champion_rescoring_sensor")
+    sensors = {sensor.name for sensor in loaded.sensors}
+    assert {"daily_loop_automation", "file_arrivals", "champion_rescoring"} <= sensors
+    assert {"drift_retraining", "run_failure_alert"} <= sensors
+    # Only the API telemetry summary keeps a clock; the daily loop runs on its data.
+    assert {schedule.name for schedule in loaded.schedules} == {"inference_summary_schedule"}
 
 
 def test_partition_materializes_and_rewrites_the_day(champion_home: Path) -> None:
@@ -83,6 +79,8 @@ def test_partition_materializes_and_rewrites_the_day(champion_home: Path) -> Non
         meta[k].value for k in ("rows_in", "rows_scored", "rows_quarantined")
     )
     assert (rows_in, scored, quarantined) == (300, 296, 4)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "rows_accounted" and check.passed
     assert sum(meta[f"tier_{t}"].value for t in ("low", "elevated", "high")) == scored
     assert meta["model_version"].value == "1"
     assert day_count() == 296
@@ -113,88 +111,6 @@ def test_missing_cohort_file_fails_with_a_clear_message(stroke_home: Path) -> No
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert f"no cohort file for {DAY}" in failure.description
-
-
-def test_file_sensor_requests_each_new_file_once(stroke_home: Path) -> None:
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance)
-        skipped = incoming_cohort_sensor(context)
-        assert isinstance(skipped, dg.SkipReason) and "no new cohort file" in skipped.skip_message
-
-        write_cohort(stroke_home, "2026-01-03", n=10)
-        write_cohort(stroke_home, "2026-01-04", n=10)
-        (stroke_home / "incoming" / "notes.csv").write_text("not a cohort\n")
-        (stroke_home / "incoming" / "2026-01-05.txt").write_text("wrong suffix\n")
-        first = incoming_cohort_sensor(dg.build_sensor_context(instance=instance))
-        assert sorted(r.partition_key for r in first.run_requests) == ["2026-01-03", "2026-01-04"]
-        assert len({r.run_key for r in first.run_requests}) == 2
-
-        again = incoming_cohort_sensor(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor)
-        )
-        assert isinstance(again, dg.SkipReason)
-
-        path = write_cohort(stroke_home, "2026-01-04", n=12, seed=3)  # the file is replaced
-        later = path.stat().st_mtime_ns + 1_000_000_000
-        os.utime(path, ns=(later, later))
-        replaced = incoming_cohort_sensor(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor)
-        )
-        assert [r.partition_key for r in replaced.run_requests] == ["2026-01-04"]
-        assert json.loads(replaced.cursor)["2026-01-04.csv"] == later
-
-
-def test_nightly_schedule_scores_yesterday_utc(stroke_home: Path) -> None:
-    with dg.instance_for_test() as instance:
-        at = dt.datetime(2026, 1, 6, 2, 0, tzinfo=dt.UTC)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        missing = nightly_cohort_scoring(context)
-        assert isinstance(missing, dg.SkipReason) and "2026-01-05" in missing.skip_message
-
-        write_cohort(stroke_home, "2026-01-05", n=10)
-        request = nightly_cohort_scoring(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        )
-        assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-01-05"
-
-        # Already scored (here: by the file sensor's run) -> nothing to do.
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=cohort_scores.key, partition="2026-01-05")
-        )
-        done = nightly_cohort_scoring(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        )
-        assert isinstance(done, dg.SkipReason) and "already scored" in done.skip_message
-    assert nightly_cohort_scoring.cron_schedule == "0 2 * * *"
-    assert nightly_cohort_scoring.execution_timezone == "UTC"
-
-
-def test_champion_sensor_rescores_the_latest_day_when_the_champion_moves(
-    champion_home: Path,
-) -> None:
-    with dg.instance_for_test() as instance:
-        nothing = champion_rescoring_sensor(dg.build_sensor_context(instance=instance))
-        assert nothing.cursor == "1" and not nothing.run_requests  # no scored day yet
-
-        # Days scored by an earlier champion (v0); the latest one must be rescored with v1.
-        rows = pd.DataFrame(
-            {
-                "patient_id": ["a", "b"],
-                "stroke_probability": [0.1, 0.2],
-                "risk_tier": ["low", "high"],
-                "model_name": "StrokeRF",
-                "model_version": "0",
-                "scored_at": pd.Timestamp("2026-01-06T02:00:00Z"),
-            }
-        )
-        warehouse.replace_partition("scores", "2026-01-04", rows)
-        warehouse.replace_partition("scores", "2026-01-05", rows)
-        moved = champion_rescoring_sensor(dg.build_sensor_context(instance=instance, cursor="0"))
-        assert [r.partition_key for r in moved.run_requests] == ["2026-01-05"]
-        assert moved.run_requests[0].run_key == "champion-v1-2026-01-05" and moved.cursor == "1"
-
-        same = champion_rescoring_sensor(dg.build_sensor_context(instance=instance, cursor="1"))
-        assert isinstance(same, dg.SkipReason) and "still v1" in same.skip_message
 
 
 # ------------------------------------------------------------------------------------------

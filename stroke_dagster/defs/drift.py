@@ -1,32 +1,34 @@
-"""Drift monitoring in Dagster: daily drift and performance assets, their schedule and sensors.
+"""Drift monitoring in Dagster: the daily drift and realized-performance assets and their checks.
 
 Thin layer over :mod:`stroke_dagster.drift` (the same code as ``stroke drift --cohort-date``),
 :mod:`stroke_dagster.performance` and :mod:`stroke_dagster.alerts`:
 
-* ``drift_metrics`` (daily) checks the day's cohort and scores against the champion's stored
-  detector, writes ``drift_metrics``/``drift_summary``, logs to MLflow (``stroke-monitoring``) and
-  posts an alert to ``STROKE_ALERT_WEBHOOK`` when the day drifts (a failing webhook is logged,
-  never fatal);
-* ``performance_metrics`` (daily) computes realized ROC AUC and Brier once ``labels/<day>.csv``
-  arrives (``labels_sensor`` starts it);
-* ``daily_drift_check`` runs at 00:00 UTC for the day that just ended;
-* ``retraining_sensor`` starts ``training_job`` when at least N of the last M checked days drifted
-  against the current champion, at most once per cooldown.
+* ``drift_metrics`` (daily) runs once the day is scored, and again when it is rescored
+  (automation condition). It checks the day's cohort and scores against the champion's stored
+  detector, writes ``drift_metrics``/``drift_summary``, logs to MLflow (``stroke-monitoring``)
+  and posts one alert per (day, model version) to the webhook when the day drifts (a failing
+  webhook is logged, never fatal); the ``no_drift`` check turns WARN on a drifting day;
+* ``performance_metrics`` (daily) computes realized ROC AUC and Brier once the day's labels
+  arrived (``cohort_labels``) and the day is scored; labels that arrive first wait for the
+  scores. Its ``calibrated`` check compares the observed stroke rate with the mean predicted
+  probability.
 """
 
-import datetime as dt
-import json
-import os
-from dataclasses import dataclass
+import math
 
 import dagster as dg
 
+from stroke_dagster.defs.automation import on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.defs.sources import cohort_labels
 
 GROUP = "monitoring"
 OWNERS = ["team:ml-platform"]
-TRAINING_JOB = "training_job"
+DRIFT_CHECK = "no_drift"
+CALIBRATION_CHECK = "calibrated"
+# Observed stroke rate within this many standard errors of the mean predicted probability.
+CALIBRATION_Z = 3.0
 
 
 # ----------------------------------------------------------------------------------- assets
@@ -37,13 +39,21 @@ TRAINING_JOB = "training_job"
     owners=OWNERS,
     pool="duckdb",
     deps=[dg.AssetKey("cohort_scores")],
+    automation_condition=on_new_upstream_data(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset="drift_metrics",
+            description="WARN when the day's cohort or scores drifted from the champion's data.",
+        )
+    ],
     description=(
         "Drift of the day's cohort against the champion's training data: per input KS + "
         "Mann-Whitney (numeric) or chi-squared (categorical), missing-value rates, and the "
         "stroke_probability / risk-tier mix against the champion's holdout; Bonferroni-corrected "
         "and gated by an effect-size floor (Wasserstein / PSI). Replaces the day's rows of the "
         "DuckDB tables drift_metrics and drift_summary, logs to the MLflow experiment "
-        "stroke-monitoring and alerts STROKE_ALERT_WEBHOOK when the day drifts."
+        "stroke-monitoring and alerts the webhook once per (day, model version) when it drifts."
     ),
 )
 def drift_metrics(
@@ -66,7 +76,11 @@ def drift_metrics(
     )
     mlflow_run = _log_mlflow(context, day, report)
     alert = None
-    if report.is_drift:
+    version = report.reference_version or ""
+    already = report.is_drift and _alerted_before(context, day, version)
+    if already:
+        context.log.info(f"drift of {day} vs v{version} was alerted before: not alerting again")
+    elif report.is_drift:
         alert = post_alert(
             drift_alert_text(
                 day,
@@ -80,6 +94,7 @@ def drift_metrics(
         )
         if not alert.sent:
             context.log.warning(f"drift alert not delivered: {alert.error}")
+    features = ", ".join(report.drifted_features) or "none"
     return dg.MaterializeResult(
         metadata={
             "is_drift": report.is_drift,
@@ -94,11 +109,37 @@ def drift_metrics(
             "backend": report.backend,
             "correction": report.correction,
             "detector_fitted_now": result.detector_fitted_now,
-            "alert_sent": bool(alert and alert.sent),
+            "alert_sent": bool(already or (alert and alert.sent)),
             "mlflow_run_id": mlflow_run or "",
             "tests": dg.MetadataValue.md(_markdown(report)),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=DRIFT_CHECK,
+                passed=not report.is_drift,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{day} drifted vs v{version}: {features}"
+                if report.is_drift
+                else f"{day}: no drift vs v{version}",
+                metadata={"day": day, "drifted_features": features, "model_version": version},
+            )
+        ],
     )
+
+
+def _alerted_before(context: dg.AssetExecutionContext, day: str, version: str) -> bool:
+    """Whether an earlier materialization of ``day`` sent a drift alert against ``version``."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[day]), limit=100
+    ).records
+    for record in records:
+        event = record.asset_materialization
+        if event is None:
+            continue
+        meta = {k: v.value for k, v in event.metadata.items()}
+        if meta.get("alert_sent") is True and str(meta.get("reference_model_version")) == version:
+            return True
+    return False
 
 
 def _log_mlflow(context: dg.AssetExecutionContext, day: str, report) -> str | None:  # noqa: ANN001
@@ -133,11 +174,20 @@ def _markdown(report) -> str:  # noqa: ANN001 - DriftReport
     kinds={"duckdb", "python"},
     owners=OWNERS,
     pool="duckdb",
-    deps=[dg.AssetKey("cohort_scores")],
+    deps=[dg.AssetKey("cohort_scores"), cohort_labels],
+    automation_condition=on_new_upstream_data(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            CALIBRATION_CHECK,
+            asset="performance_metrics",
+            description=f"WARN when the observed stroke rate is more than {CALIBRATION_Z:g} "
+            "standard errors from the mean predicted probability (latest model version).",
+        )
+    ],
     description=(
         "Realized ROC AUC and Brier score of the day's scores once its outcome labels arrive "
-        "(STROKE_HOME/labels/<day>.csv, columns id,stroke); replaces the day's rows of the DuckDB "
-        "table performance_metrics. Without labels yet, it records nothing."
+        "(STROKE_HOME/labels/<day>.csv, columns id,stroke) and the day is scored; replaces the "
+        "day's rows of the DuckDB table performance_metrics."
     ),
 )
 def performance_metrics(
@@ -152,20 +202,50 @@ def performance_metrics(
     except InputError as exc:
         raise dg.Failure(description=str(exc)) from None
     if frame is None:
-        context.log.info(f"no labels for {day} yet")
-        return dg.MaterializeResult(metadata={"labelled": False, "rows_written": 0})
+        raise dg.Failure(description=f"no labels file for {day} in {stroke.settings().labels_dir}")
     written = write_performance(day, frame)
-    first = frame.iloc[0]
+    latest = frame.loc[frame["model_version"].astype(int).idxmax()]
     return dg.MaterializeResult(
         metadata={
             "labelled": True,
             "rows_written": written,
-            "model_version": str(first["model_version"]),
-            "n_labelled": int(first["n_labelled"]),
-            "n_positive": int(first["n_positive"]),
-            "roc_auc": _number(first["roc_auc"]),
-            "brier": _number(first["brier"]),
-        }
+            "model_version": str(latest["model_version"]),
+            "n_labelled": int(latest["n_labelled"]),
+            "n_positive": int(latest["n_positive"]),
+            "roc_auc": _number(latest["roc_auc"]),
+            "brier": _number(latest["brier"]),
+        },
+        check_results=[_calibration(latest)],
+    )
+
+
+def _calibration(row) -> dg.AssetCheckResult:  # noqa: ANN001 - pandas Series
+    """Observed stroke rate against the mean predicted probability, in binomial standard errors."""
+    n = int(row["n_labelled"])
+    observed, predicted = _number(row["observed_rate"]), _number(row["mean_probability"])
+    if not n or observed is None or predicted is None:
+        return dg.AssetCheckResult(
+            check_name=CALIBRATION_CHECK,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no labelled scored rows: nothing to compare",
+        )
+    se = math.sqrt(max(predicted * (1 - predicted), 1e-12) / n)
+    z = (observed - predicted) / se
+    passed = abs(z) <= CALIBRATION_Z
+    return dg.AssetCheckResult(
+        check_name=CALIBRATION_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"observed stroke rate {observed:.2%} vs mean predicted {predicted:.2%} "
+        f"(z = {z:+.1f}, n = {n}, v{row['model_version']})",
+        metadata={
+            "observed_rate": observed,
+            "mean_predicted": predicted,
+            "z": round(z, 3),
+            "n_labelled": n,
+            "model_version": str(row["model_version"]),
+        },
     )
 
 
@@ -177,7 +257,7 @@ def _number(value: object) -> float | None:
     return None if number != number else number
 
 
-# ------------------------------------------------------------------------ jobs and schedule
+# ---------------------------------------------------- jobs (by hand, backfills)
 drift_job = dg.define_asset_job(
     "drift_job",
     selection=[drift_metrics],
@@ -191,141 +271,3 @@ performance_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="The day's realized performance once its labels arrived.",
 )
-
-daily_drift_check = dg.build_schedule_from_partitioned_job(
-    drift_job,
-    name="daily_drift_check",
-    hour_of_day=0,
-    minute_of_hour=0,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at 00:00 UTC: drift check of the day that just ended.",
-)
-
-
-# ----------------------------------------------------------------------------- labels sensor
-@dg.sensor(
-    job=performance_job,
-    minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts performance_metrics for a day when STROKE_HOME/labels/<day>.csv appears "
-    "or changes (cursor: modification time per file).",
-)
-def labels_sensor(context: dg.SensorEvaluationContext):
-    from stroke_dagster.performance import labelled_days
-    from stroke_dagster.settings import get_settings
-
-    settings = get_settings()
-    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-    requests = []
-    for day in labelled_days(settings):
-        if day < daily_partitions.start.strftime("%Y-%m-%d"):
-            continue
-        mtime = (settings.labels_dir / f"{day}.csv").stat().st_mtime_ns
-        if seen.get(day) == mtime:
-            continue
-        seen[day] = mtime
-        requests.append(dg.RunRequest(run_key=f"labels-{day}-{mtime}", partition_key=day))
-    if not requests:
-        return dg.SkipReason(f"no new or changed label files in {settings.labels_dir}")
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
-
-
-# ------------------------------------------------------------------------- retraining sensor
-@dataclass(frozen=True)
-class RetrainPolicy:
-    """Retrain when ``drifted_days`` of the last ``window_days`` checked days drifted against
-    the current champion, and no training run started within ``cooldown_hours``."""
-
-    drifted_days: int = 3
-    window_days: int = 7
-    cooldown_hours: float = 72.0
-
-    @classmethod
-    def from_env(cls) -> "RetrainPolicy":
-        return cls(
-            drifted_days=int(os.environ.get("STROKE_RETRAIN_DRIFTED_DAYS", cls.drifted_days)),
-            window_days=int(os.environ.get("STROKE_RETRAIN_WINDOW_DAYS", cls.window_days)),
-            cooldown_hours=float(
-                os.environ.get("STROKE_RETRAIN_COOLDOWN_HOURS", cls.cooldown_hours)
-            ),
-        )
-
-
-def _recent_days(version: str, window: int):  # noqa: ANN202 - DataFrame
-    from stroke_dagster import warehouse
-
-    if not warehouse.warehouse_path().exists():
-        import pandas as pd
-
-        return pd.DataFrame({"cohort_date": [], "is_drift": []})
-    return warehouse.query_df(
-        "SELECT cohort_date, is_drift FROM drift_summary WHERE reference_model_version = ?"
-        " ORDER BY cohort_date DESC LIMIT ?",
-        [version, window],
-        timeout=20.0,
-    )
-
-
-def _recent_training_run(instance: dg.DagsterInstance, since: dt.datetime):  # noqa: ANN202
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=TRAINING_JOB, created_after=since), limit=1
-    )
-    return runs[0] if runs else None
-
-
-@dg.sensor(
-    job_name=TRAINING_JOB,
-    minimum_interval_seconds=3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts training_job (train, evaluate, register, gate) when drift persists: "
-    "N of the last M checked days drifted against the current champion "
-    "(STROKE_RETRAIN_DRIFTED_DAYS=3, STROKE_RETRAIN_WINDOW_DAYS=7), at most once per "
-    "STROKE_RETRAIN_COOLDOWN_HOURS=72.",
-)
-def retraining_sensor(context: dg.SensorEvaluationContext):
-    from stroke_dagster import registry
-
-    policy = RetrainPolicy.from_env()
-    now = dt.datetime.now(dt.UTC)
-    state = json.loads(context.cursor) if context.cursor else {}
-    champion = registry.resolve_alias("champion")
-    if champion is None:
-        return dg.SkipReason("no champion registered yet: nothing to compare drift against")
-    days = _recent_days(champion, policy.window_days)
-    drifted = [
-        str(d)[:10] for d, flag in zip(days["cohort_date"], days["is_drift"], strict=True) if flag
-    ]
-    summary = (
-        f"{len(drifted)} of the last {len(days)} checked day(s) drifted against champion "
-        f"v{champion} (retrain at {policy.drifted_days} of {policy.window_days})"
-    )
-    if len(drifted) < policy.drifted_days:
-        return dg.SkipReason(f"{summary}: not enough drift")
-    cooldown = dt.timedelta(hours=policy.cooldown_hours)
-    last = state.get("last_request_at")
-    if last and now - dt.datetime.fromisoformat(last) < cooldown:
-        return dg.SkipReason(
-            f"{summary}, but retraining was requested at {last}: cooldown of "
-            f"{policy.cooldown_hours:g} h not over"
-        )
-    run = _recent_training_run(context.instance, now - cooldown)
-    if run is not None:
-        return dg.SkipReason(
-            f"{summary}, but {TRAINING_JOB} run {run.run_id} started within the cooldown of "
-            f"{policy.cooldown_hours:g} h"
-        )
-    context.log.info(f"{summary}: requesting {TRAINING_JOB}")
-    state = {"last_request_at": now.isoformat(), "champion": champion, "drifted_days": drifted}
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"retrain-v{champion}-{drifted[0]}",
-                tags={
-                    "stroke/trigger": "drift",
-                    "stroke/champion": champion,
-                    "stroke/drifted_days": ",".join(sorted(drifted)),
-                },
-            )
-        ],
-        cursor=json.dumps(state),
-    )

@@ -11,7 +11,7 @@ import time
 import dagster as dg
 
 from stroke_dagster.api.telemetry import summarize_day
-from stroke_dagster.defs.partitions import daily_partitions
+from stroke_dagster.defs.partitions import completed_daily_partitions as daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
 

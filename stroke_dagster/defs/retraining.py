@@ -1,0 +1,135 @@
+"""Retraining on persistent drift: the sensor that applies :mod:`stroke_dagster.retraining`.
+
+A sensor rather than an automation condition: the policy reads the drift verdicts from the
+warehouse (``drift_summary``, against the current champion), needs the run history for its
+cooldown and window, and starts ``training_job`` as one run with its tags; automation
+conditions only see asset events and cannot read either. A busy warehouse or a malformed
+setting skips the tick with the reason; it never fails it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from stroke_dagster.defs.resources import StrokeSettings
+
+TRAINING_JOB = "training_job"
+TRIGGER_TAG = "stroke/trigger"
+READ_TIMEOUT_S = 20.0
+
+
+def _verdicts(version: str, window: int) -> list[tuple[str, bool]]:
+    from stroke_dagster import warehouse
+
+    if not warehouse.warehouse_path().exists():
+        return []
+    frame = warehouse.query_df(
+        "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, is_drift FROM drift_summary "
+        "WHERE reference_model_version = ? ORDER BY cohort_date DESC LIMIT ?",
+        [version, window],
+        timeout=READ_TIMEOUT_S,
+    )
+    return [(str(d), bool(f)) for d, f in zip(frame["day"], frame["is_drift"], strict=True)]
+
+
+def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRetrain | None
+    """The latest drift-triggered training: from the run history, or the cursor if newer."""
+    from stroke_dagster.retraining import LastRetrain
+
+    candidates = []
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=TRAINING_JOB, tags={TRIGGER_TAG: "drift"}), limit=1
+    )
+    for record in records:
+        tags = record.dagster_run.tags
+        candidates.append(
+            LastRetrain(
+                requested_at=record.create_timestamp.astimezone(dt.UTC),
+                champion=tags.get("stroke/champion", ""),
+                latest_day=tags.get("stroke/latest_day", ""),
+            )
+        )
+    if context.cursor:
+        state = json.loads(context.cursor)
+        candidates.append(
+            LastRetrain(
+                requested_at=dt.datetime.fromisoformat(state["requested_at"]),
+                champion=state["champion"],
+                latest_day=state["latest_day"],
+            )
+        )
+    return max(candidates, key=lambda last: last.requested_at, default=None)
+
+
+@dg.sensor(
+    name="drift_retraining",
+    job_name=TRAINING_JOB,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Starts training_job when retrain.drifted_days of the last retrain.window_days checked "
+        "days drifted against the current champion: once per policy window, at most once per "
+        "retrain.cooldown_hours; a busy warehouse or a malformed setting skips the tick."
+    ),
+)
+def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings):  # noqa: ANN201
+    from stroke_dagster import registry, warehouse
+    from stroke_dagster.retraining import Policy, decide
+    from stroke_dagster.settings import SettingsError
+
+    try:
+        settings = stroke.load()
+    except SettingsError as exc:
+        return dg.SkipReason(f"settings: {exc}")
+    policy = Policy(
+        drifted_days=settings.retrain.drifted_days,
+        window_days=settings.retrain.window_days,
+        cooldown_hours=settings.retrain.cooldown_hours,
+    )
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=TRAINING_JOB,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
+        limit=1,
+    )
+    if running:
+        return dg.SkipReason(f"{TRAINING_JOB} run {running[0].run_id} is already under way")
+    champion = registry.resolve_alias("champion")
+    if champion is None:
+        return dg.SkipReason("no champion registered yet: nothing to compare drift against")
+    last = _last_retrain(context)
+    window = policy.window_days + (policy.window_days if last else 0)
+    try:
+        verdicts = _verdicts(champion, window)
+    except warehouse.WarehouseBusyError as exc:
+        return dg.SkipReason(f"warehouse busy ({exc}); checking again on the next tick")
+    now = dt.datetime.now(dt.UTC)
+    decision = decide(verdicts, champion=champion, policy=policy, now=now, last=last)
+    if not decision.retrain:
+        return dg.SkipReason(decision.reason)
+    context.log.info(f"{decision.reason}: requesting {TRAINING_JOB}")
+    latest = decision.window[-1]
+    state = {"requested_at": now.isoformat(), "champion": champion, "latest_day": latest}
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"retrain-v{champion}-{decision.key}",
+                tags={
+                    TRIGGER_TAG: "drift",
+                    "stroke/champion": champion,
+                    "stroke/latest_day": latest,
+                    "stroke/drifted_days": ",".join(decision.drifted),
+                },
+            )
+        ],
+        cursor=json.dumps(state),
+    )

@@ -1,0 +1,275 @@
+"""What arrives from outside: cohort files, label files and the champion alias.
+
+* ``incoming_cohort`` and ``cohort_labels`` are external daily assets: the files
+  ``STROKE_HOME/incoming/<day>.csv|.parquet`` and ``STROKE_HOME/labels/<day>.csv``. The
+  ``file_arrivals`` sensor runs nothing: it reports each new or replaced file as a
+  materialization of its day (data version = hash of modification time and size), and the
+  automation conditions downstream do the rest. A badly named or future-dated file is skipped
+  with its reason (tick skip message and log); it never fails the tick or holds back others.
+  The same sensor marks today's cohort overdue once ``scoring.cohort_due_hour`` (UTC) has
+  passed without a file (the ``arrived_by_due_hour`` check) and alerts once per day.
+* ``champion_model`` is an observable source asset whose data version is the version the
+  StrokeRF ``champion`` alias points to. The ``champion_rescoring`` sensor observes it and, when
+  the alias moves, rescores only ``cohort_scores`` of the ``scoring.rescore_days`` most recent
+  scored days from their typed cohort copy (drift then follows through automation). It is a
+  sensor, not a condition, because the window is a runtime setting of the ``stroke`` resource.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import dagster as dg
+
+from stroke_dagster.defs.partitions import daily_partitions
+from stroke_dagster.defs.resources import StrokeSettings
+
+GROUP = "sources"
+OWNERS = ["team:ml-platform"]
+DATA_VERSION_TAG = "dagster/data_version"
+OVERDUE_CHECK = "arrived_by_due_hour"
+
+incoming_cohort = dg.AssetSpec(
+    "incoming_cohort",
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"file"},
+    description=(
+        "The day's cohort file STROKE_HOME/incoming/<day>.csv|.parquet as dropped by the "
+        "upstream system; reported by the file_arrivals sensor when it appears or changes."
+    ),
+)
+
+cohort_labels = dg.AssetSpec(
+    "cohort_labels",
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"file"},
+    description=(
+        "The day's outcome labels STROKE_HOME/labels/<day>.csv (id,stroke); reported by the "
+        "file_arrivals sensor when it appears or changes."
+    ),
+)
+
+
+@dg.observable_source_asset(
+    group_name=GROUP,
+    description=(
+        "The StrokeRF version the MLflow `champion` alias points to (its data version); "
+        "observed by the champion_rescoring sensor."
+    ),
+)
+def champion_model() -> dg.DataVersion:
+    from stroke_dagster import registry
+
+    version = registry.resolve_alias("champion")
+    return dg.DataVersion(version or "none")
+
+
+# --------------------------------------------------------------------------- file arrivals
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _first_day() -> dt.date:
+    return daily_partitions.start.date()
+
+
+def _arrival_events(
+    key: dg.AssetKey, scan: Any, seen: dict[str, str]
+) -> list[dg.AssetMaterialization]:
+    events = []
+    for file in scan.files:
+        if seen.get(file.day) == file.version:
+            continue
+        seen[file.day] = file.version
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=file.day,
+                tags={DATA_VERSION_TAG: file.version},
+                metadata={
+                    "path": dg.MetadataValue.path(str(file.path)),
+                    "bytes": file.size,
+                    "modified_at": dt.datetime.fromtimestamp(file.mtime_ns / 1e9, dt.UTC).isoformat(
+                        timespec="seconds"
+                    ),
+                },
+            )
+        )
+    return events
+
+
+def overdue_verdict(
+    arrived: bool, *, day: str, due_hour: int, now: dt.datetime
+) -> tuple[bool, str] | None:
+    """``(passed, description)`` of the arrival check for ``day``; None before its due hour."""
+    due_at = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(hours=due_hour)
+    if arrived:
+        return True, f"cohort for {day} arrived"
+    if now < due_at:
+        return None
+    return False, f"cohort for {day} is overdue: no file by {due_hour:02d}:00 UTC"
+
+
+@dg.asset_check(
+    asset=incoming_cohort.key,
+    name=OVERDUE_CHECK,
+    description=(
+        "Today's cohort file arrived by scoring.cohort_due_hour (UTC). The file_arrivals sensor "
+        "records this check on every change; running it by hand evaluates it now."
+    ),
+)
+def arrived_by_due_hour(stroke: StrokeSettings) -> dg.AssetCheckResult:
+    settings = stroke.settings()
+    day = _today().isoformat()
+    verdict = overdue_verdict(
+        settings.incoming_file(day) is not None,
+        day=day,
+        due_hour=settings.scoring.cohort_due_hour,
+        now=dt.datetime.now(dt.UTC),
+    )
+    passed, description = verdict or (True, f"cohort for {day} is not due yet")
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=description,
+        metadata={"day": day, "due_hour_utc": settings.scoring.cohort_due_hour},
+    )
+
+
+@dg.sensor(
+    name="file_arrivals",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Reports each new or replaced STROKE_HOME/incoming/<day>.* and labels/<day>.csv as the "
+        "day's incoming_cohort / cohort_labels (runs nothing); skips badly named and "
+        "future-dated files with the reason; marks today's cohort overdue after "
+        "scoring.cohort_due_hour and alerts once."
+    ),
+)
+def file_arrivals(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -> dg.SensorResult:
+    from stroke_dagster import arrivals
+    from stroke_dagster.alerts import overdue_text, post_alert
+    from stroke_dagster.settings import COHORT_SUFFIXES, SettingsError
+
+    try:
+        settings = stroke.load()
+    except SettingsError as exc:
+        return dg.SensorResult(skip_reason=f"settings: {exc}")
+    state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+    now = dt.datetime.now(dt.UTC)
+    bounds = {"first_day": _first_day(), "last_day": now.date()}
+    cohorts = arrivals.scan(settings.incoming_dir, COHORT_SUFFIXES, **bounds)
+    labels = arrivals.scan(settings.labels_dir, (".csv",), **bounds)
+    events: list[Any] = _arrival_events(
+        incoming_cohort.key, cohorts, state.setdefault("incoming", {})
+    )
+    events += _arrival_events(cohort_labels.key, labels, state.setdefault("labels", {}))
+
+    # Overdue: record the check when its verdict for today changes; alert once per day.
+    today = now.date().isoformat()
+    due_hour = settings.scoring.cohort_due_hour
+    arrived = any(file.day == today for file in cohorts.files)
+    verdict = overdue_verdict(arrived, day=today, due_hour=due_hour, now=now)
+    overdue = state.setdefault("overdue", {})
+    if verdict is not None and overdue.get("day") != today:
+        overdue.clear()
+        overdue["day"] = today
+    if verdict is not None and overdue.get("passed") != verdict[0]:
+        passed, description = verdict
+        overdue["passed"] = passed
+        events.append(
+            dg.AssetCheckEvaluation(
+                asset_key=incoming_cohort.key,
+                check_name=OVERDUE_CHECK,
+                passed=passed,
+                description=description,
+                metadata={"day": today, "due_hour_utc": due_hour},
+            )
+        )
+        if not passed and not overdue.get("alerted"):
+            alert = post_alert(overdue_text(today, due_hour), url=settings.alerts.webhook)
+            overdue["alerted"] = True
+            context.log.warning(
+                f"{description}; alert {'sent' if alert.sent else 'not sent: ' + str(alert.error)}"
+            )
+
+    skipped = {**cohorts.skipped, **{f"labels/{k}": v for k, v in labels.skipped.items()}}
+    for name, reason in skipped.items():
+        context.log.info(f"skipped {name}: {reason}")
+    arrived_files = [e for e in events if isinstance(e, dg.AssetMaterialization)]
+    parts = [f"reported {len(arrived_files)} new or changed file(s)"]
+    parts += [f"skipped {name}: {reason}" for name, reason in skipped.items()]
+    return dg.SensorResult(
+        asset_events=events,
+        cursor=json.dumps(state, sort_keys=True),
+        skip_reason="; ".join(parts) if not arrived_files or skipped else None,
+    )
+
+
+# ------------------------------------------------------------------------ champion rescoring
+def _scored_version(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> str | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("model_version")
+    return str(value.value) if value is not None else None
+
+
+@dg.sensor(
+    name="champion_rescoring",
+    target=dg.AssetSelection.assets("cohort_scores"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Observes the StrokeRF `champion` alias (champion_model); when it points to a new "
+        "version, rescores cohort_scores of the scoring.rescore_days most recent scored days "
+        "from their typed cohort copies (no revalidation)."
+    ),
+)
+def champion_rescoring(
+    context: dg.SensorEvaluationContext, stroke: StrokeSettings
+) -> dg.SensorResult:
+    from stroke_dagster import registry
+    from stroke_dagster.settings import SettingsError
+
+    try:
+        settings = stroke.load()
+        version = registry.resolve_alias("champion")
+    except SettingsError as exc:
+        return dg.SensorResult(skip_reason=f"settings: {exc}")
+    if version is None:
+        return dg.SensorResult(skip_reason="no champion registered yet")
+    events = []
+    if context.cursor != version:
+        events.append(dg.AssetObservation(champion_model.key, tags={DATA_VERSION_TAG: version}))
+    scores_key = dg.AssetKey("cohort_scores")
+    scored = sorted(context.instance.get_materialized_partitions(scores_key), reverse=True)
+    recent = scored[: settings.scoring.rescore_days]
+    requests = [
+        dg.RunRequest(
+            run_key=f"rescore-v{version}-{day}",
+            partition_key=day,
+            asset_selection=[scores_key],
+            tags={"stroke/trigger": "champion", "stroke/champion": version},
+        )
+        for day in recent
+        if _scored_version(context.instance, scores_key, day) != version
+    ]
+    if requests:
+        days = ", ".join(r.partition_key or "" for r in requests)
+        context.log.info(f"champion is v{version}: rescoring {days}")
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=version)
+    return dg.SensorResult(
+        skip_reason=f"champion is v{version}; the {len(recent)} most recent scored day(s) "
+        f"carry it already",
+        asset_events=events,
+        cursor=version,
+    )
