@@ -233,8 +233,9 @@ def calibration_verdict(
         )
     else:
         promote = False
+        verdict = "worse" if ll_ci[0] > 0 and br_ci[0] > 0 else "not clearly better"
         why = (
-            f"not clearly better calibrated: log loss {cand['log_loss']:.5f} vs "
+            f"{verdict} calibrated: log loss {cand['log_loss']:.5f} vs "
             f"{champ['log_loss']:.5f} (95% CI of difference {ll_ci[0]:+.5f}..{ll_ci[1]:+.5f}), "
             f"Brier {cand['brier']:.5f} vs {champ['brier']:.5f} "
             f"({br_ci[0]:+.6f}..{br_ci[1]:+.6f})"

@@ -122,7 +122,7 @@ def test_verdict_refuses_worse_and_equal_candidates() -> None:
     y, p = _draw(10_000, seed=4)
     worse = cal.expit(cal.logit(p) + 1.0)
     v = rc.calibration_verdict(y, p, worse)
-    assert not v.promote and "not clearly better" in v.reason
+    assert not v.promote and "worse calibrated" in v.reason
     assert not rc.calibration_verdict(y, p, p).promote
     assert rc.calibration_verdict(y, worse, p).promote
     shuffled = np.random.default_rng(0).permutation(p)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from stroke_dagster.errors import InputError
     from stroke_dagster.recalibration import RecalibrationConfig
     from stroke_dagster.recalibration_run import run_recalibration
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
     days = None
     if args.days:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    settings = get_settings()
+    settings = load_settings()
     settings.ensure_dirs()
     summary = run_recalibration(settings, days, config)
     sys.stdout.flush()
