@@ -75,6 +75,7 @@ def day_performance(day: str, settings: Settings | None = None) -> pd.DataFrame 
         "SELECT patient_id, stroke_probability, model_name, model_version FROM scores"
         " WHERE cohort_date = ?",
         [dt.date.fromisoformat(day)],
+        settings=settings,
     )
     if scores.empty:
         raise InputError(f"labels arrived for {day} but the day has no scores")
@@ -108,12 +109,12 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p))
 
 
-def write_performance(day: str, frame: pd.DataFrame) -> int:
-    """Replace the day's ``performance_metrics`` rows (one transaction)."""
+def write_performance(day: str, frame: pd.DataFrame, settings: Settings | None = None) -> int:
+    """Replace the day's ``performance_metrics`` partition (atomically)."""
     from stroke_dagster import warehouse
 
     return warehouse.replace_partition(
-        TABLE, day, frame, extra={"computed_at": dt.datetime.now(dt.UTC)}
+        TABLE, day, frame, extra={"computed_at": dt.datetime.now(dt.UTC)}, settings=settings
     )
 
 

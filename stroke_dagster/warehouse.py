@@ -1,228 +1,103 @@
-"""The DuckDB warehouse: schema from ``sql/ddl``, short locked writes, retrying readers, a snapshot.
+"""The warehouse: immutable Parquet files per table and day; a DuckDB file of views to open.
 
-DuckDB lets one process hold a database file for writing, and refuses every other process (read-only
-ones included) while it does. The rules here keep that from ever surfacing as a failure:
+Layout under ``STROKE_HOME``::
 
-* Every access takes a lock file beside the database (``warehouse.lock``; ``fcntl.flock``):
-  exclusive for writers, shared for readers. Waiting processes poll with backoff until a timeout.
-* The DuckDB file itself is opened only inside that lock and only for one short operation, and
-  opening it retries with backoff on DuckDB's own lock error (a ``duckdb`` CLI user who opened the
-  live file directly, a process that does not use this module).
-* A write is one transaction (``write_transaction``): a crash or an exception leaves the previous
-  rows untouched. ``replace_partition`` deletes a day and inserts its rows in that one transaction.
-* After each write the checkpointed file is copied atomically to ``warehouse_snapshot.duckdb``
-  (``STROKE_WAREHOUSE_SNAPSHOT=0`` turns this off). Analysts open the snapshot read-only at any
-  time: the pipeline never waits for them and they never wait for it.
+    warehouse.duckdb                        the entry point: views + a small metadata table only
+    warehouse/<table>/cohort_date=<D>/data~<version>.parquet            a day of a table
+    warehouse/quarantine/cohort_date=<D|NULL>/source-<hash>~<version>.parquet   (day, source)
+    telemetry/date=<D>/*.parquet            the API's request log (see ``api.telemetry``)
+
+* **A write costs O(day).** A day is written to a hidden temporary file, then renamed to a new
+  version name (``<key>~<version>.parquet``, version = publication time in ns). Nothing else is read
+  or rewritten, whatever the history holds.
+* **A day is seen whole or not at all.** A file is never modified or renamed over: DuckDB opens a
+  Parquet path several times per query (metadata at bind, data at scan), so replacing the content
+  behind a path could mix two versions. Each view reads every file of its glob and keeps, per day
+  and key, only the newest file that a ``glob()`` listing taken at execution shows; if a new
+  version lands between the two listings, that day is absent from that one query (never mixed).
+  A superseded version is deleted once its successor is older than the grace period (an hour by
+  default), by the next write of that day or ``stroke warehouse vacuum``.
+* **Readers never wait and are never waited for.** Writers never open ``warehouse.duckdb``; its
+  views expand their globs at every query, so a session open for hours (DuckDB CLI, Python,
+  ``stroke sql``) sees a new day on its next query. There is no lock file.
+* **Writers run in parallel.** Different days or tables are different files; two writers of the
+  same day each publish a whole version and the later one wins.
+* **Crash safety.** A writer killed before its rename leaves only a ``.*.tmp`` file (never matched
+  by the views' globs, removed by the next write of that day); the previous version stays current.
+
+The views are (re)built from ``sql/ddl`` only when their definition changes (a fingerprint of the
+DDL and the home path kept in ``warehouse_meta``): written to a temporary file and renamed over the
+entry point, so analysts holding the old file open are not disturbed. A warehouse written by the
+single-file layout of earlier versions is converted once (:mod:`stroke_dagster.warehouse_migrate`).
+
+The core takes its location and options as arguments (:class:`Warehouse`); the module-level
+functions are the historical call surface and take the platform ``Settings``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
+import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
-import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from stroke_dagster.settings import SQL_DIR, get_settings
+from stroke_dagster.settings import SQL_DIR
+from stroke_dagster.warehouse_files import (
+    VERSION_SEP,
+    remove_superseded,
+    version_name,
+    versions,
+)
+
+if TYPE_CHECKING:
+    from stroke_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DDL_DIR = SQL_DIR / "ddl"
-SNAPSHOT_NAME = "warehouse_snapshot.duckdb"
-LOCK_NAME = "warehouse.lock"
+LAYOUT_VERSION = 2
+ENTRY_NAME = "warehouse.duckdb"
+DATA_DIR_NAME = "warehouse"
+TELEMETRY_DIR_NAME = "telemetry"
+META_TABLE = "warehouse_meta"
 QUARANTINE_TABLE = "quarantine"
 PARTITION_COLUMN = "cohort_date"
-WRITE_TIMEOUT_S = float(os.environ.get("STROKE_WAREHOUSE_WRITE_TIMEOUT", "900"))
-READ_TIMEOUT_S = float(os.environ.get("STROKE_WAREHOUSE_READ_TIMEOUT", "120"))
+DEFAULT_KEY = "data"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_schema_ready: set[Path] = set()
-_schema_guard = threading.Lock()
+_CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+_ready: set[tuple[Path, str]] = set()
+_ready_guard = threading.Lock()
 
 Data = pd.DataFrame | pa.Table | Path | str
 
 
 class WarehouseBusyError(TimeoutError):
-    """The warehouse stayed locked by another process for longer than the timeout."""
+    """Kept for callers' error handlers: the Parquet layout never makes a reader or writer wait."""
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """Options of the warehouse (the ``warehouse`` section of the platform settings)."""
+
+    fsync: bool = True  # flush a day's file to disk before it is published
+    telemetry_retention_days: int = 90  # telemetry days older than this are deleted
+    grace_seconds: float = 3600.0  # superseded versions are kept this long for running queries
 
 
 # --------------------------------------------------------------------------------------------
-# Paths and schema
-# --------------------------------------------------------------------------------------------
-
-
-def warehouse_path() -> Path:
-    return get_settings().warehouse_path
-
-
-def snapshot_path() -> Path:
-    return warehouse_path().with_name(SNAPSHOT_NAME)
-
-
-def ddl_statements(home: Path | None = None) -> list[tuple[str, str]]:
-    """``(file name, SQL)`` of every ``sql/ddl/*.sql`` by name, ``{stroke_home}`` filled in."""
-    home = Path(home) if home is not None else get_settings().home
-    return [
-        (path.name, path.read_text(encoding="utf-8").replace("{stroke_home}", str(home)))
-        for path in sorted(DDL_DIR.glob("*.sql"))
-    ]
-
-
-def apply_ddl(con: duckdb.DuckDBPyConnection, home: Path | None = None) -> None:
-    """Create every table and view of ``sql/ddl`` (all files use ``IF NOT EXISTS``)."""
-    for name, sql in ddl_statements(home):
-        try:
-            con.execute(sql)
-        except duckdb.IOException as exc:
-            # A view over Parquet files that do not exist yet (e.g. no telemetry written so far):
-            # it is created on a later write, once its files appear. Nothing else is skipped.
-            log.info("sql/ddl/%s not applied yet: %s", name, str(exc).splitlines()[0])
-        except duckdb.Error as exc:
-            raise RuntimeError(f"sql/ddl/{name}: {str(exc).splitlines()[0]}") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# Locking and connections
-# --------------------------------------------------------------------------------------------
-
-
-def _backoff(attempt: int) -> float:
-    return min(0.02 * (2**attempt), 1.0)
-
-
-@contextlib.contextmanager
-def _file_lock(db_path: Path, *, exclusive: bool, timeout: float) -> Iterator[None]:
-    """Hold the lock file beside ``db_path`` (exclusive for writers, shared for readers)."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    with open(db_path.with_name(LOCK_NAME), "a+b") as handle:
-        deadline = time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                if time.monotonic() >= deadline:
-                    kind = "write" if exclusive else "read"
-                    raise WarehouseBusyError(
-                        f"warehouse {db_path} busy: no {kind} lock after {timeout:.0f} s"
-                    ) from None
-                time.sleep(_backoff(attempt))
-                attempt += 1
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _is_lock_error(exc: duckdb.Error) -> bool:
-    text = str(exc).lower()
-    return "lock" in text or "different configuration" in text
-
-
-def _open(db_path: Path, *, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
-    """Open the DuckDB file, retrying with backoff while another process holds it."""
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while True:
-        try:
-            return duckdb.connect(str(db_path), read_only=read_only)
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                if _is_lock_error(exc):
-                    raise WarehouseBusyError(
-                        f"warehouse {db_path} held by another process for {timeout:.0f} s"
-                    ) from None
-                raise
-            time.sleep(_backoff(attempt))
-            attempt += 1
-
-
-def _ensure_schema(db_path: Path, timeout: float) -> None:
-    """Create the database and its tables once per process (cheap afterwards)."""
-    with _schema_guard:
-        if db_path in _schema_ready and db_path.exists():
-            return
-    with _file_lock(db_path, exclusive=True, timeout=timeout):
-        con = _open(db_path, read_only=False, timeout=timeout)
-        try:
-            apply_ddl(con, db_path.parent)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        _publish_snapshot(db_path)
-    with _schema_guard:
-        _schema_ready.add(db_path)
-
-
-@contextlib.contextmanager
-def connect(
-    read_only: bool = False, *, timeout: float | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to the warehouse held under the lock file for the ``with`` block only.
-
-    Writers (``read_only=False``) get the tables of ``sql/ddl`` created, and on a clean exit the
-    file is checkpointed and published as the snapshot. Keep the block short: every other process
-    waits for it. Readers wait (up to ``STROKE_WAREHOUSE_READ_TIMEOUT`` s) instead of failing.
-    """
-    db_path = warehouse_path()
-    timeout = (READ_TIMEOUT_S if read_only else WRITE_TIMEOUT_S) if timeout is None else timeout
-    _ensure_schema(db_path, timeout)
-    with _file_lock(db_path, exclusive=not read_only, timeout=timeout):
-        con = _open(db_path, read_only=read_only, timeout=timeout)
-        ok = False
-        try:
-            if not read_only:
-                apply_ddl(con, db_path.parent)
-            yield con
-            ok = True
-            if not read_only:
-                con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        if ok and not read_only:
-            _publish_snapshot(db_path)
-
-
-@contextlib.contextmanager
-def write_transaction(*, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction: committed when the block ends, rolled back if it raises."""
-    with connect(read_only=False, timeout=timeout) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-
-def _publish_snapshot(db_path: Path) -> None:
-    """Copy the (checkpointed, closed, locked) database to the snapshot path atomically."""
-    if os.environ.get("STROKE_WAREHOUSE_SNAPSHOT", "1") == "0" or not db_path.exists():
-        return
-    target = db_path.with_name(SNAPSHOT_NAME)
-    tmp = target.with_name(f".{SNAPSHOT_NAME}.{os.getpid()}.tmp")
-    shutil.copyfile(db_path, tmp)
-    os.replace(tmp, target)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
+# Schema: sql/ddl
 # --------------------------------------------------------------------------------------------
 
 
@@ -238,11 +113,58 @@ def _as_date(value: str | dt.date | None) -> dt.date | None:
     return dt.date.fromisoformat(str(value))
 
 
+def _sql_string(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The tables (``CREATE TABLE`` files) and views (every other file) of ``sql/ddl``."""
+
+    tables: dict[str, str]
+    views: dict[str, str]
+
+    @classmethod
+    def load(cls, ddl_dir: Path = DDL_DIR) -> Schema:
+        tables, views = {}, {}
+        for path in sorted(Path(ddl_dir).glob("*.sql")):
+            sql = path.read_text(encoding="utf-8")
+            match = _CREATE_TABLE.search(sql)
+            if match:
+                tables[match.group(1)] = sql
+            else:
+                views[path.stem] = sql
+        return cls(tables, views)
+
+    def fingerprint(self) -> str:
+        text = repr((LAYOUT_VERSION, sorted(self.tables.items()), sorted(self.views.items())))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def table(self, name: str) -> str:
+        if _check_identifier(name) not in self.tables:
+            raise ValueError(f"unknown warehouse table {name!r} (tables: {sorted(self.tables)})")
+        return self.tables[name]
+
+
+def ddl_statements(home: Path, ddl_dir: Path = DDL_DIR) -> list[tuple[str, str]]:
+    """``(file name, SQL)`` of every ``sql/ddl/*.sql`` by name, ``{stroke_home}`` filled in."""
+    return [
+        (path.name, path.read_text(encoding="utf-8").replace("{stroke_home}", str(home)))
+        for path in sorted(Path(ddl_dir).glob("*.sql"))
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Staging rows: typed and checked by the table's DDL in an in-memory database
+# --------------------------------------------------------------------------------------------
+
+
 def _source_relation(con: duckdb.DuckDBPyConnection, data: Data, name: str) -> str:
     """Make ``data`` (DataFrame, Arrow table or Parquet path) readable as the view ``name``."""
     if isinstance(data, str | Path):
-        path = str(data).replace("'", "''")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_string(data)})"
+        )
     else:
         con.register(name, data)
     return name
@@ -271,18 +193,394 @@ def insert_rows(
     return int(inserted)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_tmp(directory: Path) -> None:
+    """Delete temporary files of writers that died before their rename (SIGKILL, power loss)."""
+    for tmp in directory.glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+@dataclass
+class StagedFile:
+    tmp: Path
+    directory: Path
+    key: str
+    rows: int
+
+
+# --------------------------------------------------------------------------------------------
+# The warehouse
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The warehouse of one ``home`` directory (see the module docstring for the layout)."""
+
+    home: Path
+    config: WarehouseConfig = field(default_factory=WarehouseConfig)
+    ddl_dir: Path = DDL_DIR
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Warehouse:
+        section = getattr(settings, "warehouse", None)
+        defaults = WarehouseConfig()
+        config = WarehouseConfig(
+            fsync=bool(getattr(section, "fsync", defaults.fsync)),
+            telemetry_retention_days=int(
+                getattr(section, "telemetry_retention_days", defaults.telemetry_retention_days)
+            ),
+            grace_seconds=float(getattr(section, "grace_seconds", defaults.grace_seconds)),
+        )
+        return cls(Path(settings.home), config)
+
+    # -- paths -----------------------------------------------------------------------------
+
+    @property
+    def entry_path(self) -> Path:
+        return self.home / ENTRY_NAME
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / DATA_DIR_NAME
+
+    @property
+    def telemetry_dir(self) -> Path:
+        return self.home / TELEMETRY_DIR_NAME
+
+    def schema(self) -> Schema:
+        return Schema.load(self.ddl_dir)
+
+    def partition_dir(self, table: str, day: dt.date | None) -> Path:
+        value = day.isoformat() if day is not None else "NULL"
+        return self.data_dir / _check_identifier(table) / f"{PARTITION_COLUMN}={value}"
+
+    def current_file(self, table: str, day: dt.date | None, key: str = DEFAULT_KEY) -> Path | None:
+        """The current version of one partition (``None`` before its first write)."""
+        found = versions(self.partition_dir(table, day), key)
+        return found[-1] if found else None
+
+    @staticmethod
+    def quarantine_key(source: str) -> str:
+        return "source-" + hashlib.sha256(source.encode()).hexdigest()[:20]
+
+    # -- the entry point --------------------------------------------------------------------
+
+    def view_sql(self, schema: Schema | None = None) -> list[str]:
+        """The statements that define every view of the entry point."""
+        schema = schema or self.schema()
+        statements = []
+        scratch = duckdb.connect()
+        try:
+            for table, ddl in schema.tables.items():
+                scratch.execute(ddl)
+                columns = scratch.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                    "ORDER BY column_index",
+                    [table],
+                ).fetchall()
+                typed = ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in columns)
+                glob = _sql_string(self.data_dir / table / "*" / f"*{VERSION_SEP}*.parquet")
+                # The typed empty SELECT fixes names and types while no file exists yet (then
+                # read_parquet yields a lone `empty` column, excluded with the helper column).
+                # The glob() listing, taken after read_parquet's, keeps the newest version of each
+                # (day, key): see the module docstring.
+                statements.append(
+                    f"CREATE OR REPLACE VIEW {table} AS\n"
+                    "SELECT * EXCLUDE (empty, filename) FROM (\n"
+                    f"    SELECT NULL::BOOLEAN AS empty, {typed}, NULL::VARCHAR AS filename\n"
+                    "    WHERE false\n"
+                    "    UNION ALL BY NAME\n"
+                    f"    SELECT * FROM read_parquet({glob}, hive_partitioning = true,\n"
+                    f"        hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true,\n"
+                    "        allow_empty = true, filename = true)\n"
+                    ")\n"
+                    f"WHERE filename IN (SELECT max(file) FROM glob({glob})\n"
+                    "    GROUP BY parse_dirpath(file), "
+                    f"split_part(parse_filename(file), '{VERSION_SEP}', 1))"
+                )
+        finally:
+            scratch.close()
+        for sql in schema.views.values():
+            statements.append(sql.replace("{stroke_home}", str(self.home)))
+        return statements
+
+    def _fingerprint(self, schema: Schema) -> str:
+        return f"{schema.fingerprint()}:{self.home}"
+
+    def _entry_fingerprint(self) -> str | None:
+        """The fingerprint stored in the entry point; ``None`` if absent or not of this layout."""
+        try:
+            con = duckdb.connect(str(self.entry_path), read_only=True)
+        except duckdb.Error:
+            return None
+        try:
+            row = con.execute(
+                f"SELECT value FROM {META_TABLE} WHERE key = 'fingerprint'"
+            ).fetchone()
+            return row[0] if row else None
+        except duckdb.Error:
+            return None
+        finally:
+            con.close()
+
+    def publish_entry(self, schema: Schema | None = None) -> Path:
+        """Write the views + metadata to a fresh file and rename it over the entry point."""
+        schema = schema or self.schema()
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.home / f".{ENTRY_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                for statement in self.view_sql(schema):
+                    con.execute(statement)
+                con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+                meta = {
+                    "layout_version": str(LAYOUT_VERSION),
+                    "fingerprint": self._fingerprint(schema),
+                    "data_dir": str(self.data_dir),
+                    "telemetry_dir": str(self.telemetry_dir),
+                    "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+                con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(meta.items()))
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            os.replace(tmp, self.entry_path)
+        finally:
+            for leftover in (tmp, Path(f"{tmp}.wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+        return self.entry_path
+
+    def ensure(self) -> Path:
+        """The entry point, migrated from the old layout or (re)built when its views are stale.
+
+        Cheap after the first call in a process (one fingerprint read on the first call).
+        """
+        schema = self.schema()
+        key = (self.home.resolve(), self._fingerprint(schema))
+        with _ready_guard:
+            if key in _ready and self.entry_path.exists():
+                return self.entry_path
+        from stroke_dagster import warehouse_migrate
+
+        current = self._entry_fingerprint()
+        if (self.home / warehouse_migrate.MIGRATING_NAME).exists() or (
+            current is None and warehouse_migrate.needs_migration(self)
+        ):
+            warehouse_migrate.migrate(self)
+            current = self._entry_fingerprint()
+        if current != self._fingerprint(schema):
+            self.publish_entry(schema)
+        with _ready_guard:
+            _ready.add(key)
+        return self.entry_path
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def stage(
+        self,
+        table: str,
+        day: str | dt.date | None,
+        data: Data,
+        extra: dict[str, object] | None = None,
+        *,
+        key: str = DEFAULT_KEY,
+    ) -> StagedFile:
+        """Write the rows of one partition to a temporary file beside it (typed and checked).
+
+        The rows go through the table's ``CREATE TABLE`` (types, ``NOT NULL``, ``CHECK``) in an
+        in-memory database; a violation raises before anything is published.
+        """
+        day = _as_date(day)
+        ddl = self.schema().table(table)
+        directory = self.partition_dir(table, day)
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(directory)
+        tmp = directory / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
+        con = duckdb.connect()
+        try:
+            con.execute(ddl)
+            rows = insert_rows(con, table, data, {**(extra or {}), PARTITION_COLUMN: day})
+            con.execute(
+                f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
+                f"{_sql_string(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+            )
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        finally:
+            con.close()
+        return StagedFile(tmp, directory, key, rows)
+
+    def publish(self, staged: StagedFile, version: int | None = None) -> Path:
+        """Give a staged file its version name: from now on it is the partition's current file.
+
+        ``version`` (default: now, in ns) orders the versions; the migration publishes with
+        version 0, so that any write made meanwhile stays current.
+        """
+        if self.config.fsync:
+            with open(staged.tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        target = staged.directory / version_name(staged.key, version)
+        os.rename(staged.tmp, target)
+        if self.config.fsync:
+            _fsync_dir(staged.directory)
+        remove_superseded(staged.directory, staged.key, self.config.grace_seconds)
+        return target
+
+    def vacuum(self) -> int:
+        """Delete every version superseded longer than the grace period; files removed."""
+        removed = 0
+        for directory in sorted(self.data_dir.glob("*/*=*")):
+            _remove_stale_tmp(directory)
+            keys = {p.name.split(VERSION_SEP, 1)[0] for p in directory.glob("*.parquet")}
+            for key in sorted(keys):
+                removed += remove_superseded(directory, key, self.config.grace_seconds)
+        return removed
+
+    def replace_partition(
+        self,
+        table: str,
+        day: str | dt.date | None,
+        data: Data,
+        extra: dict[str, object] | None = None,
+        *,
+        key: str = DEFAULT_KEY,
+    ) -> int:
+        """Replace one day of ``table`` by ``data``; the number of rows written."""
+        self.ensure()
+        staged = self.stage(table, day, data, extra, key=key)
+        self.publish(staged)
+        return staged.rows
+
+    def partition_days(self, table: str) -> list[dt.date | None]:
+        """The days that have a partition of ``table`` (``None`` for the NULL partition)."""
+        days = []
+        for directory in sorted((self.data_dir / _check_identifier(table)).glob("*=*")):
+            value = directory.name.split("=", 1)[1]
+            days.append(None if value == "NULL" else dt.date.fromisoformat(value))
+        return days
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the entry point (close it when done)."""
+        return duckdb.connect(str(self.ensure()), read_only=True)
+
+    def query_df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
+        """Run one query on the warehouse (never waits for a writer)."""
+        con = self.connect()
+        try:
+            return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
+        finally:
+            con.close()
+
+
+class WriteBatch:
+    """Partitions staged by one :func:`write_transaction` block, published when it ends."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.staged: list[StagedFile] = []
+
+    def stage(self, table: str, day: Any, data: Data, extra: dict | None, key: str) -> int:
+        staged = self.warehouse.stage(table, day, data, extra, key=key)
+        self.staged.append(staged)
+        return staged.rows
+
+    def discard(self) -> None:
+        for staged in self.staged:
+            with contextlib.suppress(FileNotFoundError):
+                staged.tmp.unlink()
+        self.staged.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# The call surface used across the platform (each call names its settings)
+# --------------------------------------------------------------------------------------------
+
+
+def of(settings: Settings) -> Warehouse:
+    """The warehouse of ``settings`` (its home and its ``warehouse`` section)."""
+    return Warehouse.from_settings(settings)
+
+
+def _resolve(settings: Settings | Warehouse | None) -> Warehouse:
+    if isinstance(settings, Warehouse):
+        return settings
+    if settings is None:
+        # Compatibility for callers that do not pass their settings yet: the shell's resolution.
+        from stroke_dagster.settings import get_settings
+
+        settings = get_settings()
+    return Warehouse.from_settings(settings)
+
+
+def warehouse_path(settings: Settings | Warehouse | None = None) -> Path:
+    """The entry point file analysts open (``STROKE_HOME/warehouse.duckdb``)."""
+    return _resolve(settings).entry_path
+
+
+@contextlib.contextmanager
+def write_transaction(
+    settings: Settings | Warehouse | None = None, *, timeout: float | None = None
+) -> Iterator[WriteBatch]:
+    """Partitions replaced inside the block are published together when it ends.
+
+    Each staged partition is checked and written in full before any is published; an exception
+    (or a crash) publishes none of them. Publication renames one file per partition, so a reader
+    may see a new day of one table a moment before the same day of the next table, never a mix
+    within one.
+    """
+    del timeout  # nothing to wait for
+    warehouse = _resolve(settings)
+    warehouse.ensure()
+    batch = WriteBatch(warehouse)
+    try:
+        yield batch
+    except BaseException:
+        batch.discard()
+        raise
+    for staged in batch.staged:
+        warehouse.publish(staged)
+
+
 def replace_rows(
-    con: duckdb.DuckDBPyConnection,
+    batch: WriteBatch,
     table: str,
     cohort_date: str | dt.date,
     data: Data,
     extra: dict[str, object] | None = None,
 ) -> int:
-    """Inside an open transaction: delete ``table``'s rows of the day, insert ``data`` for it."""
-    day = _as_date(cohort_date)
-    table = _check_identifier(table)
-    con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} = ?", [day])
-    return insert_rows(con, table, data, {**(extra or {}), PARTITION_COLUMN: day})
+    """Inside :func:`write_transaction`: replace ``table``'s rows of the day by ``data``."""
+    return batch.stage(table, _as_date(cohort_date), data, extra, DEFAULT_KEY)
 
 
 def replace_partition(
@@ -291,38 +589,31 @@ def replace_partition(
     data: Data,
     *,
     extra: dict[str, object] | None = None,
+    settings: Settings | Warehouse | None = None,
     timeout: float | None = None,
 ) -> int:
-    """Replace the rows of one day of ``table`` by ``data`` in one transaction; rows written.
+    """Replace the rows of one day of ``table`` by ``data`` atomically; rows written.
 
     ``data`` is a DataFrame, an Arrow table, or the path of a Parquet file (read by DuckDB
-    directly, so a large day never has to fit in memory). Its ``cohort_date`` column, if any, is
-    overwritten with ``cohort_date``; ``extra`` sets further columns to one value for every row.
-    Re-running never duplicates; a failure (exception or crash) leaves the previous rows.
+    directly). Its ``cohort_date`` column, if any, is overwritten with ``cohort_date``; ``extra``
+    sets further columns to one value for every row. Re-running never duplicates; a failure
+    (exception or crash) leaves the previous rows.
     """
-    with write_transaction(timeout=timeout) as con:
-        return replace_rows(con, table, cohort_date, data, extra)
+    del timeout
+    return _resolve(settings).replace_partition(table, cohort_date, data, extra)
 
 
 def replace_quarantine_rows(
-    con: duckdb.DuckDBPyConnection,
+    batch: WriteBatch,
     data: Data,
     source: str,
     cohort_date: str | dt.date | None,
     quarantined_at: dt.datetime | None = None,
 ) -> int:
-    """Inside an open transaction: replace the quarantine rows of ``(source, cohort_date)``."""
-    day = _as_date(cohort_date)
-    con.execute(
-        f"DELETE FROM {QUARANTINE_TABLE} WHERE source = ? AND cohort_date IS NOT DISTINCT FROM ?",
-        [source, day],
-    )
-    extra = {
-        "source": source,
-        "cohort_date": day,
-        "quarantined_at": quarantined_at or dt.datetime.now(dt.UTC),
-    }
-    return insert_rows(con, QUARANTINE_TABLE, data, extra)
+    """Inside :func:`write_transaction`: replace the rows of ``(source, cohort_date)``."""
+    extra = {"source": source, "quarantined_at": quarantined_at or dt.datetime.now(dt.UTC)}
+    key = Warehouse.quarantine_key(source)
+    return batch.stage(QUARANTINE_TABLE, _as_date(cohort_date), data, extra, key)
 
 
 def write_quarantine(
@@ -330,6 +621,7 @@ def write_quarantine(
     source: str,
     cohort_date: str | dt.date | None,
     *,
+    settings: Settings | Warehouse | None = None,
     timeout: float | None = None,
 ) -> int:
     """Record rejected rows (``row_number, patient_id, reason, record``) with their origin.
@@ -337,18 +629,22 @@ def write_quarantine(
     The rows replace any earlier ones of the same ``source`` and ``cohort_date`` (``None`` for
     inputs that are not a daily cohort), so a re-run never duplicates them.
     """
-    with write_transaction(timeout=timeout) as con:
-        return replace_quarantine_rows(con, df, source, cohort_date)
+    with write_transaction(settings, timeout=timeout) as batch:
+        return replace_quarantine_rows(batch, df, source, cohort_date)
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
+def connect(settings: Settings | Warehouse | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the entry point (the caller closes it)."""
+    return _resolve(settings).connect()
 
 
 def query_df(
-    sql: str, params: list | dict | None = None, *, timeout: float | None = None
+    sql: str,
+    params: list | dict | None = None,
+    *,
+    settings: Settings | Warehouse | None = None,
+    timeout: float | None = None,
 ) -> pd.DataFrame:
-    """Run one read-only query on the live warehouse (waits while a writer holds it)."""
-    with connect(read_only=True, timeout=timeout) as con:
-        return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
+    """Run one read-only query on the warehouse (never waits: there is no lock)."""
+    del timeout
+    return _resolve(settings).query_df(sql, params)

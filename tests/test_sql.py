@@ -1,9 +1,16 @@
-"""Every file under sql/ runs as-is against a populated warehouse; the analyst queries return the
-expected rows (executed unmodified, exactly as ``duckdb -readonly FILE < query.sql`` would)."""
+"""Every file under sql/ works: the DDL builds the entry point, and every analyst query runs through
+exactly the command the README shows (``.venv/bin/stroke sql FILE [--param NAME=VALUE]``), as a
+separate process, while the expected rows are checked on the entry point opened from Python."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -11,10 +18,12 @@ import pandas as pd
 import pytest
 
 from stroke_dagster import warehouse
-from stroke_dagster.settings import SQL_DIR
+from stroke_dagster.settings import PROJECT_ROOT, SQL_DIR, get_settings
 
-D1, D2 = "2026-01-04", "2026-01-05"
+D1, D2, D3 = "2026-01-04", "2026-01-05", "2026-01-12"
 QUERIES = SQL_DIR / "queries"
+README = PROJECT_ROOT / "README.md"
+STROKE = Path(sys.executable).with_name("stroke")  # .venv/bin/stroke after `make install`
 
 
 def _scores(rows: list[tuple[str, float, str]], version: str) -> pd.DataFrame:
@@ -32,7 +41,7 @@ def _scores(rows: list[tuple[str, float, str]], version: str) -> pd.DataFrame:
 
 @pytest.fixture
 def populated(stroke_home: Path) -> Path:
-    """Two scored days (patients 2 and 3 in both) and quarantined rows of two sources."""
+    """Three scored days (patients 2 and 3 in the first two) and quarantined rows of two sources."""
     warehouse.replace_partition(
         "scores",
         D1,
@@ -43,6 +52,14 @@ def populated(stroke_home: Path) -> Path:
         D2,
         _scores(
             [("2", 0.40, "high"), ("3", 0.01, "low"), ("4", 0.25, "high"), ("5", 0.09, "elevated")],
+            "2",
+        ),
+    )
+    warehouse.replace_partition(
+        "scores",
+        D3,
+        _scores(
+            [("3", 0.35, "high"), ("4", 0.30, "high"), ("5", 0.20, "high"), ("6", 0.5, "high")],
             "2",
         ),
     )
@@ -60,79 +77,144 @@ def populated(stroke_home: Path) -> Path:
     )
     warehouse.write_quarantine(quarantine, "cohort", D2)
     warehouse.write_quarantine(quarantine.iloc[:1], "train:patients.csv", None)
-    return warehouse.snapshot_path()
+    return warehouse.warehouse_path(get_settings())
 
 
-def run_file(db: Path, path: Path, *setup: str) -> pd.DataFrame:
+def run_file(db: Path, path: Path, **variables: str) -> pd.DataFrame:
+    """The query on the entry point opened from Python (the README's second way in)."""
     with duckdb.connect(str(db), read_only=True) as con:
-        for statement in setup:
-            con.execute(statement)
+        for name, value in variables.items():
+            con.execute(f"SET VARIABLE {name} = '{value}'")
         return con.execute(path.read_text(encoding="utf-8")).df()
 
 
-@pytest.mark.parametrize(
-    "path", sorted(SQL_DIR.rglob("*.sql")), ids=lambda p: str(p.relative_to(SQL_DIR))
-)
-def test_every_sql_file_runs_against_the_populated_warehouse(populated: Path, path: Path) -> None:
-    if path.parent.name == "ddl":
-        # DDL is idempotent: applying it again to the live warehouse changes nothing.
-        with warehouse.connect() as con:
-            sql = path.read_text().replace("{stroke_home}", str(warehouse.warehouse_path().parent))
-            try:
-                con.execute(sql)
-            except duckdb.IOException:
-                pytest.skip(f"{path.name} reads files that this test does not write")
-            assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == 7
-    else:
-        result = run_file(populated, path)
-        assert isinstance(result, pd.DataFrame) and len(result.columns) > 0
+def readme_commands() -> list[str]:
+    """The analyst commands of the README (lines starting with ``.venv/bin/stroke sql``)."""
+    text = README.read_text(encoding="utf-8")
+    return [m.group(0).strip() for m in re.finditer(r"^\.venv/bin/stroke sql .*$", text, re.M)]
+
+
+def run_readme_command(command: str, home: Path) -> subprocess.CompletedProcess:
+    """Run a README command verbatim from the project root (``.venv/bin`` = this interpreter's)."""
+    argv = shlex.split(command)
+    assert argv[0] == ".venv/bin/stroke"
+    argv[0] = str(STROKE)
+    env = {**os.environ, "STROKE_HOME": str(home)}
+    return subprocess.run(
+        argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_readme_shows_the_query_command_and_it_runs_verbatim(populated: Path) -> None:
+    commands = readme_commands()
+    assert ".venv/bin/stroke sql sql/queries/daily_risk_tier_summary.sql" in commands
+    for command in commands:
+        done = run_readme_command(command, populated.parent)
+        assert done.returncode == 0, (command, done.stderr)
+        assert done.stdout.strip(), command
+
+
+@pytest.mark.parametrize("path", sorted(QUERIES.glob("*.sql")), ids=lambda p: p.name)
+def test_every_query_runs_through_the_readme_command(populated: Path, path: Path) -> None:
+    command = f".venv/bin/stroke sql sql/queries/{path.name} --format json"
+    done = run_readme_command(command, populated.parent)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert isinstance(rows, list)
+    if path.stem in {"daily_risk_tier_summary", "latest_score_per_patient", "quarantine_summary"}:
+        assert rows  # populated by the fixture
+
+
+def test_every_ddl_file_defines_a_view_of_the_entry_point(populated: Path) -> None:
+    with duckdb.connect(str(populated), read_only=True) as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    for path in sorted((SQL_DIR / "ddl").glob("*.sql")):
+        assert path.stem in views, path.name
+
+
+def test_a_bad_query_is_one_line_and_exit_code_2(populated: Path) -> None:
+    home = populated.parent
+    done = run_readme_command(".venv/bin/stroke sql -c 'SELECT * FROM nowhere'", home)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    done = run_readme_command(".venv/bin/stroke sql -c 'SELECT 1' --param 'x y=1'", home)
+    assert done.returncode == 2 and "--param" in done.stderr
 
 
 def test_latest_score_per_patient(populated: Path) -> None:
     got = run_file(populated, QUERIES / "latest_score_per_patient.sql")
-    assert list(got["patient_id"]) == ["1", "2", "3", "4", "5"]
+    assert list(got["patient_id"]) == ["1", "2", "3", "4", "5", "6"]
     latest = dict(zip(got["patient_id"], got["stroke_probability"], strict=True))
-    assert latest == {"1": 0.02, "2": 0.40, "3": 0.01, "4": 0.25, "5": 0.09}
+    assert latest == {"1": 0.02, "2": 0.40, "3": 0.35, "4": 0.30, "5": 0.20, "6": 0.5}
     assert got.loc[got["patient_id"] == "1", "model_version"].item() == "1"
 
 
 def test_high_risk_patients_default_to_the_latest_day_and_take_a_variable(populated: Path) -> None:
     latest = run_file(populated, QUERIES / "high_risk_patients.sql")
-    assert list(latest["patient_id"]) == ["2", "4"]  # most at risk first
-    assert {str(d)[:10] for d in latest["cohort_date"]} == {D2}
-    earlier = run_file(
-        populated, QUERIES / "high_risk_patients.sql", f"SET VARIABLE cohort_date = DATE '{D1}'"
-    )
+    assert list(latest["patient_id"]) == ["6", "3", "4", "5"]  # most at risk first
+    assert {str(d)[:10] for d in latest["cohort_date"]} == {D3}
+    earlier = run_file(populated, QUERIES / "high_risk_patients.sql", cohort_date=D1)
     assert list(earlier["patient_id"]) == ["2"]
 
 
 def test_daily_risk_tier_summary(populated: Path) -> None:
     got = run_file(populated, QUERIES / "daily_risk_tier_summary.sql")
-    assert [str(d)[:10] for d in got["cohort_date"]] == [D1, D2]
-    assert list(got["patients"]) == [3, 4]
-    assert list(got["low"]) == [1, 1] and list(got["elevated"]) == [1, 1]
-    assert list(got["high"]) == [1, 2]
-    assert list(got["high_share"]) == [pytest.approx(1 / 3, abs=1e-4), 0.5]
-    assert list(got["models"]) == ["StrokeRF v1", "StrokeRF v2"]
+    assert [str(d)[:10] for d in got["cohort_date"]] == [D1, D2, D3]
+    assert list(got["patients"]) == [3, 4, 4]
+    assert list(got["high"]) == [1, 2, 4]
+    assert list(got["high_share"]) == [pytest.approx(1 / 3, abs=1e-4), 0.5, 1.0]
 
 
-def test_quarantine_summary_counts_each_reason(populated: Path) -> None:
-    got = run_file(populated, QUERIES / "quarantine_summary.sql")
-    day = got[got["source"] == "cohort"]
-    counts = dict(zip(day["reason"], day["rows"], strict=True))
+def test_high_risk_share_week_on_week(populated: Path) -> None:
+    got = run_file(populated, QUERIES / "high_risk_share_week_on_week.sql")
+    # D1 (a Sunday) and D2 (Monday) fall in two ISO weeks, D3 in the week after D2.
+    assert [str(w)[:10] for w in got["week"]] == ["2025-12-29", "2026-01-05", "2026-01-12"]
+    assert list(got["patients"]) == [3, 4, 4]
+    assert list(got["high_share"]) == [pytest.approx(0.3333), 0.5, 1.0]
+    assert pd.isna(got["change_pp"].iloc[0])
+    assert list(got["change_pp"].iloc[1:]) == [pytest.approx(16.67), 50.0]
+    since = run_file(populated, QUERIES / "high_risk_share_week_on_week.sql", since=D2)
+    assert len(since) == 2 and pd.isna(since["change_pp"].iloc[0])
+
+
+def test_newly_high_risk_since_the_last_score(populated: Path) -> None:
+    got = run_file(populated, QUERIES / "newly_high_risk.sql")
+    # On D3: 3 was low on D2, 5 elevated on D2 -> newly high; 4 was already high; 6 is new.
+    assert list(got["patient_id"]) == ["3", "5"]
+    assert list(got["previous_tier"]) == ["low", "elevated"]
+    assert [str(d)[:10] for d in got["previous_date"]] == [D2, D2]
+    on_d2 = run_file(populated, QUERIES / "newly_high_risk.sql", cohort_date=D2)
+    assert on_d2.empty  # 2 was already high on D1; 4 had no earlier score
+
+
+def test_quarantine_reasons_by_day(populated: Path) -> None:
+    got = run_file(populated, QUERIES / "quarantine_reasons_by_day.sql")
+    assert {str(d)[:10] for d in got["cohort_date"]} == {D2}  # training files are not days
+    counts = dict(zip(got["reason"], got["rows"], strict=True))
     assert counts == {
         "age out of range [0, 120]": 1,
         "id is missing": 1,
         "bmi is not a number": 1,
         "duplicate id": 1,
     }
-    assert {str(d)[:10] for d in day["cohort_date"]} == {D2}
+    assert set(got["rejected_rows"]) == {3}
+    assert got["share_of_rejected"].tolist() == [pytest.approx(1 / 3, abs=1e-4)] * 4
+    assert run_file(populated, QUERIES / "quarantine_reasons_by_day.sql", since=D3).empty
+
+
+def test_quarantine_summary_counts_each_reason(populated: Path) -> None:
+    got = run_file(populated, QUERIES / "quarantine_summary.sql")
+    day = got[got["source"] == "cohort"]
+    assert len(day) == 4 and set(day["rows"]) == {1}
     train = got[got["source"] == "train:patients.csv"]
     assert len(train) == 1 and pd.isna(train["cohort_date"].iloc[0])
 
 
-def test_queries_also_run_on_the_live_warehouse(populated: Path) -> None:
-    live = warehouse.warehouse_path()
-    got = run_file(live, QUERIES / "daily_risk_tier_summary.sql")
-    assert list(got["patients"]) == [3, 4]
-    assert dt.date.fromisoformat(str(got["cohort_date"].iloc[-1])[:10]) == dt.date(2026, 1, 5)
+def test_an_open_session_sees_a_new_day_on_its_next_query(populated: Path) -> None:
+    with duckdb.connect(str(populated), read_only=True) as con:
+        before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
+        warehouse.replace_partition("scores", "2026-01-20", _scores([("9", 0.9, "high")], "3"))
+        after = con.execute("SELECT count(*) FROM scores").fetchone()[0]
+    assert after == before + 1
+    assert dt.date(2026, 1, 20) in set(
+        run_file(populated, QUERIES / "daily_risk_tier_summary.sql")["cohort_date"].dt.date
+    )

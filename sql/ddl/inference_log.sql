@@ -1,12 +1,12 @@
--- One row per request to the online API (stroke serve), read live from the Parquet segments the
--- service appends under {stroke_home}/telemetry/date=YYYY-MM-DD/ (the service never opens this
--- database, so it never competes with the pipeline for DuckDB's single writer).
--- `allow_empty` keeps the view valid before the first segment exists; the typed empty SELECT
--- fixes the column names and types for that case (its `empty` helper column is excluded).
--- `date` is the hive partition (UTC day of `ts`); `union_by_name` tolerates added columns.
+-- One row per request to the online API (stroke serve), read live from the Parquet files the
+-- service writes under {stroke_home}/telemetry/date=YYYY-MM-DD/: fresh segments (part-*.parquet,
+-- one per flush) and, for past days, the newest compacted~<version>.parquet (each row keeps its
+-- segment's name, so a segment still present beside its compacted day is not counted twice). The
+-- service never opens this database. `allow_empty` keeps the view valid before the first file exists; the typed
+-- empty SELECT fixes the column names and types for that case (its `empty` helper column is
+-- excluded). `date` is the hive partition (UTC day of `ts`); `union_by_name` tolerates added columns.
 CREATE OR REPLACE VIEW inference_log AS
-SELECT * EXCLUDE (empty)
-FROM (
+WITH typed AS (
     SELECT
         NULL::BOOLEAN       AS empty,
         NULL::TIMESTAMPTZ   AS ts,               -- request arrival (UTC)
@@ -26,14 +26,39 @@ FROM (
         NULL::VARCHAR       AS model_name,
         NULL::VARCHAR       AS model_version,
         NULL::INTEGER       AS worker_pid,
+        NULL::VARCHAR       AS segment,          -- the flush file the row was written in
         NULL::DATE          AS date
     WHERE false
-    UNION ALL BY NAME
-    SELECT *
-    FROM read_parquet(
-        '{stroke_home}/telemetry/**/*.parquet',
-        hive_partitioning = true,
-        union_by_name = true,
-        allow_empty = true
+),
+compacted AS (
+    SELECT * EXCLUDE (empty, filename) FROM (
+        SELECT *, NULL::VARCHAR AS filename FROM typed
+        UNION ALL BY NAME
+        SELECT * FROM read_parquet(
+            '{stroke_home}/telemetry/*/compacted~*.parquet',
+            hive_partitioning = true, hive_types = {'date': DATE},
+            union_by_name = true, allow_empty = true, filename = true
+        )
     )
+    WHERE filename IN (  -- the newest compacted version of each day
+        SELECT max(file) FROM glob('{stroke_home}/telemetry/*/compacted~*.parquet')
+        GROUP BY parse_dirpath(file)
+    )
+),
+fresh AS (
+    SELECT * EXCLUDE (empty, filename, segment), parse_filename(filename) AS segment FROM (
+        SELECT *, NULL::VARCHAR AS filename FROM typed
+        UNION ALL BY NAME
+        SELECT * FROM read_parquet(
+            '{stroke_home}/telemetry/*/part-*.parquet',
+            hive_partitioning = true, hive_types = {'date': DATE},
+            union_by_name = true, allow_empty = true, filename = true
+        )
+    )
+)
+SELECT * EXCLUDE (segment) FROM compacted
+UNION ALL BY NAME
+SELECT * EXCLUDE (segment) FROM fresh AS f
+WHERE NOT EXISTS (
+    SELECT 1 FROM compacted AS c WHERE c.date = f.date AND c.segment = f.segment
 );

@@ -1,5 +1,5 @@
 -- Patients per risk tier for every cohort day, with the share at high risk and the model used.
--- duckdb -readonly data/warehouse_snapshot.duckdb < sql/queries/daily_risk_tier_summary.sql
+--   .venv/bin/stroke sql sql/queries/daily_risk_tier_summary.sql
 SELECT
     cohort_date,
     count(*)                                            AS patients,

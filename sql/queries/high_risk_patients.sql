@@ -1,7 +1,6 @@
 -- High-risk patients of one cohort day, most at risk first.
--- The day defaults to the latest scored day; choose another one with a variable first:
---   duckdb -readonly data/warehouse_snapshot.duckdb \
---     -c "SET VARIABLE cohort_date = DATE '2026-01-05'" -c ".read sql/queries/high_risk_patients.sql"
+-- The day defaults to the latest scored day; choose another one with a variable:
+--   .venv/bin/stroke sql sql/queries/high_risk_patients.sql --param cohort_date=2026-01-05
 SELECT
     patient_id,
     cohort_date,

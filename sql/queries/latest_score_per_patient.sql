@@ -1,5 +1,5 @@
 -- Latest score of every patient: the most recent cohort day, then the most recent scoring run.
--- duckdb -readonly data/warehouse_snapshot.duckdb < sql/queries/latest_score_per_patient.sql
+--   .venv/bin/stroke sql sql/queries/latest_score_per_patient.sql
 SELECT
     patient_id,
     cohort_date,

@@ -1,6 +1,6 @@
 -- Rejected rows per source, cohort day and reason (a row failing several checks counts once per
 -- reason), with one example row number to look at.
--- duckdb -readonly data/warehouse_snapshot.duckdb < sql/queries/quarantine_summary.sql
+--   .venv/bin/stroke sql sql/queries/quarantine_summary.sql
 WITH reasons AS (
     SELECT source, cohort_date, row_number, unnest(string_split(reason, '; ')) AS reason
     FROM quarantine

@@ -12,6 +12,15 @@ each scored patient's features are also written, to ``STROKE_HOME/telemetry_feat
 the view's glob), and :func:`request_cohort` returns a day of them in the raw schema, so the drift
 monitor can treat live traffic as one more cohort.
 
+**Compaction and retention.** :func:`compact_telemetry` (run by the daily asset
+``inference_daily_summary`` and ``stroke warehouse compact-telemetry``) merges each past day's
+segments into one new version ``date=D/compacted~<version>.parquet`` (each row keeps the name of
+its segment in ``segment``); readers skip a segment already present in the day's newest compacted
+file, so no row is counted twice while both exist. Merged segments and superseded compacted
+versions are deleted by a later run, once the grace period (an hour) has passed, so a query that
+listed them can still read them: a past day ends as one file. Days older than the retention
+(default 90) are deleted, request log and kept features alike.
+
 This module does not import FastAPI or Dagster: the daily summary (:func:`summarize_day`) runs
 in the Dagster asset ``inference_daily_summary``.
 """
@@ -23,6 +32,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +50,15 @@ from stroke_dagster.schema import (
     REQUIRED_COLUMNS,
 )
 from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.warehouse_files import remove_superseded, version_name, versions
 
 log = logging.getLogger(__name__)
 
 TELEMETRY_DIR = "telemetry"
 FEATURES_DIR = "telemetry_features"
+SEGMENT_PREFIX = "part-"
+COMPACTED_KEY = "compacted"  # compacted~<version>.parquet (see warehouse_files)
+DEFAULT_RETENTION_DAYS = 90
 # Rows kept in memory at most while the disk is unwritable; newer rows are then counted as dropped.
 MAX_BUFFERED_ROWS = 1_000_000
 
@@ -232,7 +246,7 @@ class TelemetryWriter:
         for day, day_rows in sorted(by_day.items()):
             directory = root / f"date={day.isoformat()}"
             directory.mkdir(parents=True, exist_ok=True)
-            name = f"part-{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
+            name = f"{SEGMENT_PREFIX}{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
             tmp = directory / f".{name}.tmp"
             table = pa.Table.from_pylist(day_rows, schema=schema)
             pq.write_table(table, tmp, compression="zstd")
@@ -245,17 +259,116 @@ class TelemetryWriter:
 
 
 def _day_files(root: Path, day: str | dt.date) -> list[Path]:
+    """The fresh (not yet compacted) segments of one day."""
     day = dt.date.fromisoformat(str(day))
-    return sorted((root / f"date={day.isoformat()}").glob("*.parquet"))
+    return sorted((root / f"date={day.isoformat()}").glob(f"{SEGMENT_PREFIX}*.parquet"))
+
+
+def _read_segments(files: list[Path], schema: pa.Schema, skip: set[str]) -> list[pa.Table]:
+    tables = []
+    for path in files:
+        if path.name in skip:
+            continue
+        try:
+            table = pq.read_table(path, schema=schema)
+        except FileNotFoundError:  # compacted and deleted since it was listed
+            continue
+        tables.append(table.append_column("segment", pa.array([path.name] * len(table))))
+    return tables
+
+
+def _compacted(root: Path, day: dt.date) -> Path | None:
+    found = versions(root / f"date={day.isoformat()}", COMPACTED_KEY)
+    return found[-1] if found else None
+
+
+def read_log(root: Path, day: str | dt.date) -> pa.Table:
+    """Every request row of one UTC day under ``root``: the compacted file + fresh segments.
+
+    Rows carry ``segment``, the segment they were flushed in.
+    """
+    day = dt.date.fromisoformat(str(day))
+    schema = REQUEST_SCHEMA.append(pa.field("segment", pa.string()))
+    tables, done = [], set()
+    compacted_path = _compacted(root, day)
+    if compacted_path is not None:
+        compacted = pq.read_table(compacted_path, schema=schema)
+        done = set(compacted.column("segment").unique().to_pylist())
+        tables.append(compacted)
+    tables += _read_segments(_day_files(root, day), REQUEST_SCHEMA, done)
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def read_day(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:
     """Every request row of one UTC day (empty frame with the columns when there are none)."""
-    files = _day_files(telemetry_dir(settings), day)
-    if not files:
-        return REQUEST_SCHEMA.empty_table().to_pandas()
-    tables = [pq.read_table(f, schema=REQUEST_SCHEMA) for f in files]
-    return pa.concat_tables(tables).to_pandas()
+    return read_log(telemetry_dir(settings), day).drop_columns(["segment"]).to_pandas()
+
+
+def compact_day(root: Path, day: str | dt.date, *, grace_seconds: float = 3600.0) -> int:
+    """Merge the day's fresh segments into a new compacted version; the segments merged.
+
+    Segments (and compacted versions) already merged into a compacted version older than
+    ``grace_seconds`` are deleted: a query that listed them just before can still read them.
+    """
+    day = dt.date.fromisoformat(str(day))
+    directory = root / f"date={day.isoformat()}"
+    merged = 0
+    segments = _day_files(root, day)
+    current = _compacted(root, day)
+    done: set[str] = set()
+    if current is not None:
+        done = set(pq.read_table(current, columns=["segment"]).column(0).unique().to_pylist())
+    if any(path.name not in done for path in segments):
+        table = read_log(root, day)
+        merged = sum(1 for path in segments if path.name not in done)
+        tmp = directory / f".{COMPACTED_KEY}.{os.getpid()}.tmp"
+        pq.write_table(table.sort_by([("ts", "ascending")]), tmp, compression="zstd")
+        current = directory / version_name(COMPACTED_KEY)
+        os.rename(tmp, current)
+        done = set(table.column("segment").unique().to_pylist())
+    if current is not None and current.stat().st_mtime < time.time() - grace_seconds:
+        for path in segments:
+            if path.name in done:
+                path.unlink(missing_ok=True)
+    remove_superseded(directory, COMPACTED_KEY, grace_seconds)
+    return merged
+
+
+def compact_telemetry(
+    root: Path,
+    *,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    today: dt.date | None = None,
+    keep_from: dt.date | None = None,
+    grace_seconds: float = 3600.0,
+) -> dict[str, Any]:
+    """Compact every past day under ``root`` (today stays fresh) and apply the retention.
+
+    A day strictly older than ``today - retention_days`` is deleted, with the kept features of
+    that day (``telemetry_features/``, a sibling of ``root``), unless it is on or after
+    ``keep_from`` (the day a caller is about to read, e.g. a backfilled summary).
+    """
+    import shutil
+
+    today = today or dt.datetime.now(dt.UTC).date()
+    cutoff = today - dt.timedelta(days=retention_days)
+    if keep_from is not None:
+        cutoff = min(cutoff, keep_from)
+    compacted, deleted = {}, []
+    for directory in sorted(root.glob("date=*")) if root.exists() else []:
+        try:
+            day = dt.date.fromisoformat(directory.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if day < cutoff:
+            shutil.rmtree(directory, ignore_errors=True)
+            shutil.rmtree(root.parent / FEATURES_DIR / directory.name, ignore_errors=True)
+            deleted.append(day.isoformat())
+        elif day < today:
+            merged = compact_day(root, day, grace_seconds=grace_seconds)
+            if merged:
+                compacted[day.isoformat()] = merged
+    return {"compacted": compacted, "deleted": deleted, "retention_days": retention_days}
 
 
 def request_cohort(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:

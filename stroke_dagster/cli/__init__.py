@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "serve": "Run the online scoring API.",
     "recalibrate": "Recalibrate the champion on labelled site patients; register and gate it.",
     "model-card": "Print a model version's generated model card.",
+    "sql": "Run SQL on the warehouse (read-only; never waits for the pipeline).",
+    "warehouse": "Warehouse maintenance: migrate, compact-telemetry, info.",
 }
 
 

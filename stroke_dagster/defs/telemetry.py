@@ -3,14 +3,18 @@
 ``inference_daily_summary`` aggregates the day's request telemetry (the Parquet segments behind
 the warehouse view ``inference_log``; see :mod:`stroke_dagster.api.telemetry`) and logs it as one
 MLflow run per day in the experiment ``stroke-inference`` (re-materialising a day updates that
-run). It reads Parquet only, so it needs no DuckDB lock and runs beside the scoring assets.
+run). It then compacts every past day of telemetry into one file per day and deletes the days
+older than the retention (``warehouse.telemetry_retention_days``, default 90). Parquet only: it
+runs beside the scoring assets and never waits for them.
 """
 
+import datetime as dt
 import time
 
 import dagster as dg
 
-from stroke_dagster.api.telemetry import summarize_day
+from stroke_dagster import warehouse
+from stroke_dagster.api.telemetry import compact_telemetry, summarize_day
 from stroke_dagster.defs.partitions import completed_daily_partitions as daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -69,7 +73,8 @@ def log_summary_to_mlflow(settings: Settings, summary: dict) -> str:
     description=(
         "The scoring API's day (UTC): request count, error rates, latency p50/p99, patients "
         "scored, mean predicted probability and risk-tier counts, from the telemetry segments "
-        "under STROKE_HOME/telemetry; logged to the MLflow experiment 'stroke-inference'."
+        "under STROKE_HOME/telemetry; logged to the MLflow experiment 'stroke-inference'. Then "
+        "compacts past days to one file each and applies the telemetry retention."
     ),
 )
 def inference_daily_summary(
@@ -78,6 +83,12 @@ def inference_daily_summary(
     settings = stroke.settings()
     summary = summarize_day(settings, context.partition_key)
     run_id = log_summary_to_mlflow(settings, summary)
+    wh = warehouse.of(settings)
+    compaction = compact_telemetry(
+        wh.telemetry_dir,
+        retention_days=wh.config.telemetry_retention_days,
+        keep_from=dt.date.fromisoformat(context.partition_key),
+    )
     context.log.info(
         f"{summary['date']}: {summary['request_count']} requests, "
         f"{summary['patients_scored']} patients scored (MLflow run {run_id})"
@@ -89,6 +100,8 @@ def inference_daily_summary(
     }
     metadata["model_versions"] = ", ".join(summary["model_versions"]) or "none"
     metadata["mlflow_run_id"] = run_id
+    metadata["days_compacted"] = len(compaction["compacted"])
+    metadata["days_deleted"] = len(compaction["deleted"])
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -51,16 +51,19 @@ def read_valid_rows(path: str | Path) -> tuple[pd.DataFrame, int]:
     return valid, rows_in
 
 
-def day_predictions(day: str, model_version: str) -> tuple[pd.DataFrame, str]:
+def day_predictions(
+    day: str, model_version: str, settings: Settings | None = None
+) -> tuple[pd.DataFrame, str]:
     """The day's scores from the warehouse made by ``model_version`` (empty when there are none)."""
     from stroke_dagster import warehouse
 
     empty = pd.DataFrame({"stroke_probability": [], "risk_tier": []})
-    if not warehouse.warehouse_path().exists():
+    if not warehouse.warehouse_path(settings).exists():
         return empty, "no warehouse yet"
     scores = warehouse.query_df(
         "SELECT stroke_probability, risk_tier, model_version FROM scores WHERE cohort_date = ?",
         [dt.date.fromisoformat(day)],
+        settings=settings,
     )
     if scores.empty:
         return empty, "the day is not scored yet"
@@ -88,12 +91,12 @@ def check_day(
     summary = current_cohort(settings, day)
     loaded = loaded or detector_for_model(config=config, settings=settings)
     cohort = pd.read_parquet(summary.path)
-    predictions, note = day_predictions(day, loaded.version)
+    predictions, note = day_predictions(day, loaded.version, settings)
     report = loaded.detector.check(
         cohort, predictions if not predictions.empty else None, config=config
     )
     if write:
-        write_report(day, report, run_id=run_id)
+        write_report(day, report, run_id=run_id, settings=settings)
     return DayResult(
         cohort_date=day,
         report=report,
@@ -106,8 +109,14 @@ def check_day(
     )
 
 
-def write_report(day: str, report: DriftReport, *, run_id: str | None = None) -> int:
-    """Replace the day's ``drift_metrics`` and ``drift_summary`` rows in one transaction."""
+def write_report(
+    day: str,
+    report: DriftReport,
+    *,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Replace the day's ``drift_metrics`` and ``drift_summary`` partitions together."""
     from stroke_dagster import warehouse
 
     computed_at = dt.datetime.now(dt.UTC)
@@ -115,7 +124,7 @@ def write_report(day: str, report: DriftReport, *, run_id: str | None = None) ->
     metrics = report.to_frame()
     summary = pd.DataFrame([report.summary()]).drop(columns=["reference_model_version"])
     common = {"reference_model_version": version, "computed_at": computed_at}
-    with warehouse.write_transaction() as con:
+    with warehouse.write_transaction(settings) as con:
         written = warehouse.replace_rows(
             con, METRICS_TABLE, day, metrics, {**common, "backend": report.backend}
         )

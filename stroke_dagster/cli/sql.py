@@ -1,0 +1,88 @@
+"""``stroke sql``: run an analyst query on the warehouse entry point (``warehouse.duckdb``).
+
+``stroke sql FILE [--param NAME=VALUE ...]`` runs a file of SQL (e.g. ``sql/queries/*.sql``) and
+prints the result of its last statement; ``-c SQL`` runs a statement given inline; without either
+the SQL is read from stdin. Each ``--param`` becomes ``SET VARIABLE NAME = 'VALUE'`` before the
+query (the queries read it with ``getvariable('NAME')`` and cast it). The connection is read-only,
+never waits for the pipeline and never makes it wait; the same file opens in Python with
+``duckdb.connect("data/warehouse.duckdb", read_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", help="file of SQL to run (default: stdin)")
+    parser.add_argument("-c", dest="sql_text", metavar="SQL", help="SQL to run instead of a file")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a query variable (SET VARIABLE NAME = 'VALUE'); repeatable",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format (default: an aligned table)",
+    )
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    from stroke_dagster.errors import InputError
+
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not _NAME.match(name.strip()):
+            raise InputError(f"--param must be NAME=VALUE with a plain name, got {item!r}")
+        params[name.strip()] = value
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import duckdb
+    import pandas as pd
+
+    from stroke_dagster import warehouse
+    from stroke_dagster.errors import InputError
+    from stroke_dagster.settings import get_settings
+
+    params = parse_params(args.param)
+    if args.sql_text is not None:
+        sql = args.sql_text
+    elif args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise InputError(f"SQL file not found: {args.file}")
+        sql = path.read_text(encoding="utf-8")
+    else:
+        sql = sys.stdin.read()
+    con = warehouse.connect(get_settings())
+    try:
+        for name, value in params.items():
+            con.execute(f"SET VARIABLE {name} = '{value.replace(chr(39), chr(39) * 2)}'")
+        try:
+            result = con.execute(sql)
+            frame = result.df() if result.description else pd.DataFrame()
+        except duckdb.Error as exc:
+            raise InputError(str(exc).splitlines()[0]) from None
+    finally:
+        con.close()
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso"))
+    else:
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(frame.to_string(index=False) if len(frame.columns) else "")
+    return 0
