@@ -94,11 +94,17 @@ class RetrainSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    """How long warehouse readers and writers wait for the lock; the published read snapshot."""
+    """The warehouse's Parquet days and the API's telemetry log.
 
-    read_timeout_s: float = Field(120.0, gt=0.0)
-    write_timeout_s: float = Field(900.0, gt=0.0)
-    snapshot: bool = True
+    - ``telemetry_retention_days`` (default 90): telemetry days older than this are deleted.
+    - ``grace_seconds`` (default 3600): a superseded day file is kept this long for queries that
+      listed it before it was replaced.
+    - ``fsync`` (default on): a day's file reaches the disk before it is published.
+    """
+
+    telemetry_retention_days: int = Field(90, ge=1)
+    grace_seconds: float = Field(3600.0, ge=0.0)
+    fsync: bool = True
 
 
 class AlertSettings(_Section):
@@ -176,12 +182,11 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_RETRAIN_DRIFTED_DAYS": (("retrain", "drifted_days"), "an integer >= 1"),
     "STROKE_RETRAIN_WINDOW_DAYS": (("retrain", "window_days"), "an integer >= 1"),
     "STROKE_RETRAIN_COOLDOWN_HOURS": (("retrain", "cooldown_hours"), "a number >= 0"),
-    "STROKE_WAREHOUSE_READ_TIMEOUT": (("warehouse", "read_timeout_s"), "a number of seconds > 0"),
-    "STROKE_WAREHOUSE_WRITE_TIMEOUT": (
-        ("warehouse", "write_timeout_s"),
-        "a number of seconds > 0",
+    "STROKE_TELEMETRY_RETENTION_DAYS": (
+        ("warehouse", "telemetry_retention_days"),
+        "an integer number of days >= 1",
     ),
-    "STROKE_WAREHOUSE_SNAPSHOT": (("warehouse", "snapshot"), "a boolean (1/0, true/false)"),
+    "STROKE_WAREHOUSE_GRACE_SECONDS": (("warehouse", "grace_seconds"), "a number of seconds >= 0"),
     "STROKE_ALERT_WEBHOOK": (("alerts", "webhook"), "a webhook URL"),
     "STROKE_DAGSTER_URL": (("alerts", "dagster_url"), "the Dagster UI's base URL"),
     "STROKE_API_KEY": (("api", "api_key"), "a string"),

@@ -247,14 +247,11 @@ class Warehouse:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Warehouse:
-        section = getattr(settings, "warehouse", None)
-        defaults = WarehouseConfig()
+        section = settings.warehouse
         config = WarehouseConfig(
-            fsync=bool(getattr(section, "fsync", defaults.fsync)),
-            telemetry_retention_days=int(
-                getattr(section, "telemetry_retention_days", defaults.telemetry_retention_days)
-            ),
-            grace_seconds=float(getattr(section, "grace_seconds", defaults.grace_seconds)),
+            fsync=section.fsync,
+            telemetry_retention_days=section.telemetry_retention_days,
+            grace_seconds=section.grace_seconds,
         )
         return cls(Path(settings.home), config)
 

@@ -99,5 +99,5 @@ def _champion_home(
 def champion_home(_champion_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh copy of the trained STROKE_HOME for one test (its warehouse starts empty)."""
     home = tmp_path / "home"
-    shutil.copytree(_champion_home, home, ignore=shutil.ignore_patterns("warehouse.duckdb*"))
+    shutil.copytree(_champion_home, home, ignore=shutil.ignore_patterns("warehouse*"))
     return _isolate(monkeypatch, home)

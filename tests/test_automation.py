@@ -8,7 +8,6 @@ file for today before its day is scored; a busy warehouse during a tick; malform
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import functools
 import json
 from collections.abc import Iterable
@@ -293,18 +292,6 @@ def test_retraining_starts_once_per_window(champion_home: Path) -> None:
         second = tick(drift_retraining, instance, cursor=first.cursor, **settings)
         assert not second.run_requests
         assert f"counting days after {day(-1)}" in second.skip_message
-
-
-def test_busy_warehouse_skips_the_retraining_tick(
-    champion_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _drift_days("xxx")
-    monkeypatch.setenv("STROKE_WAREHOUSE_READ_TIMEOUT", "0.3")
-    lock = warehouse.warehouse_path().with_name(warehouse.LOCK_NAME)
-    with open(lock, "a+b") as handle, dg.instance_for_test() as instance:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # a long write holds the warehouse
-        data = tick(drift_retraining, instance)
-    assert not data.run_requests and data.skip_message.startswith("warehouse busy")
 
 
 # ----------------------------------------------------------------------------- failed runs

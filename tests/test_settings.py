@@ -30,7 +30,7 @@ def test_defaults_without_any_variable(tmp_path: Path, monkeypatch: pytest.Monke
     assert (settings.scoring.rescore_days, settings.scoring.cohort_due_hour) == (1, 6)
     assert settings.api.api_key is None and settings.api.telemetry is True
     assert settings.alerts.webhook is None
-    assert settings.warehouse.snapshot is True
+    assert settings.warehouse.telemetry_retention_days == 90
 
 
 def test_documented_variables_reach_their_sections(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_documented_variables_reach_their_sections(tmp_path: Path) -> None:
         "STROKE_RETRAIN_COOLDOWN_HOURS": "1.5",
         "STROKE_API_KEY": "",  # empty is unset
         "STROKE_TELEMETRY_FEATURES": "1",
-        "STROKE_WAREHOUSE_SNAPSHOT": "0",
+        "STROKE_TELEMETRY_RETENTION_DAYS": "30",
         "STROKE_ALERT_WEBHOOK": "http://hook.example/x",
         "STROKE_RESCORE_DAYS": "3",
     }
@@ -57,7 +57,7 @@ def test_documented_variables_reach_their_sections(tmp_path: Path) -> None:
     assert settings.drift.location_test is False
     assert settings.retrain.cooldown_hours == 1.5
     assert settings.api.api_key is None and settings.api.telemetry_features is True
-    assert settings.warehouse.snapshot is False
+    assert settings.warehouse.telemetry_retention_days == 30
     assert settings.alerts.webhook == "http://hook.example/x"
     assert settings.scoring.rescore_days == 3
 
