@@ -66,13 +66,14 @@ def main() -> None:
 
     from stroke_dagster.ingest import read_patient_file
     from stroke_dagster.schema import FEATURES
+    from stroke_dagster.settings import load_settings
     from stroke_dagster.simulate import simulate_patients, write_patients
     from stroke_dagster.training_run import run_training
     from stroke_dagster.validation import validate_patients
 
     t = time.perf_counter()
     train_csv = write_patients(simulate_patients(5110, seed=1), tmp / "train.csv")
-    trained = run_training(train_csv)  # the default settings of `stroke train`
+    trained = run_training(train_csv, settings=load_settings())  # `stroke train` defaults
     print(
         f"champion v{trained['version']} ({trained['alias']}): {trained['best_params']} "
         f"trained in {time.perf_counter() - t:.0f} s"

@@ -48,12 +48,13 @@ def ensure_champion(home: Path, n_patients: int) -> str:
     version = resolve_alias("champion")
     if version is not None:
         return version
+    from stroke_dagster.settings import load_settings
     from stroke_dagster.simulate import simulate_patients, write_patients
     from stroke_dagster.training_run import run_training
 
     csv = write_patients(simulate_patients(n_patients, seed=0), home / "train.csv")
     started = time.perf_counter()
-    summary = run_training(csv)
+    summary = run_training(csv, settings=load_settings())
     print(
         f"trained champion v{summary['version']} in {time.perf_counter() - started:.0f} s "
         f"(params {summary['best_params']})"

@@ -5,9 +5,8 @@
   ``settings.mlflow_artifacts_dir`` (never ``./mlruns``).
 - :func:`register_model` logs the fitted pipeline (sklearn flavour, skops format, signature and a
   raw input example), its metrics, plots, risk thresholds and reference data, as a new version.
-- :func:`gate` moves the ``champion`` alias to the new version only when its holdout ROC AUC is
-  above a floor and not worse than the current champion's on the same holdout beyond a
-  tolerance; otherwise the version gets the ``challenger`` alias. Aliases, never stages.
+- :func:`set_alias` records the gate's decision (:mod:`stroke_dagster.gate` decides): the
+  ``champion`` or ``challenger`` alias. Aliases, never stages.
 - :func:`load_model` / :func:`resolve_alias` are what scoring, drift and the API use.
 
 Every function that logs works inside the active MLflow run when there is one (e.g. the run a
@@ -32,7 +31,7 @@ import pandas as pd
 from stroke_dagster.errors import InputError
 from stroke_dagster.features import feature_frame
 from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES, TARGET
+from stroke_dagster.schema import FEATURES, ID, TARGET
 from stroke_dagster.settings import MODEL_NAME, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -45,11 +44,11 @@ log = logging.getLogger(__name__)
 EXPERIMENT_NAME = "stroke-risk"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-DEFAULT_AUC_FLOOR = 0.70
-DEFAULT_TOLERANCE = 0.01
 THRESHOLDS_TAG = "risk_thresholds"
 REFERENCE_ARTIFACT = "reference/train.parquet"
 HOLDOUT_ARTIFACT = "reference/holdout_predictions.parquet"
+# Which patients (by id) the version trained on and was held out on: the gate's fairness evidence.
+SPLIT_IDS_ARTIFACT = "reference/split_ids.parquet"
 MODEL_ARTIFACT = "model"
 NO_CHAMPION = "no champion model registered: run `stroke train` first"
 # What skops reports as untrusted in this pipeline (it only allows sklearn types it knows by
@@ -103,6 +102,11 @@ def _set_uris(settings: Settings | None = None) -> str:
     return uri
 
 
+def client() -> Any:
+    """An MLflow client on the configured tracking and registry store."""
+    return _client()
+
+
 def _client() -> Any:
     import mlflow
 
@@ -151,6 +155,17 @@ def reference_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[[*FEATURES, TARGET]].reset_index(drop=True)
 
 
+def split_ids_frame(train_df: pd.DataFrame, holdout_df: pd.DataFrame) -> pd.DataFrame:
+    """``id`` (text) and ``split`` (``train`` / ``holdout``) of every patient of a version."""
+    return pd.concat(
+        [
+            pd.DataFrame({ID: train_df[ID].astype(str).to_numpy(), "split": "train"}),
+            pd.DataFrame({ID: holdout_df[ID].astype(str).to_numpy(), "split": "holdout"}),
+        ],
+        ignore_index=True,
+    )
+
+
 def register_model(
     pipeline: Pipeline,
     train_df: pd.DataFrame,
@@ -162,7 +177,8 @@ def register_model(
 
     Logged: metrics (CV + holdout), best parameters, risk thresholds (param, run tag and version
     tag), ROC + calibration PNGs, the tuning trials table, ``reference/train.parquet`` and
-    ``reference/holdout_predictions.parquet``. Returns the new version number as text.
+    ``reference/holdout_predictions.parquet`` and ``reference/split_ids.parquet`` (the ids of
+    both splits). Returns the new version number as text.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -201,6 +217,7 @@ def register_model(
         _log_bytes(evaluation.calibration_png, "plots/calibration.png")
         _log_frame(reference_columns(train_df), REFERENCE_ARTIFACT)
         _log_frame(evaluation.predictions, HOLDOUT_ARTIFACT)
+        _log_frame(split_ids_frame(train_df, holdout_df), SPLIT_IDS_ARTIFACT)
         info = mlflow.sklearn.log_model(
             pipeline,
             name=MODEL_ARTIFACT,
@@ -248,77 +265,13 @@ def log_params_once(params: dict[str, Any], run_id: str | None = None) -> None:
         mlflow.log_params(fresh)
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    """Which alias the new version got, and why."""
-
-    alias: str
-    reason: str
-    previous_champion: str | None
-    champion_holdout_auc: float | None = None
-
-
-def _gate_setting(value: float | None, env: str, default: float) -> float:
-    if value is not None:
-        return float(value)
-    text = os.environ.get(env, "").strip()
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"{env} must be a number, got {text!r}") from None
-
-
-def gate(
-    version: str,
-    holdout_df: pd.DataFrame,
-    evaluation: Evaluation,
-    auc_floor: float | None = None,
-    tolerance: float | None = None,
-) -> GateDecision:
-    """Give ``version`` the champion alias if it passes the gate, else the challenger alias.
-
-    Passing: holdout ROC AUC > ``auc_floor`` and >= (current champion's ROC AUC on the same
-    ``holdout_df``) - ``tolerance``. Defaults from ``STROKE_GATE_AUC_FLOOR`` /
-    ``STROKE_GATE_TOLERANCE`` (0.70 / 0.01).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    floor = _gate_setting(auc_floor, "STROKE_GATE_AUC_FLOOR", DEFAULT_AUC_FLOOR)
-    tol = _gate_setting(tolerance, "STROKE_GATE_TOLERANCE", DEFAULT_TOLERANCE)
-    version = str(version)
-    auc = evaluation.roc_auc
-    previous = resolve_alias(CHAMPION)
-    champion_auc: float | None = None
-    if auc <= floor:
-        alias, reason = CHALLENGER, f"holdout ROC AUC {auc:.4f} is not above the floor {floor:.4f}"
-    elif previous is None:
-        alias, reason = CHAMPION, f"holdout ROC AUC {auc:.4f} > floor {floor:.4f}; no champion yet"
-    elif previous == version:
-        alias, reason = CHAMPION, f"holdout ROC AUC {auc:.4f} > floor {floor:.4f}; already champion"
-    else:
-        champion = load_model(previous)
-        probs = champion.pipeline.predict_proba(feature_frame(holdout_df))[:, 1]
-        champion_auc = float(roc_auc_score(holdout_df[TARGET].to_numpy(dtype=int), probs))
-        if auc >= champion_auc - tol:
-            alias = CHAMPION
-            reason = (
-                f"holdout ROC AUC {auc:.4f} > floor {floor:.4f} and >= champion v{previous}'s "
-                f"{champion_auc:.4f} - tolerance {tol:.4f} on the same holdout"
-            )
-        else:
-            alias = CHALLENGER
-            reason = (
-                f"holdout ROC AUC {auc:.4f} is worse than champion v{previous}'s "
-                f"{champion_auc:.4f} on the same holdout beyond tolerance {tol:.4f}"
-            )
+def set_alias(version: str, alias: str, reason: str) -> None:
+    """Point ``alias`` at ``version`` and record the gate's decision and reason on the version."""
     client = _client()
-    client.set_registered_model_alias(MODEL_NAME, alias, version)
-    client.set_model_version_tag(MODEL_NAME, version, "gate_decision", alias)
-    client.set_model_version_tag(MODEL_NAME, version, "gate_reason", reason)
+    client.set_registered_model_alias(MODEL_NAME, alias, str(version))
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
     log.info("StrokeRF v%s -> %s: %s", version, alias, reason)
-    return GateDecision(alias, reason, previous, champion_auc)
 
 
 def resolve_alias(alias: str = CHAMPION) -> str | None:
@@ -361,6 +314,15 @@ class ServingModel:
     def reference_frame(self) -> pd.DataFrame:
         """The typed training split this version was fit on (features + stroke)."""
         return self._artifact_frame(REFERENCE_ARTIFACT)
+
+    def split_ids(self) -> pd.DataFrame | None:
+        """``id``/``split`` of the patients it trained and was held out on (None: not stored)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._artifact_frame(SPLIT_IDS_ARTIFACT)
+        except (MlflowException, OSError):
+            return None
 
     def holdout_predictions(self) -> pd.DataFrame:
         """Holdout ``id``, ``stroke_probability``, ``risk_tier``, ``stroke`` at training time."""
@@ -410,31 +372,6 @@ def load_model(alias_or_version: str = CHAMPION) -> ServingModel:
     with _CACHE_LOCK:
         _CACHE[key] = model
     return model
-
-
-def model_versions() -> pd.DataFrame:
-    """All registered versions with their aliases, gate decisions and holdout AUC (newest first)."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client()
-    try:
-        registered = client.get_registered_model(MODEL_NAME)
-    except MlflowException:
-        return pd.DataFrame(columns=["version", "aliases", "holdout_roc_auc", "gate_reason"])
-    aliases: dict[str, list[str]] = {}
-    for alias, version in (registered.aliases or {}).items():
-        aliases.setdefault(str(version), []).append(alias)
-    rows = [
-        {
-            "version": str(mv.version),
-            "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
-            "holdout_roc_auc": float(mv.tags.get("holdout_roc_auc", "nan")),
-            "gate_reason": mv.tags.get("gate_reason", ""),
-            "run_id": mv.run_id,
-        }
-        for mv in client.search_model_versions(f"name='{MODEL_NAME}'")
-    ]
-    return pd.DataFrame(rows).sort_values("version", key=lambda s: s.astype(int), ascending=False)
 
 
 def clear_cache() -> None:

@@ -1,136 +1,158 @@
-"""One whole training run, as ``stroke train`` does it: validate, split, tune, fit, evaluate,
-register, gate - all inside one MLflow run (the active one if any, else a new parent run)."""
+"""``stroke train``'s run: the Dagster ``training_job`` itself, executed in-process.
+
+The command line, the benchmarks and the tests train through the very graph the UI runs
+(ingest -> labelled cohorts -> validate with the blocking quarantine check -> split -> tune ->
+evaluate -> register -> gate), recorded in the Dagster instance under ``DAGSTER_HOME`` (default
+``STROKE_HOME/dagster``), so a model trained from the command line shows in the UI with all its
+metadata. This module is a shell: it reads no environment itself (the caller passes settings).
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from stroke_dagster.errors import InputError
-from stroke_dagster.features import split_train_holdout
-from stroke_dagster.settings import MODEL_NAME, get_settings
-
-log = logging.getLogger(__name__)
+from stroke_dagster.settings import MODEL_NAME, Settings
 
 
-def load_training_data(
-    data: Path | str | pd.DataFrame, source: str | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Read (if a path) and validate labelled patients: ``(valid, quarantine, source)``."""
+def _check_file(path: Path) -> None:
+    """Fail fast, before anything is tracked, on a missing file or missing columns."""
     from stroke_dagster.ingest import read_patient_file
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.validation import check_columns
 
-    if isinstance(data, pd.DataFrame):
-        raw, source = data, source or "dataframe"
-    else:
-        raw, source = read_patient_file(Path(data)), str(data)
-    result = validate_patients(raw, require_label=True)
-    if result.valid.empty:
-        raise InputError(
-            f"no valid labelled patients in {source} ({len(result.quarantine)} rejected)"
-        )
-    return result.valid, result.quarantine, source
+    if not path.is_file():
+        raise InputError(f"training file not found: {path}")
+    check_columns(list(read_patient_file(path).columns), require_label=True)
+
+
+def _metadata(result: Any, node: str) -> dict[str, Any]:
+    events = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in events[-1].metadata.items()} if events else {}
+
+
+def _failure(result: Any) -> str:
+    """One line saying why a training run did not finish."""
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            return f"training blocked by check {check.check_name}: {check.description}"
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            user = event.step_failure_data.user_failure_data
+            message = (user.description if user and user.description else None) or (
+                error.message.strip().splitlines()[-1] if error else "unknown error"
+            )
+            return f"training failed at {event.step_key}: {message}"
+    return "training run failed"
 
 
 def run_training(
-    data: Path | str | pd.DataFrame,
+    data: Path | str | pd.DataFrame | None = None,
     *,
+    settings: Settings,
     n_trials: int | None = None,
     seed: int = 0,
     holdout_fraction: float = 0.2,
-    auc_floor: float | None = None,
-    tolerance: float | None = None,
     cv_folds: int | None = None,
-    search_space: Any = None,
-    source: str | None = None,
+    n_estimators: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
-    """Train, register and gate a new ``StrokeRF`` version; return the JSON-able summary.
+    """Run ``training_job`` in-process; return the JSON-able summary of the new version.
 
-    ``data`` is a labelled patient file (CSV/Parquet) or a raw/typed DataFrame (``source`` then
-    names it in MLflow and the quarantine). Rows failing validation are counted (and stored in the
-    warehouse's quarantine table when the warehouse module is installed), never trained on.
-    ``n_trials``/``cv_folds`` default to ``training.DEFAULT_N_TRIALS``/``DEFAULT_CV_FOLDS``;
-    ``auc_floor``/``tolerance`` to ``STROKE_GATE_AUC_FLOOR``/``STROKE_GATE_TOLERANCE``.
+    ``data`` is a labelled patient file (CSV/Parquet) or a raw frame (written to a temporary
+    Parquet file under ``STROKE_HOME/tmp``); ``None`` trains on ``settings.raw_csv`` (or synthetic
+    patients, loudly, when it is absent). Raises :class:`InputError` with one line when the data
+    are unusable or the run fails.
     """
-    from stroke_dagster import registry, training
+    import dagster as dg
 
-    started = time.perf_counter()
-    settings = get_settings()
+    from stroke_dagster import training
+    from stroke_dagster.definitions import defs as load_defs
+
     settings.ensure_dirs()
-    valid, quarantine, source = load_training_data(data, source)
-    train_df, holdout_df = split_train_holdout(valid, holdout_fraction=holdout_fraction, seed=seed)
-    n_trials = training.DEFAULT_N_TRIALS if n_trials is None else int(n_trials)
-    cv_folds = training.DEFAULT_CV_FOLDS if cv_folds is None else int(cv_folds)
-
-    registry.configure_mlflow(settings)
-    import mlflow
-
-    with registry.mlflow_run(run_name="stroke-train", tags={"stroke.stage": "train"}) as run:
-        registry.log_params_once(
-            {
-                "data_source": source[-250:],
-                "rows_in": len(valid) + len(quarantine),
-                "rows_quarantined": len(quarantine),
-                "seed": seed,
-                "holdout_fraction": holdout_fraction,
-            },
-            run.info.run_id,
-        )
-        tuning = training.tune(
-            train_df, n_trials=n_trials, seed=seed, cv_folds=cv_folds, search_space=search_space
-        )
-        pipeline = training.fit_final(train_df, tuning.best_params)
-        evaluation = training.evaluate(pipeline, holdout_df, tuning.thresholds)
-        version = registry.register_model(pipeline, train_df, holdout_df, evaluation, tuning)
-        decision = registry.gate(version, holdout_df, evaluation, auc_floor, tolerance)
-        mlflow.set_tags({"gate_decision": decision.alias, "model_version": version})
-        run_id = run.info.run_id
-
-    written = _write_quarantine(quarantine, source)
+    temporary: Path | None = None
+    if isinstance(data, pd.DataFrame):
+        temporary = settings.home / "tmp" / f"train-{uuid.uuid4().hex}.parquet"
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        data.astype(str).where(data.notna(), None).to_parquet(temporary, index=False)
+        path = temporary
+    else:
+        path = Path(data) if data is not None else Path(settings.raw_csv)
+        if data is not None:
+            _check_file(path)
+    tuning: dict[str, Any] = {
+        "n_trials": training.DEFAULT_N_TRIALS if n_trials is None else int(n_trials),
+        "cv_folds": training.DEFAULT_CV_FOLDS if cv_folds is None else int(cv_folds),
+        "seed": int(seed),
+    }
+    if n_estimators is not None:
+        tuning["n_estimators"] = list(n_estimators)
+    run_config = {
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        "ops": {
+            "tuned_model": {"config": tuning},
+            "patient_split": {"config": {"holdout_fraction": holdout_fraction}},
+        },
+        "resources": {
+            "stroke": {
+                "config": {
+                    "stroke_home": str(settings.home),
+                    "raw_csv": str(path),
+                    "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                    "auc_floor": settings.gate.auc_floor,
+                    "gate_tolerance": settings.gate.tolerance,
+                }
+            }
+        },
+    }
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    try:
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            job = load_defs().resolve_job_def("training_job")
+            result = job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                raise_on_error=False,
+                tags={"stroke/launched_by": "stroke train"},
+            )
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+    if not result.success:
+        raise InputError(f"{_failure(result)} (Dagster run {result.run_id})")
+    raw = _metadata(result, "raw_patients")
+    clean = _metadata(result, "clean_patients")
+    tuned = _metadata(result, "tuned_model")
+    evaluation = _metadata(result, "model_evaluation")
+    registered = _metadata(result, "registered_model")
+    split = _metadata(result, "patient_split")
+    gate_figures = {k: v for k, v in registered.items() if k.startswith("gate_")}
     return {
         "model_name": MODEL_NAME,
-        "version": version,
-        "alias": decision.alias,
-        "gate_reason": decision.reason,
-        "previous_champion": decision.previous_champion,
-        "cv_roc_auc": round(tuning.cv_roc_auc, 4),
-        "cv_brier": round(tuning.cv_brier, 5),
-        "holdout_roc_auc": round(evaluation.roc_auc, 4),
-        "holdout_pr_auc": round(evaluation.pr_auc, 4),
-        "holdout_brier": round(evaluation.brier, 5),
-        "holdout_sensitivity": round(evaluation.sensitivity, 4),
-        "holdout_specificity": round(evaluation.specificity, 4),
-        "holdout_sensitivity_elevated": round(evaluation.sensitivity_elevated, 4),
-        "holdout_specificity_elevated": round(evaluation.specificity_elevated, 4),
-        "holdout_tier_counts": evaluation.tier_counts,
+        "version": registered["version"],
+        "alias": registered["alias"],
+        "gate_reason": registered["gate_reason"],
+        "previous_champion": registered["previous_champion"] or None,
+        **{k: v for k, v in gate_figures.items() if k not in ("gate_reason",)},
+        "cv_roc_auc": round(tuned["cv_roc_auc"], 4),
+        "cv_brier": round(tuned["cv_brier"], 5),
+        **{k: round(float(v), 5) for k, v in evaluation.items() if k.startswith("holdout_")},
+        "holdout_tier_counts": evaluation.get("tier_counts"),
         "thresholds": {
-            "elevated": round(evaluation.thresholds.elevated, 5),
-            "high": round(evaluation.thresholds.high, 5),
+            "elevated": round(evaluation["threshold_elevated"], 5),
+            "high": round(evaluation["threshold_high"], 5),
         },
-        "best_params": tuning.best_params,
-        "n_trials": n_trials,
-        "rows_in": len(valid) + len(quarantine),
-        "rows_quarantined": len(quarantine),
-        "quarantine_written": written,
-        "data_source": source,
-        "rows_train": len(train_df),
-        "rows_holdout": len(holdout_df),
-        "run_id": run_id,
-        "train_seconds": round(time.perf_counter() - started, 2),
+        "best_params": tuned["best_params"],
+        "n_trials": tuned["n_trials"],
+        "rows_in": clean["rows_in"],
+        "rows_quarantined": clean["rows_quarantined"],
+        "data_source": raw.get("source") if temporary is None else "dataframe",
+        "synthetic": raw.get("synthetic"),
+        "rows_train": split["train_rows"],
+        "rows_holdout": split["holdout_rows"],
+        "mlflow_run_id": registered["mlflow_run_id"],
+        "dagster_run_id": result.run_id,
     }
-
-
-def _write_quarantine(quarantine: pd.DataFrame, source: str) -> bool:
-    """Store rejected rows in the warehouse when the warehouse module is part of the install."""
-    if quarantine.empty or importlib.util.find_spec("stroke_dagster.warehouse") is None:
-        return False
-    from stroke_dagster import warehouse
-
-    # A training file is not a daily cohort: cohort_date None.
-    warehouse.write_quarantine(quarantine, source=f"train:{source}", cohort_date=None)
-    return True

@@ -88,9 +88,10 @@ def _champion_home(
     home = tmp_path_factory.mktemp("champion") / "home"
     patch = pytest.MonkeyPatch()
     _isolate(patch, home)
+    from stroke_dagster.settings import load_settings
     from stroke_dagster.training_run import run_training
 
-    run_training(synthetic_train_csv, n_trials=2, seed=0)
+    run_training(synthetic_train_csv, settings=load_settings(), n_trials=2, seed=0)
     patch.undo()
     yield home
 

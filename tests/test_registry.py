@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from stroke_dagster import registry, training
+from stroke_dagster import gate, registry, training
 from stroke_dagster.errors import InputError
 from stroke_dagster.features import split_train_holdout
 from stroke_dagster.ingest import read_patient_file
 from stroke_dagster.risk import RiskThresholds
 from stroke_dagster.schema import FEATURES, TARGET
-from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.settings import MODEL_NAME, GateSettings, load_settings
 from stroke_dagster.training_run import run_training
 from stroke_dagster.validation import validate_patients
 
-FAST = training.SearchSpace(n_estimators=(20, 40, 20))
+FAST = (20, 40, 20)  # forest sizes searched: small, quick trials
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,9 @@ def _fresh_cache() -> None:
 
 @pytest.fixture(scope="module")
 def split(synthetic_train_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same train/holdout split ``run_training(csv, seed=0)`` makes."""
+    """The same train/holdout split ``run_training(csv)`` makes (fixed per patient id)."""
     valid = validate_patients(read_patient_file(synthetic_train_csv), require_label=True).valid
-    return split_train_holdout(valid, holdout_fraction=0.2, seed=0)
+    return split_train_holdout(valid, holdout_fraction=0.2)
 
 
 def _register(
@@ -124,40 +124,59 @@ def test_gate_keeps_the_champion_when_a_worse_model_comes(champion_home: Path, s
     # A model trained on shuffled labels: no better than chance on the same holdout.
     shuffled = train.assign(**{TARGET: np.random.default_rng(0).permutation(train[TARGET])})
     worse = training.fit_final(shuffled, {"n_estimators": 20})
-    version, evaluation = _register(worse, split)
-    decision = registry.gate(version, holdout, evaluation, auc_floor=0.0, tolerance=0.01)
-    assert decision.alias == "challenger"
-    assert decision.previous_champion == "1"
-    assert decision.champion_holdout_auc > evaluation.roc_auc + 0.01
+    version, _ = _register(worse, split)
+    verdict = gate.gate_version(version, worse, holdout, GateSettings(auc_floor=0.0))
+    assert verdict.alias == "challenger" and not verdict.promoted
+    assert verdict.champion_version == "1"
+    figures = verdict.metrics()
+    assert figures["champion_auc"] > figures["candidate_auc"] + 0.01
+    assert figures["auc_difference_ci_high"] < 0  # clearly worse
+    # Same hash holdout: every holdout patient is unseen by the champion.
+    assert verdict.n_unseen == len(holdout)
+    assert verdict.rule == gate.CANDIDATE_MINUS_CHAMPION_TRAIN
     assert registry.resolve_alias("champion") == "1"
     assert registry.resolve_alias("challenger") == version
+    run = mlflow.MlflowClient().get_run(registry.load_model(version).run_id)
+    assert run.data.tags["gate_decision"] == "challenger"
+    assert run.data.metrics["gate_champion_auc"] == pytest.approx(figures["champion_auc"])
 
 
 def test_gate_moves_the_champion_to_an_equal_or_better_model(champion_home: Path, split) -> None:
     champion = registry.load_model()
-    version, evaluation = _register(champion.pipeline, split, champion.thresholds)
-    decision = registry.gate(version, split[1], evaluation, auc_floor=0.5, tolerance=0.0)
-    assert decision.alias == "champion"
-    assert decision.champion_holdout_auc == pytest.approx(evaluation.roc_auc)
+    version, _ = _register(champion.pipeline, split, champion.thresholds)
+    settings = GateSettings(auc_floor=0.5, tolerance=0.0)
+    verdict = gate.gate_version(version, champion.pipeline, split[1], settings)
+    assert verdict.alias == "champion"
+    figures = verdict.metrics()
+    assert figures["auc_difference"] == pytest.approx(0.0)
+    assert figures["candidate_auc"] == pytest.approx(figures["champion_auc"])
     assert registry.resolve_alias("champion") == version == "2"
     assert registry.load_model().version == "2"
+    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, version).tags
+    assert tags["gate_decision"] == "champion" and "neither trained on" in tags["gate_reason"]
 
 
-def test_gate_floor_blocks_even_the_first_model(
-    stroke_home: Path, split, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("STROKE_GATE_AUC_FLOOR", "0.99")
+def test_gate_floor_blocks_even_the_first_model(stroke_home: Path, split) -> None:
     pipeline = training.fit_final(split[0], {"n_estimators": 20})
-    version, evaluation = _register(pipeline, split)
-    decision = registry.gate(version, split[1], evaluation)
-    assert decision.alias == "challenger" and "floor 0.9900" in decision.reason
+    version, _ = _register(pipeline, split)
+    verdict = gate.gate_version(version, pipeline, split[1], GateSettings(auc_floor=0.99))
+    assert verdict.alias == "challenger" and "floor 0.9900" in verdict.reason
     assert registry.resolve_alias("champion") is None
+
+
+def test_version_stores_the_ids_of_its_split(stroke_home: Path, split) -> None:
+    pipeline = training.fit_final(split[0], {"n_estimators": 20})
+    version, _ = _register(pipeline, split)
+    ids = registry.load_model(version).split_ids()
+    assert ids is not None
+    assert set(ids.loc[ids["split"] == "train", "id"]) == set(split[0]["id"].astype(str))
+    assert set(ids.loc[ids["split"] == "holdout", "id"]) == set(split[1]["id"].astype(str))
 
 
 def test_run_training_summary(stroke_home: Path, synthetic_train_csv: Path) -> None:
     raw = read_patient_file(synthetic_train_csv)
     raw.loc[0, "age"] = "300"  # out of range: quarantined, not trained on
-    summary = run_training(raw, n_trials=2, seed=0, search_space=FAST)
+    summary = run_training(raw, settings=load_settings(), n_trials=2, seed=0, n_estimators=FAST)
     assert summary["rows_in"] == len(raw) and summary["rows_quarantined"] == 1
     assert summary["alias"] == "champion" and summary["version"] == "1"
     assert summary["holdout_roc_auc"] > 0.7
@@ -166,9 +185,11 @@ def test_run_training_summary(stroke_home: Path, synthetic_train_csv: Path) -> N
     assert summary["best_params"]["n_estimators"] <= 40
 
 
-def test_cli_train_prints_json_summary(
+def test_cli_train_runs_the_training_job_in_the_dagster_instance(
     stroke_home: Path, synthetic_train_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import dagster as dg
+
     from stroke_dagster.cli import main
 
     code = main(["train", "--data", str(synthetic_train_csv), "--trials", "1", "--seed", "2"])
@@ -177,6 +198,25 @@ def test_cli_train_prints_json_summary(
     assert summary["model_name"] == MODEL_NAME and summary["alias"] == "champion"
     assert {"version", "cv_roc_auc", "holdout_roc_auc", "holdout_brier"} <= set(summary)
     assert registry.resolve_alias("champion") == summary["version"]
+    # The run is training_job's, recorded under DAGSTER_HOME: the UI shows the materialization.
+    with dg.DagsterInstance.from_config(str(stroke_home / "dagster")) as instance:
+        (run,) = instance.get_runs()
+        assert run.job_name == "training_job" and run.run_id == summary["dagster_run_id"]
+        event = instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
+        metadata = event.asset_materialization.metadata
+        assert metadata["version"].value == summary["version"]
+        assert metadata["alias"].value == "champion"
+
+
+def test_cli_train_malformed_setting_exits_2(
+    stroke_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stroke_dagster.cli import main
+
+    monkeypatch.setenv("STROKE_GATE_TOLERANCE", "a bit")
+    assert main(["train", "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("stroke train: error: STROKE_GATE_TOLERANCE must be a number >= 0, got 'a bit'")
 
 
 @pytest.mark.parametrize(
@@ -207,7 +247,7 @@ def test_cli_train_bad_input_exits_2(
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_real_data_training_beats_the_floor(stroke_home: Path, real_csv: Path) -> None:
-    summary = run_training(real_csv, n_trials=3, seed=0)
+    summary = run_training(real_csv, settings=load_settings(), n_trials=3, seed=0)
     assert summary["rows_in"] == 5110
     assert summary["holdout_roc_auc"] > 0.80
     assert summary["holdout_brier"] < 0.0463  # below the no-skill Brier of a 4.9 % prevalence

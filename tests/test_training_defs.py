@@ -92,6 +92,19 @@ def test_training_job_registers_a_gated_champion(
     assert reg_meta["alias"].value == "challenger" and reg_meta["version"].value == "2"
     assert str(client.get_model_version_by_alias("StrokeRF", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("StrokeRF", "challenger").version) == "2"
+    # The gate compared both on the patients neither trained on, and says so in a WARN check.
+    assert reg_meta["gate_n_unseen"].value > 0
+    assert 0.5 < reg_meta["gate_champion_auc"].value <= 1.0
+    assert reg_meta["gate_auc_difference_ci_low"].value <= reg_meta["gate_auc_difference"].value
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "gate_verdict"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "floor 0.9990" in check.description
+
+
+def test_registered_model_is_in_the_registry_pool(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("training_job")
+    node = job.graph.node_named("registered_model")
+    assert node.definition.pool == "model_registry"
 
 
 def test_missing_raw_file_falls_back_to_synthetic_loudly(

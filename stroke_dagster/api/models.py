@@ -163,8 +163,3 @@ class ModelStatus(BaseModel):
     changed: bool | None = Field(
         None, description="/admin/reload: whether a new version was swapped in."
     )
-
-
-def patient_records(patients: list[BaseModel]) -> list[dict[str, Any]]:
-    """Validated patients as plain dicts (schema field names, canonical values)."""
-    return [p.model_dump() for p in patients]

@@ -1,4 +1,5 @@
-"""``stroke train``: validate, tune, evaluate, register and gate a model on a labelled file."""
+"""``stroke train``: the Dagster ``training_job`` in-process (validate, tune, evaluate, register,
+gate), recorded in the Dagster instance under ``DAGSTER_HOME``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "STROKE_RAW_CSV, or synthetic patients (with a warning) when it does not exist",
     )
     parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of split, CV and search")
     parser.add_argument(
-        "--holdout-fraction", type=float, default=0.2, help="share kept out for evaluation"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of CV and search (holdout: fixed per id)",
+    )
+    parser.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="share of patients (chosen by a hash of the id) kept out for evaluation",
     )
     parser.add_argument(
         "--auc-floor",
@@ -37,28 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
     if args.trials is not None and args.trials < 1:
         raise InputError("--trials must be at least 1")
     if not 0.0 < args.holdout_fraction < 1.0:
         raise InputError("--holdout-fraction must be between 0 and 1")
+    settings = load_settings()
+    gate = {
+        "auc_floor": settings.gate.auc_floor if args.auc_floor is None else args.auc_floor,
+        "tolerance": settings.gate.tolerance if args.tolerance is None else args.tolerance,
+    }
+    settings = settings.replace(gate=gate)
     from stroke_dagster.training_run import run_training
 
-    data, source = args.data, None
-    if data is None:
-        from stroke_dagster.training_data import load_raw_training_data
-
-        raw = load_raw_training_data(get_settings(), seed=args.seed)
-        data, source = raw.frame, raw.source
     summary = run_training(
-        data,
-        source=source,
+        args.data,
+        settings=settings,
         n_trials=args.trials,
         seed=args.seed,
         holdout_fraction=args.holdout_fraction,
-        auc_floor=args.auc_floor,
-        tolerance=args.tolerance,
     )
     sys.stdout.flush()
     print(json.dumps(summary, default=str))

@@ -1,8 +1,9 @@
 """Training assets: Optuna-tuned forest, holdout evaluation, registration and the champion gate.
 
-Each asset is a thin call into :mod:`stroke_dagster.training` / :mod:`stroke_dagster.registry`, the
-same functions ``stroke train`` runs. The ``mlflow`` resource (dagster-mlflow) makes every step of
-one Dagster run log into one MLflow run; Optuna trials become nested runs under it.
+Each asset is a thin call into :mod:`stroke_dagster.training`, :mod:`stroke_dagster.registry` and
+:mod:`stroke_dagster.gate`. ``stroke train`` runs this same ``training_job`` in-process, recorded in
+the Dagster instance. The ``mlflow`` resource (dagster-mlflow) makes every step of one Dagster run
+log into one MLflow run; Optuna trials become nested runs under it.
 """
 
 import base64
@@ -13,7 +14,7 @@ import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
-from stroke_dagster import registry, training
+from stroke_dagster import gate, registry, training
 from stroke_dagster.defs.resources import StrokeSettings
 
 OWNERS = ["team:ml-platform"]
@@ -29,6 +30,8 @@ class TuningConfig(dg.Config):
     n_trials: int = training.DEFAULT_N_TRIALS
     cv_folds: int = training.DEFAULT_CV_FOLDS
     seed: int = 0
+    # (low, high, step) of the forest sizes searched; smaller forests make quick trial runs.
+    n_estimators: list[int] = list(training.DEFAULT_SEARCH_SPACE.n_estimators)
 
 
 def _png_markdown(title: str, png: bytes) -> str:
@@ -53,8 +56,23 @@ def tuned_model(
     patient_split: dict[str, pd.DataFrame],
 ) -> dg.Output[dict[str, Any]]:
     train = patient_split["train"]
+    if len(config.n_estimators) != 3:
+        raise dg.Failure(description="n_estimators must be [low, high, step]")
+    low, high, step = config.n_estimators
+    space = training.SearchSpace(n_estimators=(low, high, step))
+    context.log.info(
+        f"tuning: {config.n_trials} trials, {config.cv_folds}-fold CV, seed {config.seed}"
+    )
     tuning = training.tune(
-        train, n_trials=config.n_trials, seed=config.seed, cv_folds=config.cv_folds
+        train,
+        n_trials=config.n_trials,
+        seed=config.seed,
+        cv_folds=config.cv_folds,
+        search_space=space,
+    )
+    registry.log_params_once(
+        {"seed": config.seed, "n_estimators_range": f"{low}-{high}/{step}"},
+        mlflow.active_run().info.run_id,
     )
     pipeline = training.fit_final(train, tuning.best_params)
     context.log.info(f"best trial {tuning.best_trial}: CV ROC AUC {tuning.cv_roc_auc:.4f}")
@@ -108,15 +126,32 @@ def model_evaluation(
     return dg.Output(evaluation, metadata=metadata)
 
 
+GATE_CHECK = "gate_verdict"
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"mlflow"},
     owners=OWNERS,
     hooks=MLFLOW_HOOKS,
+    # One registration and gate at a time: two trainings never race on the champion alias.
+    pool="model_registry",
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE_CHECK,
+            asset="registered_model",
+            description=(
+                "The champion gate's verdict: passes when the new version became champion; WARN "
+                "when it only became challenger (with the AUCs on patients neither model trained "
+                "on, their paired difference and its 95% CI)."
+            ),
+        )
+    ],
     description=(
         "A new version of StrokeRF in the MLflow registry (pipeline with signature and input "
-        "example, metrics, plots, thresholds, reference data). The `champion` alias moves to it "
-        "only through the gate; otherwise it becomes `challenger`."
+        "example, metrics, plots, thresholds, reference data, the ids of its train/holdout "
+        "split). The `champion` alias moves to it only through the fair gate (compared with the "
+        "champion on patients neither trained on); otherwise it becomes `challenger`."
     ),
 )
 def registered_model(
@@ -128,24 +163,36 @@ def registered_model(
     patient_split: dict[str, pd.DataFrame],
 ) -> dg.MaterializeResult:
     train, holdout = patient_split["train"], patient_split["holdout"]
+    settings = stroke.settings()
     version = registry.register_model(
         tuned_model["pipeline"], train, holdout, model_evaluation, tuned_model["tuning"]
     )
-    decision = registry.gate(
-        version, holdout, model_evaluation, stroke.auc_floor, stroke.gate_tolerance
-    )
-    context.log.info(f"{registry.MODEL_NAME} v{version} -> {decision.alias}: {decision.reason}")
+    verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings.gate)
+    context.log.info(f"{registry.MODEL_NAME} v{version} -> {verdict.alias}: {verdict.reason}")
+    figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
     return dg.MaterializeResult(
         metadata={
             "model_name": registry.MODEL_NAME,
             "version": version,
-            "alias": decision.alias,
-            "gate_reason": decision.reason,
-            "previous_champion": decision.previous_champion or "",
+            "alias": verdict.alias,
+            "gate_reason": verdict.reason,
+            "gate_rule": verdict.rule,
+            "gate_criteria": dg.MetadataValue.json(verdict.reasons),
+            "previous_champion": verdict.champion_version or "",
             "holdout_roc_auc": model_evaluation.roc_auc,
+            **figures,
             "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
             "mlflow_run_id": mlflow.active_run().info.run_id,
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GATE_CHECK,
+                passed=verdict.promoted,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"v{version} -> {verdict.alias}: {verdict.reason}",
+                metadata={"alias": verdict.alias, **figures},
+            )
+        ],
     )
 
 
