@@ -84,7 +84,7 @@ def main() -> None:
         settings = load_settings()
         settings.ensure_dirs()
         started = time.perf_counter()
-        trained = run_training(Path(raw), n_trials=args.trials, seed=0)
+        trained = run_training(Path(raw), settings=settings, n_trials=args.trials, seed=0)
         print(
             f"champion v{trained['version']} trained in {time.perf_counter() - started:.0f} s; "
             f"holdout ROC AUC {trained['holdout_roc_auc']}"
