@@ -18,9 +18,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 ## instance: the Dagster instance under DAGSTER_HOME, with the project's dagster.yaml (pools).
-instance:
+instance: install
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance concurrency set model_registry 1 >/dev/null
 
 ## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.
 run: install instance

@@ -71,6 +71,7 @@ def run_training(
 
     from stroke_dagster import training
     from stroke_dagster.definitions import defs as load_defs
+    from stroke_dagster.defs.training import REGISTRY_POOL
 
     settings.ensure_dirs()
     temporary: Path | None = None
@@ -111,6 +112,8 @@ def run_training(
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     try:
         with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            # One registration at a time, also against runs the daemon launches.
+            instance.event_log_storage.set_concurrency_slots(REGISTRY_POOL, 1)
             job = load_defs().resolve_job_def("training_job")
             result = job.execute_in_process(
                 run_config=run_config,

@@ -206,6 +206,8 @@ def test_cli_train_runs_the_training_job_in_the_dagster_instance(
         metadata = event.asset_materialization.metadata
         assert metadata["version"].value == summary["version"]
         assert metadata["alias"].value == "champion"
+        # registered_model's pool admits one registration at a time.
+        assert instance.event_log_storage.get_concurrency_info("model_registry").slot_count == 1
 
 
 def test_cli_train_malformed_setting_exits_2(

@@ -127,6 +127,8 @@ def model_evaluation(
 
 
 GATE_CHECK = "gate_verdict"
+# Limit 1 (set by `make instance` and by `stroke train`): registrations never race on the alias.
+REGISTRY_POOL = "model_registry"
 
 
 @dg.asset(
@@ -135,7 +137,7 @@ GATE_CHECK = "gate_verdict"
     owners=OWNERS,
     hooks=MLFLOW_HOOKS,
     # One registration and gate at a time: two trainings never race on the champion alias.
-    pool="model_registry",
+    pool=REGISTRY_POOL,
     check_specs=[
         dg.AssetCheckSpec(
             GATE_CHECK,
