@@ -329,6 +329,7 @@ def score_file(
     output_csv: str | Path | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str | None = COHORT_SOURCE,
+    settings: Settings | None = None,
 ) -> ScoreSummary:
     """Score a patient file (CSV or Parquet) batch by batch.
 
@@ -386,7 +387,7 @@ def score_file(
                     csv_writer = _csv_writer(csv_tmp, schema)
                 csv_writer.close()
                 csv_writer = None
-            _write_warehouse(summary, path, scores, rejected, quarantine_source)
+            _write_warehouse(summary, path, scores, rejected, quarantine_source, settings)
             if csv_tmp is not None:
                 os.replace(csv_tmp, output)
                 summary.output = str(output)
@@ -419,8 +420,9 @@ def _write_warehouse(
     scores: _ParquetSink | None,
     rejected: _ParquetSink,
     quarantine_source: str | None,
+    settings: Settings | None,
 ) -> None:
-    """Replace the day's scores and quarantine rows together, in one short transaction."""
+    """Replace the day's scores and quarantine rows together (each one atomic file)."""
     day = summary.cohort_date
     write_rejected = quarantine_source is not None and (day is not None or rejected.rows > 0)
     if scores is None and not write_rejected:
@@ -431,7 +433,7 @@ def _write_warehouse(
     rejected_path = rejected.close()
     source = quarantine_source if day else f"score:{path.resolve()}"
     now = dt.datetime.now(dt.UTC)
-    with warehouse.write_transaction() as con:
+    with warehouse.write_transaction(settings) as con:
         if scores_path is not None:
             extra = {
                 "model_name": summary.model_name,
@@ -455,7 +457,7 @@ def validate_day(settings: Settings, day: str) -> CohortSummary:
         raise InputError(
             f"no cohort file for {day}: expected {settings.incoming_dir}/{day}.csv or .parquet"
         )
-    return validate_cohort(source, day, cohort_path(settings, day))
+    return validate_cohort(source, day, cohort_path(settings, day), settings=settings)
 
 
 def current_cohort(settings: Settings, day: str) -> CohortSummary:
@@ -483,6 +485,7 @@ def validate_cohort(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str = COHORT_SOURCE,
+    settings: Settings | None = None,
 ) -> CohortSummary:
     """Validate a day's cohort file into a typed Parquet file at ``dest`` (+ ``.json`` summary).
 
@@ -515,7 +518,7 @@ def validate_cohort(
             writer = None
             from stroke_dagster import warehouse
 
-            warehouse.write_quarantine(rejected.close(), quarantine_source, day)
+            warehouse.write_quarantine(rejected.close(), quarantine_source, day, settings=settings)
             os.replace(tmp, dest)
         finally:
             if writer is not None:

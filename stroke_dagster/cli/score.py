@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     reference = parse_model_uri(args.model_uri)
 
     from stroke_dagster.scoring import load_serving_model, score_file
+    from stroke_dagster.settings import get_settings
 
     summary = score_file(
         args.input,
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         cohort_date=cohort_date,
         output_csv=args.output,
         batch_rows=args.batch_rows,
+        settings=get_settings(),
     )
     print(json.dumps(summary.to_dict()))
     return 0

@@ -8,10 +8,9 @@ The assets are thin calls into :mod:`stroke_dagster.scoring` (the same code as `
 
 Both run as soon as the day's file is reported (``incoming_cohort``, see :mod:`.sources`) through
 their automation condition (:func:`.automation.on_new_upstream_data`); a new champion rescores
-``cohort_scores`` only (``champion_rescoring`` sensor). Both write to DuckDB, which admits one
-writer process at a time: they run in the ``duckdb`` concurrency pool (limit 1, see
-``dagster.yaml``) and every write also takes the warehouse's file lock, so runs started outside
-Dagster (``stroke score``) queue behind them instead of failing.
+``cohort_scores`` only (``champion_rescoring`` sensor). Both write one warehouse file per day
+(no lock), so days of a backfill and runs started outside Dagster (``stroke score``) proceed in
+parallel; the ``duckdb`` pool only caps how many run at once (see ``dagster.yaml``).
 """
 
 import json
@@ -103,7 +102,9 @@ def cohort_scores(
     settings = stroke.settings()
     cohort = _cohort(settings, day, revalidate=False)
     model = scoring.load_serving_model("champion")
-    scored = scoring.score_file(cohort.path, model, cohort_date=day, quarantine_source=None)
+    scored = scoring.score_file(
+        cohort.path, model, cohort_date=day, quarantine_source=None, settings=settings
+    )
     rows_in = cohort.rows_in
     accounted = scored.rows_scored + cohort.rows_quarantined
     context.log.info(
