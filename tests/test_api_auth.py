@@ -1,7 +1,8 @@
 """API key, probes left open, and no telemetry lost on shutdown (a real uvicorn process).
 
-The server flushes telemetry only every hour here, so every row the view shows at the end was
-written by the shutdown flush.
+The servers flush telemetry only every hour here, so every row the view shows at the end of the
+shutdown test was written by the shutdown flush. That test stops a server of its own, so the
+tests pass in any order.
 """
 
 from __future__ import annotations
@@ -28,31 +29,32 @@ OPEN_PATHS = (
     "/docs",
     "/openapi.json",
 )
-SENT: list[str] = []  # every logged (non-probe) request this module made
 
 
-def _count(request: httpx.Request) -> None:
-    if request.url.path not in OPEN_PATHS:
-        SENT.append(request.url.path)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, _champion_home: Path) -> Path:
-    return copy_home(_champion_home, tmp_path_factory.mktemp("api_auth") / "home")
-
-
-@pytest.fixture(scope="module")
-def server(home: Path) -> Iterator[ApiServer]:
-    srv = ApiServer(
+def start(home: Path) -> ApiServer:
+    return ApiServer(
         home, wait_ready=True, STROKE_API_KEY=KEY, STROKE_TELEMETRY_FLUSH_SECONDS="3600"
     )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, _champion_home: Path) -> Iterator[ApiServer]:
+    srv = start(copy_home(_champion_home, tmp_path_factory.mktemp("api_auth") / "home"))
     yield srv
     srv.stop()
 
 
-def client(server: ApiServer, key: str | None = None) -> httpx.Client:
+def client(
+    server: ApiServer, key: str | None = None, sent: list[str] | None = None
+) -> httpx.Client:
+    """A client with the key (or none); logged (non-probe) request paths go to ``sent``."""
+
+    def count(request: httpx.Request) -> None:
+        if sent is not None and request.url.path not in OPEN_PATHS:
+            sent.append(request.url.path)
+
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return server.client(headers=headers, event_hooks={"request": [_count]})
+    return server.client(headers=headers, event_hooks={"request": [count]})
 
 
 def test_probes_and_docs_stay_open(server: ApiServer) -> None:
@@ -93,10 +95,22 @@ def test_key_is_checked_before_the_body_is_read(server: ApiServer) -> None:
     assert huge.status_code == 401
 
 
-def test_shutdown_flushes_every_buffered_row(server: ApiServer, home: Path, monkeypatch) -> None:
-    with client(server, KEY) as ok:
+def test_shutdown_flushes_every_buffered_row(
+    tmp_path: Path,
+    _champion_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    home = copy_home(_champion_home, tmp_path / "home")
+    server = start(home)
+    request.addfinalizer(server.stop)  # when an assertion stops the test early
+    sent: list[str] = []
+    with client(server, KEY, sent) as ok, client(server, None, sent) as anonymous:
         for _ in range(25):
             assert ok.post("/predict/batch", json=[EXAMPLE_PATIENT] * 3).status_code == 200
+        assert ok.post("/predict", json={**EXAMPLE_PATIENT, "age": 500}).status_code == 422
+        assert anonymous.post("/predict", json=EXAMPLE_PATIENT).status_code == 401
+        assert ok.get("/health").status_code == 200  # probes are not logged
     assert not list((home / "telemetry").glob("**/*.parquet"))  # nothing flushed yet
     # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean stop
     assert server.stop() in (0, -15)
@@ -107,6 +121,6 @@ def test_shutdown_flushes_every_buffered_row(server: ApiServer, home: Path, monk
     logged = warehouse.query_df(
         "SELECT path, count(*) AS n, sum(n_patients) AS patients FROM inference_log GROUP BY path"
     ).set_index("path")
-    expected = {path: SENT.count(path) for path in set(SENT)}
+    expected = {path: sent.count(path) for path in set(sent)}
     assert logged["n"].to_dict() == expected
     assert int(logged.loc["/predict/batch", "patients"]) == 75

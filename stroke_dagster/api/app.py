@@ -1,12 +1,21 @@
 """The online scoring API: ``create_app()`` builds the FastAPI application.
 
-Endpoints (``/docs`` has the OpenAPI page with examples):
+Endpoints (``/docs`` has the OpenAPI page with examples; ``/openapi.json`` lists every status
+code each route can answer, with its body):
 
 - ``GET /health`` liveness; ``GET /ready`` 200 with the served model once one is loaded, else 503.
 - ``POST /predict`` one patient; ``POST /predict/batch`` a JSON list of patients.
 - ``POST /admin/reload`` re-resolves the ``champion`` alias now (it is also re-resolved every
   ``STROKE_API_RELOAD_SECONDS``); a moved alias is swapped in without a restart.
 - KServe v2 (Open Inference Protocol) under ``/v2`` (see :mod:`stroke_dagster.api.kserve`).
+
+Errors are ``{"error": "<one line>"}`` (422 adds ``detail``, the problems by field, never the
+submitted values): 400 body not JSON, 401 missing key, 404 unknown model, 408 body not received
+in time, 413 body too large, 415 not JSON content type, 422 invalid request, 503 no model yet.
+
+The scoring routes read and validate their JSON body themselves (pydantic-core parses and
+validates in one pass) and write their answer as JSON bytes, so one patient costs little more
+than the model; the request schemas in the document are the very models used to validate.
 
 With ``STROKE_API_KEY`` set, everything except the health probes (``/health``, ``/ready``,
 ``/v2/health/*``, ``/v2``) and the docs needs ``Authorization: Bearer <key>``: orchestrators
@@ -19,31 +28,63 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from stroke_dagster.api.config import ApiConfig
-from stroke_dagster.api.errors import validation_error_handler
+from stroke_dagster.api.errors import (
+    BadBody,
+    bad_body_handler,
+    describe_errors,
+    http_error_handler,
+    json_response,
+    summary,
+)
 from stroke_dagster.api.holder import ModelHolder
 from stroke_dagster.api.kserve import build_router
-from stroke_dagster.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, TelemetryMiddleware
+from stroke_dagster.api.middleware import (
+    DEFAULT_BODY_TIMEOUT,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    TelemetryMiddleware,
+)
 from stroke_dagster.api.models import (
     EXAMPLE_PATIENT,
     EXAMPLE_PATIENT_NO_BMI,
+    MAX_ROWS,
     BatchPrediction,
+    Error,
+    Health,
     ModelStatus,
     Patient,
     Prediction,
+    PredictRequest,
+    ValidationProblem,
 )
-from stroke_dagster.api.predict import score_request
+from stroke_dagster.api.predict import parse_body, score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
 from stroke_dagster.settings import Settings, get_settings
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body is not JSON (syntax, encoding, nesting deeper than 200 levels).",
+    401: "Missing or wrong `Authorization: Bearer <key>` (the service has an API key).",
+    404: "No such model (or version) served here.",
+    408: "The body did not arrive within the read timeout.",
+    413: "The body is larger than the limit (STROKE_API_MAX_BODY).",
+    415: "The body is not sent as application/json.",
+    422: "The body is JSON but not a valid request: the problems by field, values left out.",
+    503: "No model loaded yet (the service is not ready).",
+}
+BODY_ERRORS = (400, 408, 413, 415, 422)
 
 
 def is_open_path(path: str) -> bool:
@@ -51,8 +92,47 @@ def is_open_path(path: str) -> bool:
     return path in PROBE_PATHS or path in DOC_PATHS
 
 
+def error_responses(*codes: int, model: type[BaseModel] = Error) -> dict[int | str, Any]:
+    """OpenAPI ``responses`` entries for error codes (422 with the list of problems)."""
+    return {
+        code: {
+            "model": ValidationProblem if code == 422 else model,
+            "description": ERROR_DESCRIPTIONS[code],
+        }
+        for code in codes
+    }
+
+
+def json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a required JSON request body."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": schema,
+                    "examples": {name: {"value": value} for name, value in examples.items()},
+                }
+            },
+        }
+    }
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 # Enforcement is ApiKeyMiddleware's (before the body is read); this only documents the scheme.
 _DOCS_BEARER = HTTPBearer(auto_error=False, description="STROKE_API_KEY, when the service has one.")
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {**e, "loc": tuple(e.get("loc", ()))[1:]} for e in exc.errors()
+    ]  # ("body" | "path" | "query", ...) -> the field
+    problems = describe_errors(errors)
+    return json_response({"error": summary(problems), "detail": problems}, 422)
 
 
 def create_app(
@@ -76,6 +156,7 @@ def create_app(
         store_features=config.telemetry_features,
         flush_seconds=config.flush_seconds,
     )
+    body_timeout = float(getattr(config, "body_timeout", None) or DEFAULT_BODY_TIMEOUT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,17 +173,19 @@ def create_app(
         version="1",
         description=(
             "Stroke probability and risk tier for patients in the raw schema, from the "
-            "registered `champion` of the StrokeRF model. Bad input gets 422 naming the field "
-            "(values are never echoed back)."
+            'registered `champion` of the StrokeRF model. Errors are `{"error": "..."}`; '
+            "bad input gets 422 naming the field (values are never echoed back)."
         ),
         lifespan=lifespan,
     )
     app.state.holder = holder
     app.state.telemetry = writer
     app.state.config = config
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(BadBody, bad_body_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     # Added innermost first: telemetry wraps the key check, which wraps the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_body=config.max_body)
+    app.add_middleware(BodyLimitMiddleware, max_body=config.max_body, timeout=body_timeout)
     app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, is_open=is_open_path)
     app.add_middleware(
         TelemetryMiddleware, writer=writer, skip=lambda p: is_open_path(p) or p == "/favicon.ico"
@@ -110,97 +193,124 @@ def create_app(
 
     keep = config.telemetry_features
     auth = [] if config.api_key is None else [Depends(_DOCS_BEARER)]
+    locked = (401,) if config.api_key is not None else ()
+    patients = TypeAdapter(Annotated[list[Patient], Field(max_length=MAX_ROWS)])
 
-    @app.get("/health", tags=["health"], summary="Liveness")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/health", tags=["health"], summary="Liveness", response_model=Health)
+    def health() -> Response:
+        return json_response({"status": "ok"})
 
     @app.get(
         "/ready",
         tags=["health"],
         summary="Readiness: 200 with the served model, 503 before one is loaded",
         response_model=ModelStatus,
-        responses={503: {"model": ModelStatus}},
+        responses={503: {"model": ModelStatus, "description": ERROR_DESCRIPTIONS[503]}},
     )
-    def ready() -> JSONResponse:
+    def ready() -> Response:
         status = holder.status()
-        return JSONResponse(status, status_code=200 if status["ready"] else 503)
+        return json_response(status, status_code=200 if status["ready"] else 503)
 
     @app.post(
         "/predict",
         tags=["scoring"],
         summary="Score one patient",
         response_model=Prediction,
+        responses=error_responses(*sorted((*BODY_ERRORS, *locked, 503))),
         dependencies=auth,
+        openapi_extra=json_body(
+            ref(PredictRequest),
+            {"patient": EXAMPLE_PATIENT, "bmi unknown": EXAMPLE_PATIENT_NO_BMI},
+        ),
     )
-    async def predict(
-        request: Request,
-        patient: Annotated[
-            Patient,  # type: ignore[valid-type]
-            Body(
-                openapi_examples={
-                    "patient": {"value": EXAMPLE_PATIENT},
-                    "bmi unknown": {"value": EXAMPLE_PATIENT_NO_BMI},
-                }
-            ),
-        ],
-    ) -> dict[str, Any]:
-        record = patient.model_dump()
+    async def predict(request: Request) -> Response:
+        record = (await parse_body(request, PredictRequest)).record()
         scored = await score_request(request, [record], keep_features=keep)
-        return {
-            "id": record["id"],
-            "stroke_probability": float(scored.probabilities[0]),
-            "risk_tier": str(scored.tiers[0]),
-            "model_name": scored.model.name,
-            "model_version": scored.model.version,
-        }
+        return json_response(
+            {
+                "id": record["id"],
+                "stroke_probability": float(scored.probabilities[0]),
+                "risk_tier": str(scored.tiers[0]),
+                "model_name": scored.model.name,
+                "model_version": scored.model.version,
+            }
+        )
 
     @app.post(
         "/predict/batch",
         tags=["scoring"],
-        summary="Score a list of patients (answers in request order)",
+        summary=f"Score a list of up to {MAX_ROWS} patients (answers in request order)",
         response_model=BatchPrediction,
+        responses=error_responses(*sorted((*BODY_ERRORS, *locked, 503))),
         dependencies=auth,
+        openapi_extra=json_body(
+            {"type": "array", "items": ref(Patient), "maxItems": MAX_ROWS},
+            {"two patients": [EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI]},
+        ),
     )
-    async def predict_batch(
-        request: Request,
-        patients: Annotated[
-            list[Patient],  # type: ignore[valid-type]
-            Body(
-                openapi_examples={
-                    "two patients": {"value": [EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI]}
-                }
-            ),
-        ],
-    ) -> dict[str, Any]:
-        records = [p.model_dump() for p in patients]
+    async def predict_batch(request: Request) -> Response:
+        records = [p.record() for p in await parse_body(request, patients)]
         scored = await score_request(request, records, keep_features=keep)
         name, version = scored.model.name, scored.model.version
-        return {
-            "model_name": name,
-            "model_version": version,
-            "predictions": [
-                {
-                    "id": record["id"],
-                    "stroke_probability": float(p),
-                    "risk_tier": str(t),
-                    "model_name": name,
-                    "model_version": version,
-                }
-                for record, p, t in zip(records, scored.probabilities, scored.tiers, strict=True)
-            ],
-        }
+        return json_response(
+            {
+                "model_name": name,
+                "model_version": version,
+                "predictions": [
+                    {
+                        "id": record["id"],
+                        "stroke_probability": float(p),
+                        "risk_tier": str(t),
+                        "model_name": name,
+                        "model_version": version,
+                    }
+                    for record, p, t in zip(
+                        records, scored.probabilities, scored.tiers, strict=True
+                    )
+                ],
+            }
+        )
 
     @app.post(
         "/admin/reload",
         tags=["admin"],
         summary="Re-resolve the champion alias now",
         response_model=ModelStatus,
+        responses=error_responses(*locked, 413),
         dependencies=auth,
     )
-    async def reload() -> dict[str, Any]:
+    async def reload() -> Response:
         changed = await run_in_threadpool(holder.refresh)
-        return {**holder.status(), "changed": changed}
+        return json_response({**holder.status(), "changed": changed})
 
-    app.include_router(build_router(keep, auth))
+    app.include_router(build_router(keep, auth, locked))
+
+    def openapi() -> dict[str, Any]:
+        """The generated document plus the request models the routes validate by hand."""
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            from stroke_dagster.api.kserve import InferRequest
+
+            # Path parameters are plain text: FastAPI's generic 422 can never happen.
+            for item in document.get("paths", {}).values():
+                for operation in item.values():
+                    answer = operation.get("responses", {}).get("422", {})
+                    if "HTTPValidationError" in str(answer):
+                        del operation["responses"]["422"]
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            for model in (Patient, PredictRequest, InferRequest):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

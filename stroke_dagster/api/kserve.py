@@ -1,37 +1,58 @@
-"""Open Inference Protocol (KServe v2, REST): health, model metadata and ``infer``.
+"""Open Inference Protocol (KServe v2, REST): health, server and model metadata, ``infer``.
 
-Inputs are named tensors, one per feature column (``shape [n]`` or ``[n, 1]``, row-major data):
-``BYTES`` for the categorical columns, ``FP64`` for the measurements (``bmi`` may hold
-``null``) and ``INT64`` for the 0/1 flags; other float/int widths are accepted too. An optional
-``id`` ``BYTES`` tensor carries patient identifiers. Outputs: ``stroke_probability`` (``FP64``)
-and ``risk_tier`` (``BYTES``). Every value goes through the same schema checks as ``/predict``;
-errors are ``{"error": "..."}`` (HTTP 422 for bad input, 404 for an unknown model or version).
+Inputs are named tensors, one per feature column, with the datatype the model metadata
+advertises: ``FP64`` for the measurements (``bmi`` may hold ``null``), ``INT64`` for the 0/1
+flags, ``BYTES`` for the categories; an optional ``id`` ``BYTES`` tensor carries patient
+identifiers. Each tensor has shape ``[n]`` or ``[n, 1]`` and ``n`` values in ``data`` (flat, or
+one-element rows ``[[v], ...]``); every column has the same ``n``. Outputs: ``stroke_probability``
+(``FP64``) and ``risk_tier`` (``BYTES``), shape ``[n]``. The values go through the same checks as
+``/predict`` (the tensor schemas are built from the same field types). Errors are
+``{"error": "..."}``: 400 body not JSON, 404 unknown model or version, 422 invalid request,
+503 no model loaded yet (and 401/408/413/415 as on every scoring route).
 """
 
 from __future__ import annotations
 
 import math
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Body, HTTPException, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
-from stroke_dagster.api.errors import describe_errors
+from stroke_dagster.api.errors import error_response, json_response
 from stroke_dagster.api.holder import ModelHolder
-from stroke_dagster.api.models import EXAMPLE_PATIENT, Patient
-from stroke_dagster.api.predict import score_request
+from stroke_dagster.api.models import (
+    EXAMPLE_PATIENT,
+    ID_MAX_LENGTH,
+    MAX_ROWS,
+    NULLABLE_FEATURES,
+    Error,
+    feature_type,
+    integer,
+)
+from stroke_dagster.api.predict import _is_json, score_request
 from stroke_dagster.schema import BINARY_FEATURES, FEATURES, ID, NUMERIC_FEATURES
 from stroke_dagster.settings import MODEL_NAME
 
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 OUTPUTS: dict[str, str] = {"stroke_probability": "FP64", "risk_tier": "BYTES"}
+TENSOR_NAMES: tuple[str, ...] = (*FEATURES, ID)
+V2_ERRORS: dict[int, str] = {
+    400: "The body is not JSON.",
+    401: "Missing or wrong `Authorization: Bearer <key>` (the service has an API key).",
+    404: "No such model, or that version is not the one loaded.",
+    408: "The body did not arrive within the read timeout.",
+    413: "The body is larger than the limit (STROKE_API_MAX_BODY).",
+    415: "The body is not sent as application/json.",
+    422: "Not a valid inference request for this model (the values are never echoed).",
+    503: "No model loaded yet.",
+}
 
 
 def datatype(name: str) -> str:
-    """The advertised v2 datatype of a feature column."""
+    """The v2 datatype of a feature column (the only one its input tensor accepts)."""
     if name in NUMERIC_FEATURES:
         return "FP64"
     if name in BINARY_FEATURES:
@@ -39,32 +60,102 @@ def datatype(name: str) -> str:
     return "BYTES"
 
 
-def _accepted(name: str) -> frozenset[str]:
-    if name in NUMERIC_FEATURES:
-        return FLOAT_TYPES | INT_TYPES
-    if name in BINARY_FEATURES:
-        return INT_TYPES | {"BOOL"}
-    return frozenset({"BYTES"})
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class InferTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
+_Dimension = integer(ge=1)
+
+
+def _tensor_model(name: str) -> type[BaseModel]:
+    value = (
+        Annotated[str, Field(max_length=ID_MAX_LENGTH, strict=True)]
+        if name == ID
+        else feature_type(name)
+    )
+    row = Annotated[list[value], Field(min_length=1, max_length=1)]  # type: ignore[valid-type]
+    kind = "BYTES" if name == ID else datatype(name)
+    return create_model(
+        f"InferInput_{name}",
+        __base__=_Strict,
+        __doc__=f"The '{name}' column: shape [n] or [n, 1], n values in data.",
+        name=(Literal[name], ...),  # type: ignore[valid-type]
+        datatype=(Literal[kind], ...),  # type: ignore[valid-type]
+        shape=(Annotated[list[_Dimension], Field(min_length=1, max_length=2)], ...),
+        parameters=(dict[str, Any] | None, None),
+        data=(Annotated[list[value | row], Field(min_length=1, max_length=MAX_ROWS)], ...),  # type: ignore[valid-type]
+    )
+
+
+InferInput = Annotated[
+    Union[tuple(_tensor_model(name) for name in TENSOR_NAMES)],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="name"),
+]
+
+
+class RequestedOutput(_Strict):
+    name: Literal[tuple(OUTPUTS)]  # type: ignore[valid-type]
     parameters: dict[str, Any] | None = None
-    data: list[Any]
 
 
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
+class InferRequest(_Strict):
+    """An inference request: every feature column once (``id`` optional), equal lengths."""
 
-
-class InferRequest(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[InferTensor] = Field(min_length=1)
+    inputs: list[InferInput] = Field(  # type: ignore[valid-type]
+        min_length=len(FEATURES), max_length=len(TENSOR_NAMES)
+    )
     outputs: list[RequestedOutput] | None = None
+
+
+class OutputTensor(BaseModel):
+    name: Literal[tuple(OUTPUTS)]  # type: ignore[valid-type]
+    datatype: Literal["FP64", "BYTES"]
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[float] | list[str]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[OutputTensor]
+
+
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
 
 
 EXAMPLE_INFER: dict[str, Any] = {
@@ -75,8 +166,6 @@ EXAMPLE_INFER: dict[str, Any] = {
     ],
 }
 
-_patients = TypeAdapter(list[Patient])
-
 
 class InferError(Exception):
     def __init__(self, message: str, status: int = 422) -> None:
@@ -85,58 +174,71 @@ class InferError(Exception):
         self.status = status
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    flat: list[Any] = []
-    for item in data:
-        if isinstance(item, list):
-            flat.extend(_flatten(item))
+def _where(loc: tuple[Any, ...]) -> str:
+    """A readable place in the request from a pydantic ``loc`` (union member labels left out)."""
+    if len(loc) >= 2 and loc[0] == "inputs" and isinstance(loc[1], int):
+        rest = loc[2:]
+        if rest and rest[0] in TENSOR_NAMES:
+            where, rest = f"input '{rest[0]}'", rest[1:]
         else:
-            flat.append(item)
-    return flat
+            where = f"inputs[{loc[1]}]"
+        if len(rest) >= 2 and rest[0] == "data" and isinstance(rest[1], int):
+            return f"{where} row {rest[1]}"
+        if rest and isinstance(rest[0], str):
+            return f"{where} {rest[0]}"
+        return where
+    parts = [f"[{p}]" if isinstance(p, int) else str(p) for p in loc[:3]]
+    return "".join(parts)[:80] or "body"
 
 
-def tensors_to_records(inputs: list[InferTensor]) -> list[dict[str, Any]]:
-    """Named column tensors -> validated patient dicts (raises :class:`InferError`)."""
-    by_name: dict[str, InferTensor] = {}
+def validation_message(exc: ValidationError) -> str:
+    """One line for a v2 error: the first problem, and how many places have one."""
+    places: dict[str, str] = {}
+    for error in exc.errors(include_input=False, include_context=False, include_url=False):
+        where = _where(tuple(error.get("loc", ())))
+        message = str(error.get("msg", "invalid"))
+        if error.get("type") == "union_tag_invalid":
+            message = f"unknown input name; expected one of {', '.join(TENSOR_NAMES)}"
+        places.setdefault(where, message)
+    (where, message), *others = places.items()
+    more = f" (and {len(others)} more)" if others else ""
+    return f"{where}: {message}{more}"
+
+
+def tensors_to_records(inputs: list[Any]) -> list[dict[str, Any]]:
+    """Validated column tensors -> patient dicts (raises :class:`InferError`)."""
+    by_name: dict[str, Any] = {}
     for tensor in inputs:
         if tensor.name in by_name:
             raise InferError(f"input '{tensor.name}' given twice")
-        if tensor.name not in FEATURES and tensor.name != ID:
-            raise InferError(f"unknown input '{tensor.name}'; expected {', '.join(FEATURES)}")
         by_name[tensor.name] = tensor
     missing = [name for name in FEATURES if name not in by_name]
     if missing:
         raise InferError(f"missing input tensor(s): {', '.join(missing)}")
     columns: dict[str, list[Any]] = {}
     rows: int | None = None
-    for name, tensor in by_name.items():
-        allowed = frozenset({"BYTES"}) if name == ID else _accepted(name)
-        if tensor.datatype.upper() not in allowed:
-            raise InferError(f"input '{name}' must have datatype {datatype(name)}")
-        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+    for name in (*FEATURES, ID):
+        tensor = by_name.get(name)
+        if tensor is None:
+            continue
+        shape = tensor.shape
+        if len(shape) == 2 and shape[1] != 1:
             raise InferError(f"input '{name}' must have shape [n] or [n, 1]")
-        values = _flatten(tensor.data)
-        if len(values) != math.prod(tensor.shape):
+        values = [v[0] if isinstance(v, list) else v for v in tensor.data]
+        if len(values) != math.prod(shape):
             raise InferError(f"input '{name}': data length does not match shape")
         if rows is not None and len(values) != rows:
             raise InferError(f"input '{name}': every input must have the same number of rows")
         rows = len(values)
         columns[name] = values
-    n = rows or 0
-    raw = [{name: columns[name][i] for name in columns} for i in range(n)]
-    try:
-        patients = _patients.validate_python(raw)
-    except ValidationError as exc:
-        errors = describe_errors(exc.errors(), prefix=())
-        first = errors[0]
-        where = f" row {first['row']}" if first.get("row") is not None else ""
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InferError(f"input '{first['field']}'{where}: {first['msg']}{more}") from None
-    return [p.model_dump() for p in patients]
-
-
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    for name in NULLABLE_FEATURES:
+        columns[name] = [None if isinstance(v, str) else v for v in columns[name]]
+    ids = columns.pop(ID, None)
+    names = list(columns)
+    records = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    for i, record in enumerate(records):
+        record[ID] = ids[i] if ids is not None else None
+    return records
 
 
 def _package_version() -> str:
@@ -146,39 +248,64 @@ def _package_version() -> str:
         return "0"
 
 
-def build_router(keep_features: bool, auth: list[Any]) -> APIRouter:
-    """The ``/v2`` routes; ``auth`` (dependencies) documents the key on the model routes."""
+def _errors(*codes: int) -> dict[int | str, Any]:
+    return {code: {"model": Error, "description": V2_ERRORS[code]} for code in codes}
+
+
+ModelName = Annotated[str, Path(openapi_examples={"served model": {"value": MODEL_NAME}})]
+ModelVersion = Annotated[str, Path(openapi_examples={"first version": {"value": "1"}})]
+# Where the stateful phase of a contract test (and a reader) goes from a model's metadata.
+_VERSION_LINKS = {
+    f"{kind}": {
+        "operationId": f"v2_model_version_{kind}",
+        "parameters": {
+            "model_name": "$response.body#/name",
+            "model_version": "$response.body#/versions/0",
+        },
+    }
+    for kind in ("metadata", "ready", "infer")
+}
+
+
+def build_router(keep_features: bool, auth: list[Any], locked: tuple[int, ...] = ()) -> APIRouter:
+    """The ``/v2`` routes; ``auth`` (dependencies) and ``locked`` (401) when a key is set."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (KServe v2)"])
 
-    @router.get("", summary="Server metadata")
-    def server_metadata() -> dict[str, Any]:
-        return {"name": "stroke-dagster", "version": _package_version(), "extensions": []}
+    @router.get("", summary="Server metadata", response_model=ServerMetadata)
+    def server_metadata() -> Response:
+        return json_response(
+            {"name": "stroke-dagster", "version": _package_version(), "extensions": []}
+        )
 
-    @router.get("/health/live", summary="Server liveness")
-    def live() -> dict[str, bool]:
-        return {"live": True}
+    @router.get("/health/live", summary="Server liveness", response_model=Live)
+    def live() -> Response:
+        return json_response({"live": True})
 
-    @router.get("/health/ready", summary="Server readiness (503 until a model is loaded)")
-    def ready(request: Request) -> JSONResponse:
+    @router.get(
+        "/health/ready",
+        summary="Server readiness (503 until a model is loaded)",
+        response_model=Ready,
+        responses={503: {"model": Ready, "description": V2_ERRORS[503]}},
+    )
+    def ready(request: Request) -> Response:
         is_ready = request.app.state.holder.current is not None
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        return json_response({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     def _check_model(holder: ModelHolder, name: str, model_version: str | None) -> None:
         if name != MODEL_NAME:
-            raise InferError(f"model '{name}' is not served here (try {MODEL_NAME})", 404)
+            raise InferError(f"model '{name[:64]}' is not served here (try {MODEL_NAME})", 404)
         current = holder.current
         if model_version is not None and (current is None or current.version != model_version):
-            raise InferError(f"version '{model_version}' of {MODEL_NAME} is not loaded", 404)
+            raise InferError(f"version '{model_version[:64]}' of {MODEL_NAME} is not loaded", 404)
 
-    @router.get("/models/{model_name}", summary="Model metadata", dependencies=auth)
-    def model_metadata(request: Request, model_name: str) -> JSONResponse:
+    def _metadata(request: Request, model_name: str, model_version: str | None) -> Response:
         holder: ModelHolder = request.app.state.holder
         try:
-            _check_model(holder, model_name, None)
+            _check_model(holder, model_name, model_version)
         except InferError as exc:
-            return _error(exc.message, exc.status)
+            return error_response(exc.message, exc.status)
         current = holder.current
-        return JSONResponse(
+        return json_response(
             {
                 "name": MODEL_NAME,
                 "versions": [current.version] if current else [],
@@ -193,31 +320,38 @@ def build_router(keep_features: bool, auth: list[Any]) -> APIRouter:
             }
         )
 
-    @router.get("/models/{model_name}/ready", summary="Model readiness", dependencies=auth)
-    def model_ready(request: Request, model_name: str) -> JSONResponse:
-        if model_name != MODEL_NAME:
-            return _error(f"model '{model_name}' is not served here", 404)
-        is_ready = request.app.state.holder.current is not None
-        return JSONResponse(
-            {"name": MODEL_NAME, "ready": is_ready}, status_code=200 if is_ready else 503
-        )
-
-    async def _infer(
-        request: Request, body: InferRequest, model_name: str, model_version: str | None
-    ) -> JSONResponse:
+    def _ready(request: Request, model_name: str, model_version: str | None) -> Response:
         holder: ModelHolder = request.app.state.holder
         try:
             _check_model(holder, model_name, model_version)
-            wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
-            unknown = [name for name in wanted if name not in OUTPUTS]
-            if unknown:
-                raise InferError(f"unknown output(s): {', '.join(unknown)}")
+        except InferError as exc:
+            return error_response(exc.message, exc.status)
+        is_ready = holder.current is not None
+        return json_response(
+            {"name": MODEL_NAME, "ready": is_ready}, status_code=200 if is_ready else 503
+        )
+
+    async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
+        holder: ModelHolder = request.app.state.holder
+        try:
+            _check_model(holder, model_name, model_version)
+            if not _is_json(request.headers.get("content-type")):
+                raise InferError("send the body as application/json", 415)
+            try:
+                body = InferRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                if any(e["type"] == "json_invalid" for e in exc.errors(include_input=False)):
+                    raise InferError("request body is not valid JSON", 400) from None
+                raise InferError(validation_message(exc)) from None
             records = tensors_to_records(body.inputs)
             scored = await score_request(request, records, keep_features=keep_features)
         except InferError as exc:
-            return _error(exc.message, exc.status)
+            return error_response(exc.message, exc.status)
         except HTTPException as exc:
-            return _error(str(exc.detail), exc.status_code)
+            if exc.status_code in (408, 413):  # the body limits: answered by the app's handler
+                raise
+            return error_response(str(exc.detail), exc.status_code)
+        wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
         data = {
             "stroke_probability": [float(p) for p in scored.probabilities],
             "risk_tier": [str(t) for t in scored.tiers],
@@ -233,24 +367,104 @@ def build_router(keep_features: bool, auth: list[Any]) -> APIRouter:
         }
         if body.id is not None:
             answer["id"] = body.id
-        return JSONResponse(answer)
+        return json_response(answer)
 
-    example = Body(openapi_examples={"one patient": {"value": EXAMPLE_INFER}})
+    meta_errors = _errors(*locked, 404)
+    infer_errors = _errors(*sorted((400, *locked, 404, 408, 413, 415, 422, 503)))
+    infer_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/InferRequest"},
+                    "examples": {"one patient": {"value": EXAMPLE_INFER}},
+                }
+            },
+        }
+    }
+    ready_errors = {
+        **_errors(*locked, 404),
+        503: {"model": ModelReady, "description": V2_ERRORS[503]},
+    }
 
-    @router.post("/models/{model_name}/infer", summary="Inference", dependencies=auth)
-    async def infer(
-        request: Request, model_name: str, body: InferRequest = example
-    ) -> JSONResponse:
-        return await _infer(request, body, model_name, None)
+    @router.get(
+        "/models/{model_name}",
+        summary="Model metadata",
+        operation_id="v2_model_metadata",
+        response_model=ModelMetadata,
+        responses={**meta_errors, 200: {"links": _VERSION_LINKS}},
+        dependencies=auth,
+    )
+    def model_metadata(request: Request, model_name: ModelName) -> Response:
+        return _metadata(request, model_name, None)
+
+    @router.get(
+        "/models/{model_name}/versions/{model_version}",
+        summary="Model version metadata (404 unless it is the version loaded)",
+        operation_id="v2_model_version_metadata",
+        response_model=ModelMetadata,
+        responses=meta_errors,
+        dependencies=auth,
+    )
+    def version_metadata(
+        request: Request,
+        model_name: ModelName,
+        model_version: ModelVersion,
+    ) -> Response:
+        return _metadata(request, model_name, model_version)
+
+    @router.get(
+        "/models/{model_name}/ready",
+        summary="Model readiness",
+        operation_id="v2_model_ready",
+        response_model=ModelReady,
+        responses=ready_errors,
+        dependencies=auth,
+    )
+    def model_ready(request: Request, model_name: ModelName) -> Response:
+        return _ready(request, model_name, None)
+
+    @router.get(
+        "/models/{model_name}/versions/{model_version}/ready",
+        summary="Model version readiness",
+        operation_id="v2_model_version_ready",
+        response_model=ModelReady,
+        responses=ready_errors,
+        dependencies=auth,
+    )
+    def version_ready(
+        request: Request,
+        model_name: ModelName,
+        model_version: ModelVersion,
+    ) -> Response:
+        return _ready(request, model_name, model_version)
+
+    @router.post(
+        "/models/{model_name}/infer",
+        summary="Inference",
+        operation_id="v2_model_infer",
+        response_model=InferResponse,
+        responses=infer_errors,
+        dependencies=auth,
+        openapi_extra=infer_body,
+    )
+    async def infer(request: Request, model_name: ModelName) -> Response:
+        return await _infer(request, model_name, None)
 
     @router.post(
         "/models/{model_name}/versions/{model_version}/infer",
-        summary="Inference",
+        summary="Inference with a given version (404 unless it is the version loaded)",
+        operation_id="v2_model_version_infer",
+        response_model=InferResponse,
+        responses=infer_errors,
         dependencies=auth,
+        openapi_extra=infer_body,
     )
     async def infer_version(
-        request: Request, model_name: str, model_version: str, body: InferRequest = example
-    ) -> JSONResponse:
-        return await _infer(request, body, model_name, model_version)
+        request: Request,
+        model_name: ModelName,
+        model_version: ModelVersion,
+    ) -> Response:
+        return await _infer(request, model_name, model_version)
 
     return router

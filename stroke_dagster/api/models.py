@@ -1,9 +1,13 @@
 """Request and response bodies, generated from :mod:`stroke_dagster.schema`.
 
 The patient model is built field by field from the schema's ranges and categories (nothing is
-repeated here), so the API accepts exactly what batch validation accepts: numbers within range,
-0/1 flags, categories matched case-insensitively (answered in the schema's spelling), a nullable
-``bmi`` (``null`` or one of the schema's missing markers) and an optional ``id``.
+repeated here). It is strict, so that the OpenAPI document describes exactly what is accepted:
+JSON numbers within range (no numeric strings, booleans, NaN or Infinity), 0/1 integer flags,
+categories spelled as the schema spells them, a ``bmi`` that may be ``null`` or one of the
+schema's missing markers, and an optional ``id`` (text, or an integer, answered as text).
+
+Every error body is ``{"error": "<one line>"}``; a 422 adds ``detail``, the list of problems,
+each naming the field (and the row of a list body) but never repeating the submitted value.
 """
 
 from __future__ import annotations
@@ -45,78 +49,113 @@ EXAMPLE_PATIENT_NO_BMI: dict[str, Any] = {
     "bmi": None,
     "hypertension": 0,
 }
+ID_MAX_LENGTH = 128
+# Most patients one request may carry (a batch, or the rows of v2 tensors): bounds its cost.
+MAX_ROWS = 5000
+ID_INT_LIMIT = 2**63  # integer ids are accepted in the signed 64-bit range
+NULLABLE_FEATURES = tuple(f.name for f in NUMERIC_FIELDS if f.nullable)
+MissingMarker = Literal[tuple(sorted(MISSING_MARKERS))]  # type: ignore[valid-type]
 
 
-def _missing_to_none(value: Any) -> Any:
-    if isinstance(value, str) and value.strip() in MISSING_MARKERS:
-        return None
+def number_type(field: NumericField) -> Any:
+    """A finite JSON number within the field's range (ints allowed, text and booleans not)."""
+    return Annotated[float, Field(ge=field.low, le=field.high, allow_inf_nan=False, strict=True)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer: so does the service (1.5, "1" and true are refused)
+    if type(value) is float and value.is_integer():
+        return int(value)
     return value
 
 
-def _canonical(field: CategoricalField) -> BeforeValidator:
-    lookup = {c.lower(): c for c in field.categories}
-
-    def canonical(value: Any) -> Any:
-        if isinstance(value, str):
-            return lookup.get(value.strip().lower(), value)
-        return value
-
-    return BeforeValidator(canonical)
+def integer(**constraints: Any) -> Any:
+    """A JSON integer (``1.0`` included, as in JSON Schema) within ``constraints``."""
+    return Annotated[int, Field(strict=True, **constraints), BeforeValidator(_integral)]
 
 
-def _id_text(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value  # rejected by the str type below
-    if isinstance(value, int | float) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, str) and value.strip() in MISSING_MARKERS:
-        return None
-    return value
+def binary_type(field: NumericField) -> Any:
+    """A JSON integer within the flag's range (0 or 1)."""
+    return integer(ge=int(field.low), le=int(field.high))
 
 
-def _numeric(field: NumericField) -> tuple[Any, Any]:
-    number = Annotated[float, Field(ge=field.low, le=field.high, allow_inf_nan=False)]
-    described = Field(description=field.description)
+def category_type(field: CategoricalField) -> Any:
+    """One of the field's categories, spelled exactly as the schema spells it."""
+    return Literal[field.categories]  # type: ignore[valid-type]
+
+
+def feature_type(name: str) -> Any:
+    """The accepted JSON value of one feature (``bmi``: also ``null`` or a missing marker)."""
+    for field in NUMERIC_FIELDS:
+        if field.name == name:
+            number = number_type(field)
+            return number | MissingMarker | None if field.nullable else number
+    for field in BINARY_FIELDS:
+        if field.name == name:
+            return binary_type(field)
+    for cat in CATEGORICAL_FIELDS:
+        if cat.name == name:
+            return category_type(cat)
+    raise KeyError(name)
+
+
+IdType = Annotated[
+    Annotated[str, Field(max_length=ID_MAX_LENGTH, strict=True)]
+    | integer(ge=-ID_INT_LIMIT, lt=ID_INT_LIMIT)
+    | None,
+    Field(description="Your identifier for the patient, answered back as text."),
+]
+
+
+def _description(name: str) -> str:
+    field = next(
+        f for f in (*NUMERIC_FIELDS, *BINARY_FIELDS, *CATEGORICAL_FIELDS) if f.name == name
+    )
+    if isinstance(field, CategoricalField):
+        return field.description or f"One of: {', '.join(field.categories)}."
     if field.nullable:
-        return Annotated[number | None, BeforeValidator(_missing_to_none), described], None
-    return Annotated[number, described], ...
-
-
-def _binary(field: NumericField) -> tuple[Any, Any]:
-    return Annotated[
-        int, Field(ge=int(field.low), le=int(field.high), description=field.description)
-    ], ...
-
-
-def _categorical(field: CategoricalField) -> tuple[Any, Any]:
-    allowed = Literal[field.categories]  # type: ignore[valid-type]
-    description = field.description or f"One of: {', '.join(field.categories)}."
-    return Annotated[allowed, _canonical(field), Field(description=description)], ...
+        markers = ", ".join(f'"{m}"' for m in sorted(MISSING_MARKERS))
+        return f"{field.description} Missing: null (or one of {markers})."
+    return field.description
 
 
 def _patient_fields() -> dict[str, tuple[Any, Any]]:
-    fields: dict[str, tuple[Any, Any]] = {}
-    fields.update({f.name: _numeric(f) for f in NUMERIC_FIELDS})
-    fields.update({f.name: _binary(f) for f in BINARY_FIELDS})
-    fields.update({f.name: _categorical(f) for f in CATEGORICAL_FIELDS})
-    ordered = {name: fields[name] for name in FEATURES}
-    id_type = Annotated[
-        str | None,
-        BeforeValidator(_id_text),
-        Field(max_length=128, description="Your identifier for the patient (echoed back)."),
-    ]
-    return {ID: (id_type, None), **ordered}
+    fields: dict[str, tuple[Any, Any]] = {ID: (IdType, None)}
+    for name in FEATURES:
+        default = None if name in NULLABLE_FEATURES else ...
+        described = Field(default, description=_description(name))
+        fields[name] = (feature_type(name), described)
+    return fields
 
 
-Patient: type[BaseModel] = create_model(
+class PatientBase(BaseModel):
+    """Shared configuration of the patient bodies: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def record(self) -> dict[str, Any]:
+        """The patient as a plain dict in the raw schema (``id`` as text, missing as None)."""
+        record = {name: getattr(self, name) for name in (ID, *FEATURES)}
+        for name in NULLABLE_FEATURES:
+            if isinstance(record[name], str):  # a missing marker
+                record[name] = None
+        if record[ID] is not None:
+            record[ID] = str(record[ID])
+        return record
+
+
+Patient: type[PatientBase] = create_model(
     "Patient",
-    __config__=ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI]},
-    ),
+    __base__=PatientBase,
     __doc__="One patient in the raw schema (``bmi`` may be null, ``id`` is optional).",
     **_patient_fields(),
 )
+Patient.model_config["json_schema_extra"] = {"examples": [EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI]}
+Patient.model_rebuild(force=True)
+
+
+class PredictRequest(Patient):  # type: ignore[misc, valid-type]
+    """``POST /predict``: one patient (request options go here beside the patient's fields)."""
 
 
 class Prediction(BaseModel):
@@ -162,4 +201,47 @@ class ModelStatus(BaseModel):
     last_error: str | None = None
     changed: bool | None = Field(
         None, description="/admin/reload: whether a new version was swapped in."
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Problem(BaseModel):
+    """One rejected field; the submitted value is never repeated."""
+
+    field: str = Field(description="The field (or 'body' for the body as a whole).")
+    row: int | None = Field(description="Position in a list body, else null.")
+    msg: str
+    type: str = Field(description="The kind of problem, e.g. 'less_than_equal', 'missing'.")
+
+
+class Error(BaseModel):
+    """Every error answer: one line saying what is wrong (values are never echoed)."""
+
+    error: str
+
+
+class ValidationProblem(Error):
+    """422: the body is JSON but not a valid request; ``detail`` lists every problem."""
+
+    detail: list[Problem]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "age: Input should be less than or equal to 120",
+                    "detail": [
+                        {
+                            "field": "age",
+                            "row": None,
+                            "msg": "Input should be less than or equal to 120",
+                            "type": "less_than_equal",
+                        }
+                    ],
+                }
+            ]
+        }
     )

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 from fastapi import HTTPException, Request
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from stroke_dagster.api.errors import BadBody, bad_body
 from stroke_dagster.api.holder import LoadedModel, ModelHolder
 from stroke_dagster.api.middleware import TELEMETRY_STATE_KEY
 from stroke_dagster.api.telemetry import scoring_summary
@@ -19,6 +21,33 @@ from stroke_dagster.schema import FEATURES, ID
 
 # Larger requests are scored in the thread pool, so they never stall the event loop.
 INLINE_MAX_ROWS = 64
+
+
+JSON_TYPES = ("application/json",)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True  # curl without -H: taken as JSON
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in JSON_TYPES or media.endswith("+json")
+
+
+async def parse_body(request: Request, schema: type[BaseModel] | TypeAdapter[Any]) -> Any:
+    """The JSON body validated by ``schema`` (a model or a TypeAdapter).
+
+    Parsing and validation run together in pydantic-core. Raises :class:`BadBody`: 415 for a
+    non-JSON content type, 400 for a body that is not JSON, 422 for JSON that is not valid.
+    """
+    if not _is_json(request.headers.get("content-type")):
+        raise BadBody(415, "send the body as application/json", None)
+    body = await request.body()
+    try:
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_json(body)
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        raise bad_body(exc) from None
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,12 @@ class _Block:
     positions: list[dict[str, int]] | None = None  # category -> output offset, one-hot blocks
     width: int = 0
 
+    def __post_init__(self) -> None:
+        # the same float64 values as Python floats, for the one-record path
+        self.fill_list = [] if self.fill is None else [float(v) for v in self.fill]
+        self.mean_list = [] if self.mean is None else [float(v) for v in self.mean]
+        self.scale_list = [] if self.scale is None else [float(v) for v in self.scale]
+
 
 class CompiledPipeline:
     """The known pipeline shape as numpy operations (see the module docstring)."""
@@ -92,14 +98,44 @@ class CompiledPipeline:
         self.roots = np.cumsum([0] + [len(v) for v in values[:-1]])
         self.left = np.concatenate(lefts)
         self.right = np.concatenate(rights)
+        # children[2 * node + 1] is the right child: one gather per level on the fast walk
+        self.children = np.stack([self.left, self.right], axis=1).ravel()
         self.feature = np.concatenate(features)
         self.threshold = np.concatenate(thresholds)
         self.value = np.concatenate(values)
         self.nan_left = np.concatenate(nan_left)
         self.depth = depth
 
+    def transform_one(self, record: dict[str, Any]) -> np.ndarray:
+        """:meth:`transform` of one record in plain Python floats (the same float64 operations,
+        element by element), without the per-block numpy calls a batch needs."""
+        out = [0.0] * self.width
+        start = 0
+        for block in self.blocks:
+            if block.positions is None:
+                raw = [record[c] for c in block.columns]
+                missing = [v is None or v != v for v in raw]
+                fills = zip(raw, missing, block.fill_list, strict=True)
+                x = [f if m else float(v) for v, m, f in fills]
+                if block.indicator is not None:
+                    x += [1.0 if missing[i] else 0.0 for i in block.indicator]
+                if block.mean is not None:
+                    x = [a - b for a, b in zip(x, block.mean_list, strict=True)]
+                if block.scale is not None:
+                    x = [a / b for a, b in zip(x, block.scale_list, strict=True)]
+                out[start : start + block.width] = x
+            else:
+                for column, positions in zip(block.columns, block.positions, strict=True):
+                    hit = positions.get(record[column])
+                    if hit is not None:
+                        out[start + hit] = 1.0
+            start += block.width
+        return np.array([out], dtype=np.float32)
+
     def transform(self, records: list[dict[str, Any]]) -> np.ndarray:
         """The preprocessed matrix, as float32 (what the trees compare against)."""
+        if len(records) == 1:
+            return self.transform_one(records[0])
         out = np.zeros((len(records), self.width), dtype=np.float64)
         start = 0
         for block in self.blocks:
@@ -128,18 +164,32 @@ class CompiledPipeline:
 
     def predict_proba(self, records: list[dict[str, Any]]) -> np.ndarray:
         x = self.transform(records).astype(np.float64)
-        rows = np.arange(len(records))[:, None]
-        node = np.broadcast_to(self.roots, (len(records), self.n_trees)).copy()
-        has_nan = bool(np.isnan(x).any())
+        if np.isnan(x).any():
+            return self._walk_with_missing(x)
+        # Every row walks every tree with flat gathers (``take``): a few numpy calls per level,
+        # whatever the number of rows. Without NaN, ``value > threshold`` means "go right".
+        n = len(records)
+        flat = x.ravel()
+        node = np.tile(self.roots, n)
+        base = np.repeat(np.arange(n) * self.width, self.n_trees)
+        feature, threshold, children = self.feature, self.threshold, self.children
+        for _ in range(self.depth):
+            right = flat.take(base + feature.take(node)) > threshold.take(node)
+            node = children.take(2 * node + right)
+        return self._average(self.value.take(node).reshape(n, self.n_trees))
+
+    def _walk_with_missing(self, x: np.ndarray) -> np.ndarray:
+        rows = np.arange(len(x))[:, None]
+        node = np.broadcast_to(self.roots, (len(x), self.n_trees)).copy()
         for _ in range(self.depth):
             value = x[rows, self.feature[node]]
-            go_left = value <= self.threshold[node]
-            if has_nan:
-                go_left |= np.isnan(value) & self.nan_left[node]
+            go_left = (value <= self.threshold[node]) | (np.isnan(value) & self.nan_left[node])
             node = np.where(go_left, self.left[node], self.right[node])
+        return self._average(self.value[node])
+
+    def _average(self, leaves: np.ndarray) -> np.ndarray:
         # scikit-learn adds the trees' leaf fractions one tree after the other, starting from 0.
-        total = np.add.accumulate(self.value[node], axis=1)[:, -1]
-        return total / self.n_trees
+        return np.add.accumulate(leaves, axis=1)[:, -1] / self.n_trees
 
 
 def _compile(pipeline: Any) -> CompiledPipeline | None:
