@@ -53,6 +53,7 @@ build:
 
 bench: install
 	$(BIN)/python benchmarks/model_quality.py
+	$(BIN)/python benchmarks/gate_fairness.py
 	$(BIN)/python benchmarks/synthetic_quality.py
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/drift.py
