@@ -195,3 +195,20 @@ def test_labelled_cohorts_join_the_training_rows(
     clean_meta = result.asset_materializations_for_node("clean_patients")[0].metadata
     assert clean_meta["rows_valid"].value == 1500 + 150
     assert clean_meta["rows_quarantined"].value == 0
+
+
+def test_malformed_setting_fails_the_run_with_one_line(
+    defs: dg.Definitions, stroke_home: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STROKE_RETRAIN_WINDOW_DAYS", "seven")
+    job = defs.resolve_job_def("training_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("raw_patients")],
+            raise_on_error=False,
+        )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert description == "STROKE_RETRAIN_WINDOW_DAYS must be an integer >= 1, got 'seven'"
