@@ -96,3 +96,16 @@ def run_failure_alert(
     if not result.sent:
         return dg.SkipReason(f"alert not delivered: {result.error}")
     return None
+
+
+@dg.definitions
+def automation() -> dg.Definitions:
+    """The sensors above, and the default executor: steps run in the run's own process.
+
+    A day's run holds a few short steps (validate, score, drift, performance); a process per step
+    would re-import the platform for each of them, which costs more than the steps themselves.
+    The ``duckdb`` pool still admits one warehouse-writing step at a time across runs.
+    """
+    return dg.Definitions(
+        sensors=[daily_loop_automation, run_failure_alert], executor=dg.in_process_executor
+    )

@@ -67,7 +67,7 @@ def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRe
 @dg.sensor(
     name="drift_retraining",
     job_name=TRAINING_JOB,
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Starts training_job when retrain.drifted_days of the last retrain.window_days checked "
