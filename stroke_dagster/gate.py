@@ -10,8 +10,10 @@ Decision. :func:`judge` evaluates an ordered tuple of criteria on the same patie
 version becomes ``champion`` only when every criterion passes, else ``challenger``. The default
 criteria are :func:`auc_floor_criterion` (candidate ROC AUC above the floor) and
 :func:`auc_tolerance_criterion` (candidate ROC AUC >= champion's - tolerance, the point
-estimate; the paired DeLong 95 % CI of the difference is recorded with it). A further criterion
-(e.g. calibration) is one more function of :class:`Evidence` returning a :class:`Criterion`.
+estimate; the paired DeLong 95 % CI of the difference is recorded with it) and
+:func:`calibration_criterion` (not clearly worse calibrated: paired 95 % CIs of the per-patient
+log-loss and Brier differences). A site recalibration is judged by :data:`RECALIBRATION_CRITERIA`,
+which also asks for :func:`calibration_gain_criterion` (clearly better calibrated).
 """
 
 from __future__ import annotations
@@ -194,7 +196,69 @@ def auc_tolerance_criterion(evidence: Evidence) -> Criterion:
     )
 
 
-DEFAULT_CRITERIA: tuple[CriterionFn, ...] = (auc_floor_criterion, auc_tolerance_criterion)
+def _calibration(evidence: Evidence) -> Any:
+    from stroke_dagster.recalibration import calibration_verdict
+
+    return calibration_verdict(
+        evidence.y, evidence.p_champion, evidence.p_candidate, evidence.settings.tolerance
+    )
+
+
+def _calibration_figures(verdict: Any) -> dict[str, float]:
+    return {
+        "candidate_log_loss": verdict.candidate["log_loss"],
+        "champion_log_loss": verdict.champion["log_loss"],
+        "log_loss_difference_ci_low": verdict.log_loss_diff_ci[0],
+        "log_loss_difference_ci_high": verdict.log_loss_diff_ci[1],
+        "candidate_brier": verdict.candidate["brier"],
+        "champion_brier": verdict.champion["brier"],
+        "brier_difference_ci_low": verdict.brier_diff_ci[0],
+        "brier_difference_ci_high": verdict.brier_diff_ci[1],
+    }
+
+
+def calibration_criterion(evidence: Evidence) -> Criterion:
+    """Not clearly worse calibrated than the champion on the same unseen patients: fails when
+    the paired 95 % CIs of the per-patient log-loss AND Brier differences both lie above zero."""
+    if evidence.p_champion is None or evidence.n_patients < 2:
+        return Criterion("calibration_vs_champion", True, "no other champion to compare with")
+    verdict = _calibration(evidence)
+    worse = verdict.log_loss_diff_ci[0] > 0 and verdict.brier_diff_ci[0] > 0
+    c, k = verdict.candidate, verdict.champion
+    reason = (
+        f"log loss {c['log_loss']:.5f} vs champion v{evidence.champion_version}'s "
+        f"{k['log_loss']:.5f}, Brier {c['brier']:.5f} vs {k['brier']:.5f}: "
+        + ("clearly worse calibrated" if worse else "not clearly worse calibrated")
+    )
+    return Criterion("calibration_vs_champion", not worse, reason, _calibration_figures(verdict))
+
+
+def calibration_gain_criterion(evidence: Evidence) -> Criterion:
+    """Clearly better calibrated than the champion (what a recalibration must show): the paired
+    95 % CI of the per-patient log-loss or Brier difference lies entirely below zero."""
+    if evidence.p_champion is None or evidence.n_patients < 2:
+        return Criterion("calibration_gain", True, "no other champion to compare with")
+    verdict = _calibration(evidence)
+    better = verdict.log_loss_diff_ci[1] < 0 or verdict.brier_diff_ci[1] < 0
+    ll, br = verdict.log_loss_diff_ci, verdict.brier_diff_ci
+    reason = (
+        ("clearly better" if better else "not clearly better")
+        + f" calibrated than champion v{evidence.champion_version}: log loss "
+        f"{verdict.candidate['log_loss']:.5f} vs {verdict.champion['log_loss']:.5f} (95% CI of "
+        f"difference {ll[0]:+.5f}..{ll[1]:+.5f}), Brier {verdict.candidate['brier']:.5f} vs "
+        f"{verdict.champion['brier']:.5f} ({br[0]:+.6f}..{br[1]:+.6f}) on {evidence.n_patients} "
+        f"patients ({evidence.n_events} events)"
+    )
+    return Criterion("calibration_gain", better, reason, _calibration_figures(verdict))
+
+
+DEFAULT_CRITERIA: tuple[CriterionFn, ...] = (
+    auc_floor_criterion,
+    auc_tolerance_criterion,
+    calibration_criterion,
+)
+# A recalibration keeps the ranking; it must earn its place by calibration.
+RECALIBRATION_CRITERIA: tuple[CriterionFn, ...] = (*DEFAULT_CRITERIA, calibration_gain_criterion)
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,11 @@ class RecalibrationFit:
         }
 
 
+def _site_ids(df: pd.DataFrame, id_column: str) -> list[str]:
+    ids = df[id_column].astype(str)
+    return (df["day"].astype(str) + "/" + ids).tolist() if "day" in df else ids.tolist()
+
+
 class NotEnoughEvents(Exception):
     """Too few labelled events in the fit part to recalibrate."""
 
@@ -336,7 +341,7 @@ def recalibrate(
         step_intercept=intercept,
         step_slope=slope,
         judge=judge_part,
-        fit_ids=fit_part[id_column].astype(str).tolist(),
+        fit_ids=_site_ids(fit_part, id_column),
     )
 
 

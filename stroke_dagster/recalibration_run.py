@@ -86,6 +86,7 @@ def register_recalibrated(
         )
         mlflow.set_tag(registry.THRESHOLDS_TAG, thresholds.to_json())
         _copy_artifact(champion.run_id, registry.REFERENCE_ARTIFACT)
+        registry._log_frame(_split_ids(champion, fit), registry.SPLIT_IDS_ARTIFACT)
         holdout = champion.holdout_predictions()
         holdout["stroke_probability"] = fit.step(holdout["stroke_probability"].to_numpy())
         registry._log_frame(holdout, registry.HOLDOUT_ARTIFACT)
@@ -116,17 +117,53 @@ def register_recalibrated(
     return version, run_id
 
 
-def apply_verdict(version: str, fit: RecalibrationFit) -> str:
-    """Champion alias when the verdict promotes, else challenger; the reason becomes a tag."""
-    from stroke_dagster import registry
+JUDGED_ON = "site patients held out of the recalibration fit"
 
-    alias = registry.CHAMPION if fit.verdict.promote else registry.CHALLENGER
-    client = registry._client()
-    client.set_registered_model_alias(registry.MODEL_NAME, alias, version)
-    client.set_model_version_tag(registry.MODEL_NAME, version, "gate_decision", alias)
-    client.set_model_version_tag(registry.MODEL_NAME, version, "gate_reason", fit.verdict.reason)
-    log.info("%s v%s -> %s: %s", registry.MODEL_NAME, version, alias, fit.verdict.reason)
-    return alias
+
+def gate_recalibrated(version: str, champion: Any, fit: RecalibrationFit, settings: Any) -> Any:
+    """Judge the new version against the champion on the judge part (patients the fit did not
+    see; the forest never saw site patients) with :data:`gate.RECALIBRATION_CRITERIA`; set its
+    alias and record the verdict like any gated version."""
+    from stroke_dagster import gate, registry
+    from stroke_dagster.features import feature_frame
+
+    judge_df = fit.judge if fit.judge is not None else pd.DataFrame()
+    x = feature_frame(judge_df)
+    evidence = gate.Evidence(
+        y=judge_df["stroke"].to_numpy(dtype=int),
+        p_candidate=fit.model.predict_proba(x)[:, 1],
+        p_champion=champion.pipeline.predict_proba(x)[:, 1],
+        settings=settings.gate,
+        candidate_version=str(version),
+        champion_version=str(champion.version),
+        rule=JUDGED_ON,
+    )
+    verdict = gate.judge(evidence, gate.RECALIBRATION_CRITERIA)
+    registry.set_alias(verdict.version, verdict.alias, verdict.reason)
+    gate.record_verdict(verdict)
+    return verdict
+
+
+def _split_ids(champion: Any, fit: RecalibrationFit) -> pd.DataFrame:
+    """The champion's split ids plus the site patients: fit part as training, judge as holdout.
+
+    Site ids are written ``<day>/<id>`` like labelled cohorts in training data, so a later
+    candidate trained on those cohorts is never judged on patients this version was fit on.
+    """
+    from stroke_dagster.schema import ID
+
+    frames = []
+    base = champion.split_ids()
+    if base is not None:
+        frames.append(base[[ID, "split"]])
+    judge = fit.judge if fit.judge is not None else pd.DataFrame(columns=[ID, "day"])
+    frames.append(pd.DataFrame({ID: fit.fit_ids, "split": "train"}))
+    frames.append(
+        pd.DataFrame(
+            {ID: (judge["day"] + "/" + judge[ID].astype(str)).tolist(), "split": "holdout"}
+        )
+    )
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_recalibration(
@@ -165,17 +202,18 @@ def run_recalibration(
     except NotEnoughEvents as exc:
         return {**base, "version": None, "alias": None, "method": NOTHING, "reason": str(exc)}
     version, run_id = register_recalibrated(champion, fit, used_days, settings)
-    alias = apply_verdict(version, fit)
+    verdict = gate_recalibrated(version, champion, fit, settings)
+    alias = verdict.alias
     if document and fit.judge is not None:
         from stroke_dagster.version_docs import document_version
 
-        document_version(version, fit.judge, evaluated_on="site patients held out of the fit")
+        document_version(version, fit.judge, evaluated_on=JUDGED_ON)
     return {
         **base,
         "version": version,
         "alias": alias,
         "method": fit.method,
-        "reason": fit.verdict.reason,
+        "reason": verdict.reason,
         **fit.summary(),
         "judge": {"champion": fit.verdict.champion, "candidate": fit.verdict.candidate},
         "run_id": run_id,

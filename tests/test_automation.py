@@ -130,6 +130,9 @@ def test_files_for_today_are_reported_and_future_or_bad_names_skipped(
             "cohort_scores": [day(-1), day(0)],
             "drift_metrics": [day(-1), day(0)],
             "performance_metrics": [day(0)],
+            "high_risk_explanations": [day(-1), day(0)],
+            "label_free_estimates": [day(-1), day(0)],
+            "daily_calibration": [day(0)],
         }
         again = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=result.cursor

@@ -138,3 +138,25 @@ def test_compose_stays_one_wrapper() -> None:
     x = pd.DataFrame({"age": [0.01, 0.2, 0.7]})
     expected = cal.expit(0.5 + 1.5 * (-1.0 + 0.8 * cal.logit(x["age"].to_numpy())))
     np.testing.assert_allclose(twice.predict_proba(x)[:, 1], expected, rtol=1e-12)
+
+
+def _gate_evidence(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray):  # noqa: ANN202
+    from stroke_dagster import gate
+    from stroke_dagster.settings import GateSettings
+
+    return gate.Evidence(y, candidate, champion, GateSettings(), "2", "1", "test")
+
+
+def test_gate_learns_calibration() -> None:
+    from stroke_dagster import gate
+
+    y, p = _draw(20_000, seed=8)
+    over = cal.expit(cal.logit(p) + 1.1)  # same ranking, threefold over-prediction
+    promoted = gate.judge(_gate_evidence(y, p, over), gate.RECALIBRATION_CRITERIA)
+    assert promoted.promoted and "clearly better calibrated" in promoted.reason
+    assert promoted.metrics()["log_loss_difference_ci_high"] < 0
+    refused = gate.judge(_gate_evidence(y, over, p), gate.DEFAULT_CRITERIA)
+    assert not refused.promoted and "clearly worse calibrated" in refused.reason
+    same = gate.judge(_gate_evidence(y, p, p), gate.RECALIBRATION_CRITERIA)
+    assert not same.promoted and "not clearly better" in same.reason
+    assert gate.judge(_gate_evidence(y, p, p), gate.DEFAULT_CRITERIA).promoted

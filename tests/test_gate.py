@@ -65,7 +65,11 @@ def test_judge_promotes_within_tolerance_and_explains() -> None:
     worse = gate.judge(_evidence(y, poor, good, GateSettings(auc_floor=0.5)))
     assert worse.alias == "challenger" and "beyond tolerance 0.0100" in worse.reason
     assert worse.metrics()["auc_difference_ci_high"] < 0
-    assert [c.name for c in worse.criteria] == ["auc_floor", "auc_vs_champion"]
+    assert [c.name for c in worse.criteria] == [
+        "auc_floor",
+        "auc_vs_champion",
+        "calibration_vs_champion",
+    ]
     assert worse.to_dict()["promoted"] is False
 
 
@@ -96,7 +100,8 @@ def test_an_added_criterion_can_hold_back_a_promotion() -> None:
     candidate = good * 10.0
     champion = 1 / (1 + np.exp(-(poor - 0.5)))
     verdict = gate.judge(
-        _evidence(y, candidate, champion), (*gate.DEFAULT_CRITERIA, brier_not_worse)
+        _evidence(y, candidate, champion),
+        (gate.auc_floor_criterion, gate.auc_tolerance_criterion, brier_not_worse),
     )
     assert verdict.alias == "challenger" and verdict.reason.startswith("Brier")
     assert len(verdict.reasons) == 3

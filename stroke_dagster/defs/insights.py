@@ -1,0 +1,311 @@
+"""Trust in the model's risks, in Dagster: evidence and card per version, site recalibration,
+high-tier explanations, label-free estimates and daily calibration.
+
+Thin shells over :mod:`stroke_dagster.version_docs`, :mod:`stroke_dagster.recalibration_run` and
+:mod:`stroke_dagster.day_insights` (the same code as ``stroke model-card`` / ``stroke
+recalibrate``):
+
+* ``model_documentation`` - in ``training_job``, after each ``registered_model``: the new
+  version's holdout calibration, subgroup table, decision curve and model card (MLflow +
+  metadata); its ``subgroups`` check WARNs when a subgroup's AUC or calibration strays from the
+  population's;
+* ``site_recalibration`` - by hand (``recalibration_job``) or from the retraining policy: fit,
+  register, gate and document a recalibration on the labelled cohort days;
+* daily, once the day is scored: ``high_risk_explanations`` and ``label_free_estimates``; once
+  its labels arrived: ``daily_calibration``.
+"""
+
+import base64
+from typing import Any
+
+import dagster as dg
+from dagster_mlflow import end_mlflow_on_run_finished
+from dagster_mlflow.resources import MlFlow
+
+from stroke_dagster.defs.automation import on_new_upstream_data
+from stroke_dagster.defs.partitions import daily_partitions
+from stroke_dagster.defs.resources import StrokeSettings
+
+GROUP = "model_insights"
+TRAINING_GROUP = "training"
+OWNERS = ["team:ml-platform"]
+SUBGROUP_CHECK = "subgroups"
+
+
+def _image(title: str, png: bytes) -> dg.MetadataValue:
+    return dg.MetadataValue.md(
+        f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+class DocumentationConfig(dg.Config):
+    """When a subgroup deserves a warning."""
+
+    auc_margin: float = 0.10  # subgroup ROC AUC this far below the population's
+    oe_ratio_limit: float = 1.5  # observed/expected above this or below its inverse
+    min_events: int = 10  # fewer strokes (or non-strokes): "too small", no figures
+
+
+def _latest_registered_version(context: dg.AssetExecutionContext) -> str:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is not None and "version" in materialization.metadata:
+        return str(materialization.metadata["version"].value)
+    from stroke_dagster import registry
+
+    versions = registry.client().search_model_versions(f"name='{registry.MODEL_NAME}'")
+    if not versions:
+        raise dg.Failure(description=registry.NO_CHAMPION)
+    return str(max(int(v.version) for v in versions))
+
+
+@dg.asset(
+    # In the training group, so training_job (and `stroke train`, which runs it) documents every
+    # version it registers, in the same run.
+    group_name=TRAINING_GROUP,
+    kinds={"python", "mlflow"},
+    owners=OWNERS,
+    deps=[dg.AssetKey("registered_model")],
+    # The last step of training_job: it closes the run's MLflow run like the other training steps.
+    hooks={end_mlflow_on_run_finished},
+    check_specs=[
+        dg.AssetCheckSpec(
+            SUBGROUP_CHECK,
+            asset="model_documentation",
+            description="WARN when a subgroup's holdout ROC AUC falls more than the margin below "
+            "the population's, or its observed/expected ratio is off by more than the limit.",
+        )
+    ],
+    description=(
+        "Evidence and model card of the latest registered StrokeRF version on its holdout: "
+        "calibration (O/E, intercept, slope, ECE, Brier, log loss, reliability diagram), ROC AUC "
+        "with DeLong CI, subgroups (sex, age band, residence, work type), decision curve; logged "
+        "to the version's MLflow run and set as its description."
+    ),
+)
+def model_documentation(
+    context: dg.AssetExecutionContext,
+    config: DocumentationConfig,
+    stroke: StrokeSettings,
+    mlflow: dg.ResourceParam[MlFlow],
+    patient_split: dict,
+) -> dg.MaterializeResult:
+    from stroke_dagster import registry
+    from stroke_dagster.subgroups import SubgroupConfig, to_markdown
+    from stroke_dagster.version_docs import document_version
+
+    registry.configure_mlflow(stroke.settings())
+    version = _latest_registered_version(context)
+    subgroup_config = SubgroupConfig(
+        min_events=config.min_events,
+        min_non_events=config.min_events,
+        auc_margin=config.auc_margin,
+        oe_ratio_limit=config.oe_ratio_limit,
+    )
+    docs = document_version(version, patient_split["holdout"], subgroup_config=subgroup_config)
+    e = docs.evidence
+    warnings = e.warnings
+    metadata: dict[str, Any] = {
+        "version": version,
+        "model_card": dg.MetadataValue.md(docs.card),
+        "reliability_diagram": _image("Reliability", e.reliability_png),
+        "decision_curve": _image("Decision curve", e.decision_png),
+        "subgroups": dg.MetadataValue.md(to_markdown(e.subgroups)),
+        **{k: _plain(v) for k, v in e.calibration.metrics("holdout_").items()},
+        "holdout_roc_auc_ci": dg.MetadataValue.json(list(e.roc_auc_ci or [])),
+        "decision_useful_ranges": dg.MetadataValue.json(
+            [list(r) for r in e.decision.useful_ranges]
+        ),
+    }
+    metadata["mlflow_run_id"] = mlflow.active_run().info.run_id
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=SUBGROUP_CHECK,
+                passed=not warnings,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="; ".join(warnings) or "every subgroup large enough is in line",
+                metadata={"warnings": dg.MetadataValue.json(warnings), "version": version},
+            )
+        ],
+    )
+
+
+class RecalibrationRunConfig(dg.Config):
+    """Which labelled days, and the event counts that choose the method."""
+
+    days: list[str] | None = None  # default: every labelled cohort day
+    min_events: int = 20
+    slope_min_events: int = 100
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "mlflow"},
+    owners=OWNERS,
+    deps=[dg.AssetKey("registered_model")],
+    description=(
+        "A site recalibration of the champion fit on labelled cohort patients (incoming/D.* "
+        "joined with labels/D.csv), registered as a new StrokeRF version wrapping the same "
+        "forest and gated on patients the fit did not see: champion only when no worse in AUC "
+        "and clearly better in log loss or Brier. Same code as `stroke recalibrate`."
+    ),
+)
+def site_recalibration(
+    context: dg.AssetExecutionContext, config: RecalibrationRunConfig, stroke: StrokeSettings
+) -> dg.MaterializeResult:
+    from stroke_dagster.errors import InputError
+    from stroke_dagster.recalibration import RecalibrationConfig
+    from stroke_dagster.recalibration_run import run_recalibration
+
+    try:
+        summary = run_recalibration(
+            stroke.settings(),
+            config.days,
+            RecalibrationConfig(
+                min_events=config.min_events, slope_min_events=config.slope_min_events
+            ),
+        )
+    except InputError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    context.log.info(f"recalibration: {summary.get('alias')} - {summary.get('reason')}")
+    keys = ("version", "alias", "method", "n_patients", "n_events", "reason", "recalibrated_from")
+    metadata: dict[str, Any] = {k: summary.get(k) or "" for k in keys}
+    for k in ("intercept", "slope", "n_fit", "n_fit_events", "n_judge", "n_judge_events"):
+        if k in summary:
+            metadata[k] = summary[k]
+    if "judge" in summary:
+        metadata["judged"] = dg.MetadataValue.json(summary["judge"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+recalibration_job = dg.define_asset_job(
+    "recalibration_job",
+    selection=dg.AssetSelection.assets(site_recalibration),
+    description="Recalibrate the champion on the labelled cohort days (like `stroke recalibrate`).",
+)
+
+
+class ExplanationConfig(dg.Config):
+    method: str = "treeshap"  # treeshap (exact Shapley values) | path (tree-path, faster)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    pool="duckdb",
+    deps=[dg.AssetKey("cohort_scores")],
+    automation_condition=on_new_upstream_data(),
+    description=(
+        "Signed per-feature contributions (exact TreeSHAP in probability space) for every patient "
+        "of the day's `high` tier, by the version that scored them; replaces the day's rows of "
+        "the DuckDB table patient_explanations (see sql/queries/why_high_risk.sql)."
+    ),
+)
+def high_risk_explanations(
+    context: dg.AssetExecutionContext, config: ExplanationConfig, stroke: StrokeSettings
+) -> dg.MaterializeResult:
+    from stroke_dagster.day_insights import explain_high_tier
+
+    out = explain_high_tier(stroke.settings(), context.partition_key, method=config.method)
+    return dg.MaterializeResult(metadata=out)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    pool="duckdb",
+    deps=[dg.AssetKey("cohort_scores")],
+    automation_condition=on_new_upstream_data(),
+    description=(
+        "Expected ROC AUC and stroke rate of the day from its scored probabilities alone "
+        "(confidence-based estimation), before outcomes arrive; replaces the day's rows of the "
+        "DuckDB table label_free_estimates, read next to drift_summary and, later, "
+        "performance_metrics (sql/queries/label_free_vs_realized.sql)."
+    ),
+)
+def label_free_estimates(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from stroke_dagster.day_insights import label_free_day
+
+    frame = label_free_day(context.partition_key)
+    metadata: dict[str, Any] = {"versions": len(frame)}
+    if len(frame):
+        latest = frame.loc[frame["model_version"].astype(int).idxmax()]
+        metadata.update(
+            {
+                "model_version": str(latest["model_version"]),
+                "n_scored": int(latest["n_scored"]),
+                "expected_roc_auc": _plain(float(latest["expected_roc_auc"] or float("nan"))),
+                "expected_observed_rate": float(latest["expected_observed_rate"]),
+            }
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    pool="duckdb",
+    deps=[dg.AssetKey("performance_metrics")],
+    automation_condition=on_new_upstream_data(),
+    description=(
+        "Calibration of the day's scores once its labels arrived: O/E ratio, mean difference, "
+        "calibration intercept and slope, ECE, Brier and log loss per scoring version; replaces "
+        "the day's rows of the DuckDB table performance_calibration."
+    ),
+)
+def daily_calibration(
+    context: dg.AssetExecutionContext, stroke: StrokeSettings
+) -> dg.MaterializeResult:
+    from stroke_dagster.day_insights import calibration_day
+
+    frame = calibration_day(context.partition_key, stroke.settings())
+    if frame is None or frame.empty:
+        return dg.MaterializeResult(metadata={"labelled_scores": 0})
+    latest = frame.loc[frame["model_version"].astype(int).idxmax()]
+    return dg.MaterializeResult(
+        metadata={
+            k: _plain(v.item() if hasattr(v, "item") else v)
+            for k, v in latest.items()
+            if k not in ("model_name",)
+        }
+    )
+
+
+@dg.run_status_sensor(
+    name="recalibrate_after_drift_retraining",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=recalibration_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "A retraining started by drift ends in a site recalibration of the (new) champion when "
+        "labelled cohort days exist: the retrained forest learnt the site's patients, the "
+        "recalibration fixes its probabilities to the site's outcomes."
+    ),
+)
+def recalibrate_after_drift_retraining(
+    context: dg.RunStatusSensorContext, stroke: StrokeSettings
+) -> dg.RunRequest | dg.SkipReason:
+    from stroke_dagster.defs.retraining import TRAINING_JOB, TRIGGER_TAG
+    from stroke_dagster.performance import labelled_days
+
+    run = context.dagster_run
+    if run.job_name != TRAINING_JOB or run.tags.get(TRIGGER_TAG) != "drift":
+        return dg.SkipReason(f"run {run.run_id[:8]} was not a drift retraining")
+    if not labelled_days(stroke.settings()):
+        return dg.SkipReason("no labelled cohort days to recalibrate on")
+    return dg.RunRequest(run_key=f"recalibrate-after-{run.run_id}", tags={TRIGGER_TAG: "drift"})

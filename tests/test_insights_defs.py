@@ -1,0 +1,118 @@
+"""The insight assets as Dagster runs them: real materializations against a trained champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from stroke_dagster import registry, scoring, warehouse
+from stroke_dagster.defs import insights
+from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.settings import load_settings
+from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.validation import validate_patients
+
+DAY = "2026-05-04"
+
+
+@dg.asset(name="patient_split")
+def _split() -> dict:
+    holdout = validate_patients(simulate_patients(1200, seed=21), require_label=True).valid
+    return {"holdout": holdout}
+
+
+def _mlflow_resource():  # noqa: ANN202
+    from stroke_dagster.defs.resources import stroke_mlflow
+    from stroke_dagster.registry import EXPERIMENT_NAME
+
+    return stroke_mlflow.configured({"experiment_name": EXPERIMENT_NAME})
+
+
+def test_model_documentation_carries_evidence_card_and_subgroup_check(champion_home: Path) -> None:
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [_split, insights.model_documentation],
+            instance=instance,
+            resources={"stroke": StrokeSettings(), "mlflow": _mlflow_resource()},
+            run_config={"ops": {"model_documentation": {"config": {"auc_margin": 0.01}}}},
+        )
+    assert result.success
+    meta = result.asset_materializations_for_node("model_documentation")[0].metadata
+    version = registry.resolve_alias()
+    assert meta["version"].value == version
+    assert "# Model card: StrokeRF version" in meta["model_card"].value
+    assert meta["reliability_diagram"].value.startswith("![Reliability](data:image/png;base64,")
+    assert "too small" in meta["subgroups"].value or "| gender |" in meta["subgroups"].value
+    assert 0 < meta["holdout_oe_ratio"].value < 5
+    check = result.get_asset_check_evaluations()[0]
+    assert check.check_name == insights.SUBGROUP_CHECK
+    assert not check.passed  # a 0.01 AUC margin flags some subgroup
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    registry.clear_cache()
+    mv = registry._client().get_model_version(registry.MODEL_NAME, version)
+    assert mv.description.startswith("# Model card")
+
+
+def test_daily_insight_assets(champion_home: Path) -> None:
+    df = simulate_patients(500, seed=22)
+    (champion_home / "incoming").mkdir(exist_ok=True)
+    df.drop(columns=["stroke"]).to_csv(champion_home / "incoming" / f"{DAY}.csv", index=False)
+    cohort = scoring.current_cohort(load_settings(), DAY)
+    scoring.score_file(cohort.path, scoring.load_serving_model("champion"), cohort_date=DAY)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [insights.high_risk_explanations, insights.label_free_estimates],
+            instance=instance,
+            partition_key=DAY,
+            resources={"stroke": StrokeSettings()},
+            run_config={"ops": {"high_risk_explanations": {"config": {"method": "path"}}}},
+        )
+    assert result.success
+    explained = result.asset_materializations_for_node("high_risk_explanations")[0].metadata
+    n_high = len(warehouse.query_df("SELECT * FROM scores WHERE risk_tier = 'high'"))
+    assert explained["patients_explained"].value == n_high
+    assert explained["max_additivity_error"].value < 1e-6
+    estimate = result.asset_materializations_for_node("label_free_estimates")[0].metadata
+    assert 0.5 < estimate["expected_roc_auc"].value < 1
+    stored = warehouse.query_df("SELECT * FROM label_free_estimates")
+    assert len(stored) == 1 and str(stored["cohort_date"].iloc[0])[:10] == DAY
+
+
+@dg.op
+def _noop() -> None:
+    return None
+
+
+@dg.job(name="training_job")
+def _finished_job() -> None:
+    _noop()
+
+
+def _status_context(instance: dg.DagsterInstance, tags: dict[str, str]):  # noqa: ANN202
+    result = _finished_job.execute_in_process(instance=instance, tags=tags)
+    run = instance.get_run_by_id(result.run_id)
+    event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+    return dg.build_run_status_sensor_context(
+        sensor_name="recalibrate_after_drift_retraining",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"stroke": StrokeSettings()},
+    )
+
+
+def test_drift_retraining_ends_in_a_recalibration(stroke_home: Path) -> None:
+    from stroke_dagster.defs.retraining import TRIGGER_TAG
+
+    sensor = insights.recalibrate_after_drift_retraining
+    with dg.instance_for_test() as instance:
+        manual = sensor(_status_context(instance, {}))
+        assert isinstance(manual, dg.SkipReason) and "not a drift retraining" in manual.skip_message
+        unlabelled = sensor(_status_context(instance, {TRIGGER_TAG: "drift"}))
+        assert isinstance(unlabelled, dg.SkipReason) and "no labelled" in unlabelled.skip_message
+        (stroke_home / "labels").mkdir()
+        (stroke_home / "labels" / "2026-05-01.csv").write_text("id,stroke\n1,0\n")
+        request = sensor(_status_context(instance, {TRIGGER_TAG: "drift"}))
+        assert isinstance(request, dg.RunRequest)
+        assert request.run_key.startswith("recalibrate-after-")
