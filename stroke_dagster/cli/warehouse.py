@@ -5,6 +5,8 @@ versions (tables inside ``warehouse.duckdb``) to one Parquet file per table and 
 old file as ``warehouse.v1.duckdb`` (the pipeline also does this on its first access).
 ``stroke warehouse compact-telemetry`` compacts the API's request log into one file per past day
 and deletes days older than the retention (the daily telemetry asset does this too).
+``stroke warehouse vacuum`` deletes day files replaced longer ago than the grace period (the
+next write of a day does it for that day; the daily telemetry asset for all of them).
 ``stroke warehouse info`` prints the entry point, the data directory and rows per table.
 The last stdout line is a JSON summary.
 """
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="delete telemetry days older than this (default: the warehouse settings, 90)",
     )
+    sub.add_parser("vacuum", help="delete day files replaced longer ago than the grace period")
     sub.add_parser("info", help="entry point, data directory, rows per table")
 
 
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         if retention is None:
             retention = wh.config.telemetry_retention_days
         print(json.dumps(compact_telemetry(wh.telemetry_dir, retention_days=retention)))
+    elif args.action == "vacuum":
+        print(json.dumps({"files_removed": wh.vacuum(), "grace_seconds": wh.config.grace_seconds}))
     else:
         rows = {
             table: int(wh.query_df(f"SELECT count(*) AS n FROM {table}")["n"][0])
