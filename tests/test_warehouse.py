@@ -489,6 +489,9 @@ def test_stroke_warehouse_migrate_converts_an_old_warehouse_without_losing_a_row
         pd.testing.assert_frame_equal(after[frame.columns], frame, check_dtype=False)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert json.loads(again.stdout.strip().splitlines()[-1])["rows"] == {}  # nothing left to do
+    info = subprocess.run(command[:-1] + ["info"], capture_output=True, text=True, timeout=300)
+    rows = json.loads(info.stdout.strip().splitlines()[-1])["rows"]
+    assert {t: n for t, n in rows.items() if n} == counts
 
 
 def test_the_first_access_migrates_automatically_and_keeps_newer_days(stroke_home: Path) -> None:
