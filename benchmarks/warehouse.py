@@ -39,6 +39,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stroke_dagster.warehouse import DDL_DIR, Warehouse  # noqa: E402
+from stroke_dagster.warehouse_files import latest_files  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 EXTRA = {"model_name": "StrokeRF", "model_version": "1"}
@@ -77,8 +78,9 @@ class ParquetDays:
             "scores", day, table, {**EXTRA, "scored_at": dt.datetime.now(dt.UTC)}
         )
 
-    def size(self) -> int:
-        return sum(p.stat().st_size for p in self.wh.data_dir.rglob("*.parquet"))
+    def size(self) -> int:  # current versions only (replaced ones go after the grace period)
+        days = (self.wh.data_dir / "scores").glob("*=*")
+        return sum(p.stat().st_size for d in days for p in latest_files(d))
 
 
 class DuckDBFile:
