@@ -114,9 +114,15 @@ def test_the_readme_shows_the_query_command_and_it_runs_verbatim(populated: Path
         assert done.stdout.strip(), command
 
 
+# Values for the prepared-statement parameters ($name) some queries require.
+PARAMETERS = {"patient_id": "2", "top": "5", "cohort_date": D2, "since": D1}
+
+
 @pytest.mark.parametrize("path", sorted(QUERIES.glob("*.sql")), ids=lambda p: p.name)
 def test_every_query_runs_through_the_readme_command(populated: Path, path: Path) -> None:
-    command = f".venv/bin/stroke sql sql/queries/{path.name} --format json"
+    required = sorted(set(re.findall(r"\$([A-Za-z_]\w*)", path.read_text(encoding="utf-8"))))
+    params = "".join(f" --param {name}={PARAMETERS[name]}" for name in required)
+    command = f".venv/bin/stroke sql sql/queries/{path.name} --format json{params}"
     done = run_readme_command(command, populated.parent)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)

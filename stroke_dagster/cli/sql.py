@@ -3,8 +3,9 @@
 ``stroke sql FILE [--param NAME=VALUE ...]`` runs a file of SQL (e.g. ``sql/queries/*.sql``) and
 prints the result of its last statement; ``-c SQL`` runs a statement given inline; without either
 the SQL is read from stdin. Each ``--param`` becomes ``SET VARIABLE NAME = 'VALUE'`` before the
-query (the queries read it with ``getvariable('NAME')`` and cast it). The connection is read-only,
-never waits for the pipeline and never makes it wait; the same file opens in Python with
+query (queries read it with ``getvariable('NAME')`` and cast it) and, when the SQL names ``$NAME``,
+the value of that prepared-statement parameter (a number when it reads as one). The connection is
+read-only, never waits for the pipeline and never makes it wait; the same file opens in Python with
 ``duckdb.connect("data/warehouse.duckdb", read_only=True)``.
 """
 
@@ -15,6 +16,16 @@ import re
 import sys
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _typed(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, value in params.items():
             con.execute(f"SET VARIABLE {name} = '{value.replace(chr(39), chr(39) * 2)}'")
+        named = {name: _typed(params[name]) for name in set(_DOLLAR.findall(sql)) if name in params}
         try:
-            result = con.execute(sql)
+            result = con.execute(sql, named) if named else con.execute(sql)
             frame = result.df() if result.description else pd.DataFrame()
         except duckdb.Error as exc:
             raise InputError(str(exc).splitlines()[0]) from None
