@@ -170,9 +170,15 @@ class CompiledPipeline:
         # whatever the number of rows. Without NaN, ``value > threshold`` means "go right".
         n = len(records)
         flat = x.ravel()
+        feature, threshold, children = self.feature, self.threshold, self.children
+        if n == 1:
+            node = self.roots
+            for _ in range(self.depth):
+                right = flat.take(feature.take(node)) > threshold.take(node)
+                node = children.take(2 * node + right)
+            return self._average(self.value.take(node).reshape(1, self.n_trees))
         node = np.tile(self.roots, n)
         base = np.repeat(np.arange(n) * self.width, self.n_trees)
-        feature, threshold, children = self.feature, self.threshold, self.children
         for _ in range(self.depth):
             right = flat.take(base + feature.take(node)) > threshold.take(node)
             node = children.take(2 * node + right)
