@@ -74,7 +74,6 @@ def main() -> None:
         from stroke_dagster import registry
         from stroke_dagster.recalibration import (
             RecalibrationConfig,
-            calibration_verdict,
             recalibrate,
         )
         from stroke_dagster.recalibration_run import run_recalibration
@@ -150,16 +149,21 @@ def main() -> None:
         print("\n== 2. gate")
         again = run_recalibration(settings, days, config)
         print(f"second recalibration on the same days -> {again['alias']}: {again['reason']}")
-        v = calibration_verdict(y, p_new, p_old)
+        from stroke_dagster import gate
+
+        def judged(candidate, champion, criteria):  # noqa: ANN001, ANN202
+            evidence = gate.Evidence(
+                y, candidate, champion, settings.gate, "candidate", "champion", "benchmark"
+            )
+            return gate.judge(evidence, criteria)
+
+        worse = judged(p_old, p_new, gate.DEFAULT_CRITERIA)
         print(
-            f"original forest vs recalibrated champion on {len(y)} unseen site patients -> "
-            f"{'promote' if v.promote else 'refuse'}: {v.reason}"
+            f"gate (default criteria): original forest as candidate vs recalibrated champion on "
+            f"{len(y)} unseen site patients -> {worse.alias}: {worse.reason}"
         )
-        v2 = calibration_verdict(y, p_old, p_new)
-        print(
-            f"recalibrated vs original on the same patients -> "
-            f"{'promote' if v2.promote else 'refuse'}"
-        )
+        better = judged(p_new, p_old, gate.RECALIBRATION_CRITERIA)
+        print(f"gate (recalibration criteria): recalibrated vs original -> {better.alias}")
 
         print(f"\n== 3. {args.repeats} repeats of the core fit ({args.fit_patients} fit patients)")
         base = old.pipeline

@@ -153,3 +153,22 @@ def explanation_records(
     """Each patient's top ``k`` contributions (for JSON responses and the warehouse table)."""
     values = feature_frame(df)
     return [explanation.top(i, k, values) for i in range(len(df))]
+
+
+def explain_patients(
+    model: Any, records: list[dict[str, Any]], k: int = 5, method: str = "treeshap"
+) -> list[dict[str, Any]]:
+    """For each patient record (raw feature fields): base value, probability and top ``k``
+    signed contributions - what ``POST /predict`` with ``"explain": true`` returns."""
+    df = pd.DataFrame.from_records(records, columns=list(FEATURES))
+    e = explain(model, df, method=method)
+    tops = explanation_records(e, df, k)
+    return [
+        {
+            "base_value": float(e.base_value[i]),
+            "stroke_probability": float(e.probability[i]),
+            "method": method,
+            "contributions": tops[i],
+        }
+        for i in range(len(df))
+    ]

@@ -83,8 +83,8 @@ def render_model_card(card: CardInputs, evidence: Evidence | None) -> str:
         "## 2. Source data and population (TRIPOD+AI 6, 20)",
         f"- Training source: `{card.data_source}`.",
         f"- Patients: {card.n_train if card.n_train is not None else 'n/a'} for training, "
-        f"{card.n_holdout if card.n_holdout is not None else 'n/a'} held out; training stroke "
-        f"rate {_pct(card.train_prevalence)}.",
+        f"{card.n_holdout if card.n_holdout is not None else 'n/a'} held out (fixed per patient "
+        f"by a hash of the id); stroke rate {_pct(card.train_prevalence)}.",
         "- The public Kaggle *Stroke Prediction Dataset* (5,110 patients, about 4.9 % strokes) "
         "is the only real data the forest has seen; its collection site, period and selection "
         "are undocumented.",

@@ -48,7 +48,7 @@ class VersionDocs:
         }
 
 
-def _card_inputs(version: str, evaluated_on: str) -> CardInputs:
+def _card_inputs(version: str, evaluated_on: str, data_source: str | None = None) -> CardInputs:
     from stroke_dagster import registry
 
     model = registry.load_model(version)
@@ -59,7 +59,11 @@ def _card_inputs(version: str, evaluated_on: str) -> CardInputs:
     params, metrics = run.data.params, run.data.metrics
     aliases = client.get_registered_model(registry.MODEL_NAME).aliases or {}
     alias = ",".join(sorted(a for a, v in aliases.items() if str(v) == version)) or None
-    forest = {k.removeprefix("best_"): v for k, v in params.items() if k.startswith("best_")}
+    forest = {
+        k.removeprefix("best_"): v
+        for k, v in params.items()
+        if k.startswith("best_") and k != "best_n_jobs"
+    }
     recal = None
     if params.get("recalibration_method"):
         recal = {
@@ -75,10 +79,10 @@ def _card_inputs(version: str, evaluated_on: str) -> CardInputs:
         model_name=registry.MODEL_NAME,
         version=version,
         thresholds=model.thresholds,
-        data_source=params.get("data_source", "unknown"),
+        data_source=data_source or params.get("data_source", "not recorded"),
         n_train=int(train_rows) if train_rows else None,
         n_holdout=int(params["holdout_rows"]) if params.get("holdout_rows") else None,
-        train_prevalence=metrics.get("train_prevalence"),
+        train_prevalence=metrics.get("train_prevalence", metrics.get("holdout_prevalence")),
         params=forest,
         cv_roc_auc=metrics.get("cv_roc_auc"),
         gate_reason=tags.get("gate_reason"),
@@ -95,6 +99,7 @@ def document_version(
     *,
     evaluated_on: str = "holdout",
     subgroup_config: Any = None,
+    data_source: str | None = None,
 ) -> VersionDocs:
     """Evidence on ``patients`` (features + ``stroke``, unseen by the version) and model card."""
     from stroke_dagster import registry
@@ -104,7 +109,7 @@ def document_version(
     y = patients[TARGET].to_numpy(dtype=int)
     p = model.pipeline.predict_proba(feature_frame(patients))[:, 1]
     evidence = compute_evidence(y, p, model.thresholds, feature_frame(patients), subgroup_config)
-    card = render_model_card(_card_inputs(version, evaluated_on), evidence)
+    card = render_model_card(_card_inputs(version, evaluated_on, data_source), evidence)
     log_evidence(model.run_id, evidence)
     _log_card(model.run_id, version, card)
     return VersionDocs(version=version, evidence=evidence, card=card)

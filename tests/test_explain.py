@@ -78,3 +78,15 @@ def test_unknown_method_refused(fitted) -> None:
     pipe, df = fitted
     with pytest.raises(ValueError, match="method"):
         explain.explain(pipe, df, method="lime")
+
+
+def test_explain_patients_from_records(fitted) -> None:
+    pipe, df = fitted
+    records = feature_frame(df.head(3)).to_dict(orient="records")
+    out = explain.explain_patients(pipe, records, k=4)
+    served = pipe.predict_proba(feature_frame(df.head(3)))[:, 1]
+    assert [len(o["contributions"]) for o in out] == [4, 4, 4]
+    np.testing.assert_allclose([o["stroke_probability"] for o in out], served, atol=1e-6)
+    full = explain.explain_patients(pipe, records, k=len(FEATURES))
+    totals = [o["base_value"] + sum(c["contribution"] for c in o["contributions"]) for o in full]
+    np.testing.assert_allclose(totals, served, atol=1e-6)

@@ -108,7 +108,14 @@ def model_documentation(
         auc_margin=config.auc_margin,
         oe_ratio_limit=config.oe_ratio_limit,
     )
-    docs = document_version(version, patient_split["holdout"], subgroup_config=subgroup_config)
+    raw = context.instance.get_latest_materialization_event(dg.AssetKey("raw_patients"))
+    source = None
+    if raw is not None and raw.asset_materialization is not None:
+        entry = raw.asset_materialization.metadata.get("source")
+        source = str(entry.value) if entry is not None else None
+    docs = document_version(
+        version, patient_split["holdout"], subgroup_config=subgroup_config, data_source=source
+    )
     e = docs.evidence
     warnings = e.warnings
     metadata: dict[str, Any] = {
