@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/warehouse.py
 
 ## lock: re-resolve every transitive pin (requirements.lock) after changing pyproject.toml.
 lock:
