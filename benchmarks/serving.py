@@ -291,6 +291,7 @@ def main() -> int:
     parser.add_argument("--home", type=Path, help="STROKE_HOME to reuse (kept afterwards)")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     home = args.home or Path(tempfile.mkdtemp(prefix="stroke-serving-bench-"))
     home.mkdir(parents=True, exist_ok=True)
     try:
@@ -326,7 +327,8 @@ def main() -> int:
 
     print(
         f"\nStrokeRF v{version}, {os.cpu_count()} cores, {args.requests} requests per client "
-        f"and run, median of {args.rounds} round(s)"
+        f"and run, median of {args.rounds} round(s); load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (other processes compete for the cores)"
     )
     print(
         f"one row, in process: pipeline predict_proba {scorer['pipeline_us']:.0f} us | compiled "

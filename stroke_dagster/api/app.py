@@ -179,6 +179,10 @@ def create_app(
             "bad input gets 422 naming the field (values are never echoed back)."
         ),
         lifespan=lifespan,
+        # The service keeps its own request telemetry (patient values left out). FastAPI's
+        # OpenTelemetry bridge would record validation failures and exception messages, and
+        # checks for configured providers on every request: off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.holder = holder
     app.state.telemetry = writer
