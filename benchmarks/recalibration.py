@@ -153,7 +153,7 @@ def main() -> None:
 
         def judged(candidate, champion, criteria):  # noqa: ANN001, ANN202
             evidence = gate.Evidence(
-                y, candidate, champion, settings.gate, "candidate", "champion", "benchmark"
+                y, candidate, champion, settings.gate, "new", summary["version"], "benchmark"
             )
             return gate.judge(evidence, criteria)
 

@@ -172,3 +172,10 @@ def explain_patients(
         }
         for i in range(len(df))
     ]
+
+
+def explain_one(model: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """One patient's explanation as ``POST /predict`` answers it: every feature, largest first."""
+    (answer,) = explain_patients(model, [record], k=len(FEATURES))
+    answer.pop("stroke_probability")
+    return answer

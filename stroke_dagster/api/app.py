@@ -71,6 +71,7 @@ from stroke_dagster.api.models import (
 )
 from stroke_dagster.api.predict import parse_body, score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
+from stroke_dagster.explain import explain_one
 from stroke_dagster.settings import Settings, get_settings
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
@@ -230,17 +231,21 @@ def create_app(
         ),
     )
     async def predict(request: Request) -> Response:
-        record = (await parse_body(request, PredictRequest)).record()
+        body = await parse_body(request, PredictRequest)
+        record = body.record()
         scored = await score_request(request, [record], keep_features=keep)
-        return json_response(
-            {
-                "id": record["id"],
-                "stroke_probability": float(scored.probabilities[0]),
-                "risk_tier": str(scored.tiers[0]),
-                "model_name": scored.model.name,
-                "model_version": scored.model.version,
-            }
-        )
+        answer = {
+            "id": record["id"],
+            "stroke_probability": float(scored.probabilities[0]),
+            "risk_tier": str(scored.tiers[0]),
+            "model_name": scored.model.name,
+            "model_version": scored.model.version,
+        }
+        if body.explain:
+            answer["explanation"] = await run_in_threadpool(
+                explain_one, scored.model.model.pipeline, record
+            )
+        return json_response(answer)
 
     @app.post(
         "/predict/batch",

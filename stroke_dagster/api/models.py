@@ -157,6 +157,30 @@ Patient.model_rebuild(force=True)
 class PredictRequest(Patient):  # type: ignore[misc, valid-type]
     """``POST /predict``: one patient (request options go here beside the patient's fields)."""
 
+    explain: bool = Field(
+        False,
+        strict=True,
+        description="Also answer why: every feature's signed contribution to the probability "
+        "(exact TreeSHAP), largest first; base_value plus all contributions equals "
+        "stroke_probability.",
+    )
+
+
+class Contribution(BaseModel):
+    """One feature's signed share of the predicted probability."""
+
+    feature: str
+    value: str | float | int | None = Field(description="The patient's value (null: missing).")
+    contribution: float = Field(description="Probability units; positive raises the risk.")
+
+
+class Explanation(BaseModel):
+    """Why the model gave this probability (``POST /predict`` with ``"explain": true``)."""
+
+    base_value: float = Field(description="The model's average prediction over its training data.")
+    method: Literal["treeshap"]
+    contributions: list[Contribution] = Field(description="Every feature, largest |share| first.")
+
 
 class Prediction(BaseModel):
     """The model's answer for one patient."""
@@ -166,6 +190,9 @@ class Prediction(BaseModel):
     risk_tier: Literal[TIERS]  # type: ignore[valid-type]
     model_name: str
     model_version: str
+    explanation: Explanation | None = Field(
+        None, description='Only when the request asked for it ("explain": true).'
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
