@@ -2,7 +2,7 @@
 automation conditions (``evaluate_automation_conditions``) and run-status sensor contexts.
 
 Covers the cases that broke: a cohort file for today, for tomorrow or with a bad name; a labels
-file for today before its day is scored; a busy warehouse during a tick; malformed settings.
+file for today before its day is scored; a warehouse written during a tick; malformed settings.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -295,6 +296,29 @@ def test_retraining_starts_once_per_window(champion_home: Path) -> None:
         second = tick(drift_retraining, instance, cursor=first.cursor, **settings)
         assert not second.run_requests
         assert f"counting days after {day(-1)}" in second.skip_message
+
+
+def test_retraining_tick_reads_while_the_warehouse_is_written(champion_home: Path) -> None:
+    """A long write during a tick (drift days rewritten in a loop) never fails or blocks it."""
+    _drift_days("xxx")
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            _drift_days("xxx")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with dg.instance_for_test() as instance:
+            cursor = None
+            for _ in range(3):
+                data = tick(drift_retraining, instance, cursor=cursor)
+                cursor = data.cursor or cursor
+                assert data.run_requests or data.skip_message
+    finally:
+        stop.set()
+        thread.join()
 
 
 # ----------------------------------------------------------------------------- failed runs

@@ -104,7 +104,7 @@ def automation() -> dg.Definitions:
 
     A day's run holds a few short steps (validate, score, drift, performance); a process per step
     would re-import the platform for each of them, which costs more than the steps themselves.
-    The ``duckdb`` pool still admits one warehouse-writing step at a time across runs.
+    The ``duckdb`` pool still caps how many warehouse-writing steps run at once across runs.
     """
     return dg.Definitions(
         sensors=[daily_loop_automation, run_failure_alert], executor=dg.in_process_executor
