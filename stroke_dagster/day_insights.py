@@ -29,7 +29,7 @@ LABEL_FREE_TABLE = "label_free_estimates"
 CALIBRATION_TABLE = "performance_calibration"
 
 
-def _day_scores(day: str, tier: str | None = None) -> pd.DataFrame:
+def _day_scores(day: str, settings: Any, tier: str | None = None) -> pd.DataFrame:
     from stroke_dagster import warehouse
 
     sql = (
@@ -40,7 +40,7 @@ def _day_scores(day: str, tier: str | None = None) -> pd.DataFrame:
     if tier is not None:
         sql += " AND risk_tier = ?"
         params.append(tier)
-    return warehouse.query_df(sql, params)
+    return warehouse.query_df(sql, params, settings=settings)
 
 
 def _text(value: Any) -> str | None:
@@ -92,7 +92,7 @@ def explain_high_tier(
     from stroke_dagster.explain import explain
     from stroke_dagster.scoring import current_cohort
 
-    scored = _day_scores(day, tier)
+    scored = _day_scores(day, settings, tier)
     frames, worst = [], 0.0
     if len(scored):
         cohort = pd.read_parquet(current_cohort(settings, day).path)
@@ -115,7 +115,11 @@ def explain_high_tier(
             frames.append(explanation_rows(e, patients, patients, method))
     frame = pd.concat(frames, ignore_index=True) if frames else _empty_explanations()
     written = warehouse.replace_partition(
-        EXPLANATIONS_TABLE, day, frame, extra={"explained_at": dt.datetime.now(dt.UTC)}
+        EXPLANATIONS_TABLE,
+        day,
+        frame,
+        extra={"explained_at": dt.datetime.now(dt.UTC)},
+        settings=settings,
     )
     n_patients = int(frame["patient_id"].nunique()) if len(frame) else 0
     return {
@@ -144,11 +148,11 @@ def _empty_explanations() -> pd.DataFrame:
     )
 
 
-def label_free_day(day: str) -> pd.DataFrame:
+def label_free_day(day: str, settings: Any) -> pd.DataFrame:
     """Expected ROC AUC and observed rate of the day per scoring version; stored."""
     from stroke_dagster import warehouse
 
-    scored = _day_scores(day)
+    scored = _day_scores(day, settings)
     rows = []
     for (name, version), group in scored.groupby(["model_name", "model_version"], sort=True):
         e = label_free.estimate(group["stroke_probability"].to_numpy(dtype=float))
@@ -172,7 +176,11 @@ def label_free_day(day: str) -> pd.DataFrame:
         ],
     )
     warehouse.replace_partition(
-        LABEL_FREE_TABLE, day, frame, extra={"computed_at": dt.datetime.now(dt.UTC)}
+        LABEL_FREE_TABLE,
+        day,
+        frame,
+        extra={"computed_at": dt.datetime.now(dt.UTC)},
+        settings=settings,
     )
     return frame
 
@@ -186,7 +194,9 @@ def calibration_day(day: str, settings: Any) -> pd.DataFrame | None:
     if path is None:
         return None
     labels = read_labels(path).dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
-    scored = _day_scores(day).merge(labels, left_on="patient_id", right_on=ID, how="inner")
+    scored = _day_scores(day, settings).merge(
+        labels, left_on="patient_id", right_on=ID, how="inner"
+    )
     rows = []
     for (name, version), group in scored.groupby(["model_name", "model_version"], sort=True):
         y = group[TARGET].to_numpy(dtype=int)
@@ -210,6 +220,10 @@ def calibration_day(day: str, settings: Any) -> pd.DataFrame | None:
     if frame.empty:
         return frame
     warehouse.replace_partition(
-        CALIBRATION_TABLE, day, frame, extra={"computed_at": dt.datetime.now(dt.UTC)}
+        CALIBRATION_TABLE,
+        day,
+        frame,
+        extra={"computed_at": dt.datetime.now(dt.UTC)},
+        settings=settings,
     )
     return frame

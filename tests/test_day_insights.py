@@ -55,7 +55,7 @@ def test_high_tier_explanations_add_up_and_answer_the_query(champion_home: Path)
 
 def test_label_free_and_calibration_of_a_day(champion_home: Path) -> None:
     df = _score_day(champion_home, n=800, seed=6)
-    est = day_insights.label_free_day(DAY)
+    est = day_insights.label_free_day(DAY, load_settings())
     assert len(est) == 1 and 0.5 < est["expected_roc_auc"].iloc[0] < 1.0
     scores = warehouse.query_df("SELECT stroke_probability FROM scores")
     assert est["expected_observed_rate"].iloc[0] == pytest.approx(scores.stroke_probability.mean())

@@ -242,10 +242,12 @@ def high_risk_explanations(
         "performance_metrics (sql/queries/label_free_vs_realized.sql)."
     ),
 )
-def label_free_estimates(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def label_free_estimates(
+    context: dg.AssetExecutionContext, stroke: StrokeSettings
+) -> dg.MaterializeResult:
     from stroke_dagster.day_insights import label_free_day
 
-    frame = label_free_day(context.partition_key)
+    frame = label_free_day(context.partition_key, stroke.settings())
     metadata: dict[str, Any] = {"versions": len(frame)}
     if len(frame):
         latest = frame.loc[frame["model_version"].astype(int).idxmax()]
