@@ -75,6 +75,7 @@ META_TABLE = "warehouse_meta"
 QUARANTINE_TABLE = "quarantine"
 PARTITION_COLUMN = "cohort_date"
 DEFAULT_KEY = "data"
+PLACEHOLDER_KEY = "_empty"  # an empty file of the table's columns, in the NULL-day partition
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _ready: set[tuple[Path, str]] = set()
@@ -302,8 +303,10 @@ class Warehouse:
                 ).fetchall()
                 typed = ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in columns)
                 glob = _sql_string(self.data_dir / table / "*" / f"*{VERSION_SEP}*.parquet")
-                # The typed empty SELECT fixes names and types while no file exists yet (then
-                # read_parquet yields a lone `empty` column, excluded with the helper column).
+                # The typed empty SELECT fixes the names and types (columns added to the DDL
+                # later read as NULL from older files); an empty placeholder file per table keeps
+                # the glob matching before the first write (no `allow_empty`, so that DuckDB
+                # clients older than the pinned library can read the views too).
                 # The glob() listing, taken after read_parquet's, keeps the newest version of each
                 # (day, key): see the module docstring.
                 statements.append(
@@ -314,7 +317,7 @@ class Warehouse:
                     "    UNION ALL BY NAME\n"
                     f"    SELECT * FROM read_parquet({glob}, hive_partitioning = true,\n"
                     f"        hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true,\n"
-                    "        allow_empty = true, filename = true)\n"
+                    "        filename = true)\n"
                     ")\n"
                     f"WHERE filename IN (SELECT max(file) FROM glob({glob})\n"
                     "    GROUP BY parse_dirpath(file), "
@@ -351,7 +354,9 @@ class Warehouse:
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.home / f".{ENTRY_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            con = duckdb.connect(str(tmp))
+            # Written in the oldest storage format that holds it, so that DuckDB clients older
+            # than the pinned library (e.g. the 1.x CLI) open the entry point too.
+            con = duckdb.connect(str(tmp), config={"storage_compatibility_version": "v1.0.0"})
             try:
                 for statement in self.view_sql(schema):
                     con.execute(statement)
@@ -392,11 +397,33 @@ class Warehouse:
         ):
             warehouse_migrate.migrate(self)
             current = self._entry_fingerprint()
+        self._ensure_placeholders(schema)
         if current != self._fingerprint(schema):
             self.publish_entry(schema)
         with _ready_guard:
             _ready.add(key)
         return self.entry_path
+
+    def _ensure_placeholders(self, schema: Schema) -> None:
+        """An empty file per table (and for the telemetry log) so that every view's glob matches."""
+        from stroke_dagster.api.telemetry import ensure_placeholders
+
+        for table, ddl in schema.tables.items():
+            directory = self.partition_dir(table, None)
+            if versions(directory, PLACEHOLDER_KEY):
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = (
+                directory / f".{PLACEHOLDER_KEY}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
+            )
+            with duckdb.connect() as con:
+                con.execute(ddl)
+                con.execute(
+                    f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
+                    f"{_sql_string(tmp)} (FORMAT parquet)"
+                )
+            os.rename(tmp, directory / version_name(PLACEHOLDER_KEY, 0))
+        ensure_placeholders(self.telemetry_dir)
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 -- service writes under {stroke_home}/telemetry/date=YYYY-MM-DD/: fresh segments (part-*.parquet,
 -- one per flush) and, for past days, the newest compacted~<version>.parquet (each row keeps its
 -- segment's name, so a segment still present beside its compacted day is not counted twice). The
--- service never opens this database. `allow_empty` keeps the view valid before the first file exists; the typed
--- empty SELECT fixes the column names and types for that case (its `empty` helper column is
--- excluded). `date` is the hive partition (UTC day of `ts`); `union_by_name` tolerates added columns.
+-- service never opens this database. Empty placeholder files under date=NULL (written by the
+-- warehouse) keep both globs matching before the first request; the typed empty SELECT fixes the
+-- column names and types (its `empty` helper column is excluded). `date` is the hive partition
+-- (UTC day of `ts`); `union_by_name` tolerates added columns.
 CREATE OR REPLACE VIEW inference_log AS
 WITH typed AS (
     SELECT
@@ -37,7 +38,7 @@ compacted AS (
         SELECT * FROM read_parquet(
             '{stroke_home}/telemetry/*/compacted~*.parquet',
             hive_partitioning = true, hive_types = {'date': DATE},
-            union_by_name = true, allow_empty = true, filename = true
+            union_by_name = true, filename = true
         )
     )
     WHERE filename IN (  -- the newest compacted version of each day
@@ -52,7 +53,7 @@ fresh AS (
         SELECT * FROM read_parquet(
             '{stroke_home}/telemetry/*/part-*.parquet',
             hive_partitioning = true, hive_types = {'date': DATE},
-            union_by_name = true, allow_empty = true, filename = true
+            union_by_name = true, filename = true
         )
     )
 )

@@ -334,6 +334,24 @@ def compact_day(root: Path, day: str | dt.date, *, grace_seconds: float = 3600.0
     return merged
 
 
+def ensure_placeholders(root: Path) -> None:
+    """Empty files (``date=NULL``) that keep the ``inference_log`` view's globs matching."""
+    directory = root / "date=NULL"
+    schema = REQUEST_SCHEMA.append(pa.field("segment", pa.string()))
+    for name, file_schema in (
+        (version_name(COMPACTED_KEY, 0), schema),
+        (f"{SEGMENT_PREFIX}placeholder.parquet", REQUEST_SCHEMA),
+    ):
+        key = name.split("~")[0]
+        existing = versions(directory, key) if "~" in name else list(directory.glob(name))
+        if existing:
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{key}.{os.getpid()}.tmp"
+        pq.write_table(file_schema.empty_table(), tmp)
+        os.replace(tmp, directory / name)
+
+
 def compact_telemetry(
     root: Path,
     *,
