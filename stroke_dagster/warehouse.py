@@ -352,6 +352,7 @@ class Warehouse:
         """Write the views + metadata to a fresh file and rename it over the entry point."""
         schema = schema or self.schema()
         self.home.mkdir(parents=True, exist_ok=True)
+        self._ensure_placeholders(schema)  # a view over a glob matching nothing would not bind
         tmp = self.home / f".{ENTRY_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             # Written in the oldest storage format that holds it, so that DuckDB clients older
