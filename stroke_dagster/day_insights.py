@@ -185,18 +185,24 @@ def label_free_day(day: str, settings: Any) -> pd.DataFrame:
     return frame
 
 
-def calibration_day(day: str, settings: Any) -> pd.DataFrame | None:
-    """Calibration of the day's labelled scores per version; stored. ``None`` without labels."""
-    from stroke_dagster import warehouse
+def labelled_scores(day: str, settings: Any) -> pd.DataFrame | None:
+    """The day's scores joined with its labels (``stroke``); ``None`` when no labels arrived."""
     from stroke_dagster.performance import labels_file, read_labels
 
     path = labels_file(day, settings)
     if path is None:
         return None
     labels = read_labels(path).dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
-    scored = _day_scores(day, settings).merge(
-        labels, left_on="patient_id", right_on=ID, how="inner"
-    )
+    return _day_scores(day, settings).merge(labels, left_on="patient_id", right_on=ID, how="inner")
+
+
+def calibration_day(day: str, settings: Any) -> pd.DataFrame | None:
+    """Calibration of the day's labelled scores per version; stored. ``None`` without labels."""
+    from stroke_dagster import warehouse
+
+    scored = labelled_scores(day, settings)
+    if scored is None:
+        return None
     rows = []
     for (name, version), group in scored.groupby(["model_name", "model_version"], sort=True):
         y = group[TARGET].to_numpy(dtype=int)

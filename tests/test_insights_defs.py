@@ -61,8 +61,14 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     cohort = scoring.current_cohort(load_settings(), DAY)
     scoring.score_file(cohort.path, scoring.load_serving_model("champion"), cohort_date=DAY)
     with dg.instance_for_test() as instance:
+        (champion_home / "labels").mkdir(exist_ok=True)
+        df[["id", "stroke"]].to_csv(champion_home / "labels" / f"{DAY}.csv", index=False)
         result = dg.materialize(
-            [insights.high_risk_explanations, insights.label_free_estimates],
+            [
+                insights.high_risk_explanations,
+                insights.label_free_estimates,
+                insights.daily_calibration,
+            ],
             instance=instance,
             partition_key=DAY,
             resources={"stroke": StrokeSettings()},
@@ -75,6 +81,9 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     assert explained["max_additivity_error"].value < 1e-6
     estimate = result.asset_materializations_for_node("label_free_estimates")[0].metadata
     assert 0.5 < estimate["expected_roc_auc"].value < 1
+    calibration = result.asset_materializations_for_node("daily_calibration")[0].metadata
+    assert calibration["n_labelled"].value == 500
+    assert calibration["reliability_diagram"].value.startswith("![Reliability](data:image/png")
     stored = warehouse.query_df("SELECT * FROM label_free_estimates")
     assert len(stored) == 1 and str(stored["cohort_date"].iloc[0])[:10] == DAY
 

@@ -279,19 +279,29 @@ def label_free_estimates(
 def daily_calibration(
     context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.day_insights import calibration_day
+    from stroke_dagster.calibration import reliability_plot
+    from stroke_dagster.day_insights import calibration_day, labelled_scores
 
-    frame = calibration_day(context.partition_key, stroke.settings())
+    day, settings = context.partition_key, stroke.settings()
+    frame = calibration_day(day, settings)
     if frame is None or frame.empty:
         return dg.MaterializeResult(metadata={"labelled_scores": 0})
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
-    return dg.MaterializeResult(
-        metadata={
-            k: _plain(v.item() if hasattr(v, "item") else v)
-            for k, v in latest.items()
-            if k not in ("model_name",)
-        }
+    metadata: dict[str, Any] = {
+        k: _plain(v.item() if hasattr(v, "item") else v)
+        for k, v in latest.items()
+        if k not in ("model_name",)
+    }
+    scored = labelled_scores(day, settings)
+    version = str(latest["model_version"])
+    rows = scored[scored["model_version"].astype(str) == version]
+    png = reliability_plot(
+        rows["stroke"].to_numpy(dtype=int),
+        rows["stroke_probability"].to_numpy(dtype=float),
+        title=f"Reliability, {day}, v{version}",
     )
+    metadata["reliability_diagram"] = _image("Reliability", png)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.run_status_sensor(
