@@ -59,6 +59,10 @@ bench: install
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/warehouse.py
+	$(BIN)/python benchmarks/recalibration.py
+	$(BIN)/python benchmarks/explain.py
+	$(BIN)/python benchmarks/label_free.py
+	$(BIN)/python benchmarks/daily_loop.py
 
 ## lock: re-resolve every transitive pin (requirements.lock) after changing pyproject.toml.
 lock:

@@ -133,6 +133,7 @@ class ApiSettings(_Section):
     - ``telemetry_features`` (default off, for privacy): also keep the patients' feature rows, so
       drift can be checked on live traffic.
     - ``flush_seconds`` (default 5): telemetry flush period.
+    - ``body_timeout`` (default 10): seconds a request body may take to arrive, else 408.
     """
 
     api_key: str | None = None
@@ -141,6 +142,7 @@ class ApiSettings(_Section):
     telemetry: bool = True
     telemetry_features: bool = False
     flush_seconds: float = Field(5.0, ge=0.05)
+    body_timeout: float = Field(10.0, gt=0.0)  # seconds a request body may take to arrive (408)
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -195,6 +197,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_TELEMETRY": (("api", "telemetry"), "a boolean (1/0, true/false)"),
     "STROKE_TELEMETRY_FEATURES": (("api", "telemetry_features"), "a boolean (1/0, true/false)"),
     "STROKE_TELEMETRY_FLUSH_SECONDS": (("api", "flush_seconds"), "a number of seconds >= 0.05"),
+    "STROKE_API_BODY_TIMEOUT": (("api", "body_timeout"), "a number of seconds > 0"),
     "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
 }

@@ -51,7 +51,6 @@ from stroke_dagster.api.errors import (
 from stroke_dagster.api.holder import ModelHolder
 from stroke_dagster.api.kserve import build_router
 from stroke_dagster.api.middleware import (
-    DEFAULT_BODY_TIMEOUT,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     TelemetryMiddleware,
@@ -159,7 +158,7 @@ def create_app(
         store_features=config.telemetry_features,
         flush_seconds=config.flush_seconds,
     )
-    body_timeout = float(getattr(config, "body_timeout", None) or DEFAULT_BODY_TIMEOUT)
+    body_timeout = config.body_timeout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
