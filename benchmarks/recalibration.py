@@ -120,8 +120,8 @@ def main() -> None:
         print(f"recalibration run (fit + register + gate + document): {seconds:.1f} s")
 
         registry.clear_cache()
-        old = registry.load_model(trained["version"])
-        new = registry.load_model(summary["version"])
+        old = registry.load_model(trained["version"], settings=settings)
+        new = registry.load_model(summary["version"], settings=settings)
         other = site_patients(args.eval_patients, seed=2, id_start=10_000_000)
         y = other["stroke"].to_numpy()
         p_old, p_new = old.predict_proba(other), new.predict_proba(other)

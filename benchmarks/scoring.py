@@ -85,7 +85,7 @@ def main() -> None:
 
     from stroke_dagster import registry
 
-    model = registry.load_model("champion")
+    model = registry.load_model("champion", settings=load_settings())
     rows = validate_patients(read_patient_file(cohort)).valid[list(FEATURES)]
 
     cold_wall, cold_rss, _ = run_score(cohort, "2026-01-01")

@@ -78,8 +78,9 @@ def ensure_champion(home: Path, n_patients: int) -> str:
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from stroke_dagster.registry import resolve_alias
+    from stroke_dagster.settings import load_settings
 
-    version = resolve_alias("champion")
+    version = resolve_alias("champion", settings=load_settings())
     if version is not None:
         return version
     from stroke_dagster.settings import load_settings
@@ -124,8 +125,9 @@ def scorer_cost(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Median microseconds for one row: the registered pipeline and the compiled scorer."""
     from stroke_dagster.api.scorer import Scorer, records_frame
     from stroke_dagster.registry import load_model
+    from stroke_dagster.settings import load_settings
 
-    model = load_model("champion")
+    model = load_model("champion", settings=load_settings())
     scorer = Scorer(model.pipeline)
     frame = records_frame(rows[:1])
     return {

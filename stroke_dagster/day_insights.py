@@ -108,7 +108,7 @@ def explain_high_tier(
                 )
             if patients.empty:
                 continue
-            model = registry.load_model(str(version))
+            model = registry.load_model(str(version), settings=settings)
             e = explain(model.pipeline, patients, method=method)
             total = e.base_value + e.contributions.sum(axis=1).to_numpy()
             worst = max(worst, float(np.max(np.abs(total - patients["stroke_probability"]))))

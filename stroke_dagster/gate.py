@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.settings import GateSettings
+from stroke_dagster.settings import GateSettings, Settings
 
 Z_95 = 1.959963984540054
 # Fewer unseen events than this and the two AUCs are not compared (the CI would be meaningless).
@@ -325,19 +325,20 @@ def _candidate_evidence(
     version: str,
     pipeline: Any,
     holdout_df: pd.DataFrame,
-    settings: GateSettings,
+    settings: Settings,
 ) -> Evidence:
     """Evidence for ``version``: against the current champion on the patients neither saw."""
     from stroke_dagster import registry
     from stroke_dagster.features import feature_frame
     from stroke_dagster.schema import ID, TARGET
 
-    previous = registry.resolve_alias(CHAMPION)
+    previous = registry.resolve_alias(CHAMPION, settings=settings)
     if previous is None or previous == str(version):
         y = holdout_df[TARGET].to_numpy(dtype=int)
         p = pipeline.predict_proba(feature_frame(holdout_df))[:, 1]
-        return Evidence(y, p, None, settings, str(version), None, "own holdout (no other champion)")
-    champion = registry.load_model(previous)
+        rule = "own holdout (no other champion)"
+        return Evidence(y, p, None, settings.gate, str(version), None, rule)
+    champion = registry.load_model(previous, settings=settings)
     split = champion.split_ids()
     if split is not None:
         unseen, rule = unseen_patients(
@@ -353,16 +354,16 @@ def _candidate_evidence(
     p_candidate = pipeline.predict_proba(features)[:, 1] if len(unseen) else np.array([])
     p_champion = champion.predict_proba(unseen) if len(unseen) else np.array([])
     y = unseen[TARGET].to_numpy(dtype=int)
-    return Evidence(y, p_candidate, p_champion, settings, str(version), previous, rule)
+    return Evidence(y, p_candidate, p_champion, settings.gate, str(version), previous, rule)
 
 
-def record_verdict(verdict: GateVerdict) -> None:
+def record_verdict(verdict: GateVerdict, settings: Settings) -> None:
     """The verdict in MLflow: metrics ``gate_*`` and tags on the version's run, the whole verdict
     as ``gate/verdict.json``, and the figures as tags of the model version."""
     from stroke_dagster import registry
     from stroke_dagster.settings import MODEL_NAME
 
-    client = registry.client()
+    client = registry.client(settings)
     run_id = client.get_model_version(MODEL_NAME, verdict.version).run_id
     metrics = {f"gate_{k}": v for k, v in verdict.metrics().items() if not math.isnan(v)}
     for key, value in metrics.items():
@@ -379,17 +380,18 @@ def gate_version(
     version: str,
     pipeline: Any,
     holdout_df: pd.DataFrame,
-    settings: GateSettings,
+    settings: Settings,
     criteria: Sequence[CriterionFn] = DEFAULT_CRITERIA,
 ) -> GateVerdict:
     """Judge a newly registered ``version`` against the champion; set its alias; record why.
 
     ``pipeline`` is the candidate (anything with ``predict_proba`` on the feature columns);
-    ``holdout_df`` its labelled holdout patients (with ``id``).
+    ``holdout_df`` its labelled holdout patients (with ``id``); ``settings`` the platform's
+    settings (its ``gate`` section and its MLflow store).
     """
     from stroke_dagster import registry
 
     verdict = judge(_candidate_evidence(version, pipeline, holdout_df, settings), criteria)
-    registry.set_alias(verdict.version, verdict.alias, verdict.reason)
-    record_verdict(verdict)
+    registry.set_alias(verdict.version, verdict.alias, verdict.reason, settings=settings)
+    record_verdict(verdict, settings)
     return verdict

@@ -18,22 +18,20 @@ import pandas as pd
 from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import canonical_column, read_patient_file
 from stroke_dagster.schema import ID, MISSING_MARKERS, RAW_COLUMNS, REQUIRED_COLUMNS, TARGET
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TABLE = "performance_metrics"
 
 
-def labels_file(day: str, settings: Settings | None = None) -> Path | None:
-    settings = settings or get_settings()
+def labels_file(day: str, settings: Settings) -> Path | None:
     path = settings.labels_dir / f"{day}.csv"
     return path if path.is_file() else None
 
 
-def labelled_days(settings: Settings | None = None) -> list[str]:
+def labelled_days(settings: Settings) -> list[str]:
     """Every ``YYYY-MM-DD`` with a labels file, oldest first."""
-    settings = settings or get_settings()
     if not settings.labels_dir.is_dir():
         return []
     days = []
@@ -63,7 +61,7 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({ID: ids, TARGET: values.where(values.isin([0.0, 1.0]))})
 
 
-def day_performance(day: str, settings: Settings | None = None) -> pd.DataFrame | None:
+def day_performance(day: str, settings: Settings) -> pd.DataFrame | None:
     """One row per model version that scored ``day``; ``None`` when no labels arrived yet."""
     from stroke_dagster import warehouse
 
@@ -109,7 +107,7 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p))
 
 
-def write_performance(day: str, frame: pd.DataFrame, settings: Settings | None = None) -> int:
+def write_performance(day: str, frame: pd.DataFrame, settings: Settings) -> int:
     """Replace the day's ``performance_metrics`` partition (atomically)."""
     from stroke_dagster import warehouse
 
@@ -118,7 +116,7 @@ def write_performance(day: str, frame: pd.DataFrame, settings: Settings | None =
     )
 
 
-def labeled_cohorts(settings: Settings | None = None) -> pd.DataFrame:
+def labeled_cohorts(settings: Settings) -> pd.DataFrame:
     """Every labelled cohort received so far, in the raw schema (``RAW_COLUMNS``), oldest first.
 
     Rows are the cohort file's rows (as read, before validation) that have a label, with the label
@@ -126,7 +124,6 @@ def labeled_cohorts(settings: Settings | None = None) -> pd.DataFrame:
     require_label=True)`` like any raw training file. Ids become ``<day>/<id>`` so that a patient
     seen on several days, or an id reused by another source, is not dropped as a duplicate.
     """
-    settings = settings or get_settings()
     frames = []
     for day in labelled_days(settings):
         cohort_path = settings.incoming_file(day)

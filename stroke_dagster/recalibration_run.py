@@ -59,7 +59,7 @@ def register_recalibrated(
     example = feature_frame(judge).head(5)
     registry.configure_mlflow(settings)
     with registry.mlflow_run(
-        run_name="stroke-recalibrate", tags={"stroke.stage": "recalibrate"}
+        run_name="stroke-recalibrate", tags={"stroke.stage": "recalibrate"}, settings=settings
     ) as run:
         champion_params = mlflow.MlflowClient().get_run(champion.run_id).data.params
         inherited = {
@@ -105,7 +105,7 @@ def register_recalibrated(
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
-    client = registry._client()
+    client = registry.client(settings)
     for key, value in {
         registry.THRESHOLDS_TAG: thresholds.to_json(),
         "run_id": run_id,
@@ -139,8 +139,8 @@ def gate_recalibrated(version: str, champion: Any, fit: RecalibrationFit, settin
         rule=JUDGED_ON,
     )
     verdict = gate.judge(evidence, gate.RECALIBRATION_CRITERIA)
-    registry.set_alias(verdict.version, verdict.alias, verdict.reason)
-    gate.record_verdict(verdict)
+    registry.set_alias(verdict.version, verdict.alias, verdict.reason, settings=settings)
+    gate.record_verdict(verdict, settings)
     return verdict
 
 
@@ -183,7 +183,7 @@ def run_recalibration(
     started = time.perf_counter()
     config = config or RecalibrationConfig()
     registry.configure_mlflow(settings)
-    champion = registry.load_model(registry.CHAMPION)
+    champion = registry.load_model(registry.CHAMPION, settings=settings)
     labelled, rejected = labelled_patients(settings, days)
     used_days = sorted(labelled["day"].unique().tolist()) if len(labelled) else []
     n_events = int(labelled["stroke"].sum()) if len(labelled) else 0
@@ -207,7 +207,7 @@ def run_recalibration(
     if document and fit.judge is not None:
         from stroke_dagster.version_docs import document_version
 
-        document_version(version, fit.judge, evaluated_on=JUDGED_ON)
+        document_version(version, fit.judge, evaluated_on=JUDGED_ON, settings=settings)
     return {
         **base,
         "version": version,

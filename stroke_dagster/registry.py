@@ -1,14 +1,16 @@
 """MLflow tracking and the ``StrokeRF`` model registry: register, gate, load.
 
-- :func:`configure_mlflow` points MLflow at the sqlite store under ``STROKE_HOME`` (or at
-  ``MLFLOW_TRACKING_URI``) and creates the experiment with its artifacts under
-  ``settings.mlflow_artifacts_dir`` (never ``./mlruns``).
+- :func:`configure_mlflow` points MLflow at ``settings.mlflow_tracking_uri`` (the sqlite store
+  under the settings' home unless another URI is configured) and creates the experiment with
+  its artifacts under ``settings.mlflow_artifacts_dir`` (never ``./mlruns``).
 - :func:`register_model` logs the fitted pipeline (sklearn flavour, skops format, signature and a
   raw input example), its metrics, plots, risk thresholds and reference data, as a new version.
 - :func:`set_alias` records the gate's decision (:mod:`stroke_dagster.gate` decides): the
   ``champion`` or ``challenger`` alias. Aliases, never stages.
 - :func:`load_model` / :func:`resolve_alias` are what scoring, drift and the API use.
 
+Every function takes the platform's :class:`~stroke_dagster.settings.Settings` (``settings=``)
+and points MLflow's tracking and registry URIs at its store; none reads the environment.
 Every function that logs works inside the active MLflow run when there is one (e.g. the run a
 Dagster ``mlflow_tracking`` resource opened) and opens its own run otherwise.
 """
@@ -32,7 +34,7 @@ from stroke_dagster.errors import InputError
 from stroke_dagster.features import feature_frame
 from stroke_dagster.risk import RiskThresholds
 from stroke_dagster.schema import FEATURES, ID, TARGET
-from stroke_dagster.settings import MODEL_NAME, Settings, get_settings
+from stroke_dagster.settings import MODEL_NAME, Settings
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -59,15 +61,14 @@ SKOPS_TRUSTED_TYPES: list[str] = [
 ]
 
 
-def configure_mlflow(settings: Settings | None = None) -> str:
+def configure_mlflow(settings: Settings) -> str:
     """Set tracking + registry URI from ``settings``; make sure the experiment exists.
 
-    The default store is sqlite at ``STROKE_HOME/mlflow.db``; ``MLFLOW_TRACKING_URI`` overrides it.
+    The default store is sqlite at ``<home>/mlflow.db`` (``settings.mlflow_tracking_uri``).
     Returns the experiment id (the experiment also becomes MLflow's current experiment).
     """
     import mlflow
 
-    settings = settings or get_settings()
     uri = _set_uris(settings)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
@@ -90,10 +91,9 @@ def configure_mlflow(settings: Settings | None = None) -> str:
     return experiment_id
 
 
-def _set_uris(settings: Settings | None = None) -> str:
+def _set_uris(settings: Settings) -> str:
     import mlflow
 
-    settings = settings or get_settings()
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -102,20 +102,22 @@ def _set_uris(settings: Settings | None = None) -> str:
     return uri
 
 
-def client() -> Any:
-    """An MLflow client on the configured tracking and registry store."""
-    return _client()
+def client(settings: Settings) -> Any:
+    """An MLflow client on the settings' tracking and registry store."""
+    return _client(settings)
 
 
-def _client() -> Any:
+def _client(settings: Settings) -> Any:
     import mlflow
 
-    uri = _set_uris()
+    uri = _set_uris(settings)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 @contextmanager
-def mlflow_run(run_name: str | None = None, tags: dict[str, str] | None = None) -> Iterator[Any]:
+def mlflow_run(
+    run_name: str | None = None, tags: dict[str, str] | None = None, *, settings: Settings
+) -> Iterator[Any]:
     """The active MLflow run if there is one, else a new run in the project's experiment."""
     import mlflow
 
@@ -125,7 +127,7 @@ def mlflow_run(run_name: str | None = None, tags: dict[str, str] | None = None) 
             mlflow.set_tags(tags)
         yield active
         return
-    configure_mlflow()
+    configure_mlflow(settings)
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         yield run
 
@@ -172,6 +174,8 @@ def register_model(
     holdout_df: pd.DataFrame,
     evaluation: Evaluation,
     tuning: TuningResult | None = None,
+    *,
+    settings: Settings,
 ) -> str:
     """Log ``pipeline`` with its evidence to the active (or a new) run; register a new version.
 
@@ -190,7 +194,7 @@ def register_model(
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         signature = infer_signature(example, pipeline.predict_proba(example))
     thresholds = evaluation.thresholds.to_json()
-    with mlflow_run(run_name="train") as run:
+    with mlflow_run(run_name="train", settings=settings) as run:
         metrics = evaluation.metrics()
         params: dict[str, Any] = {
             "train_rows": len(train_df),
@@ -230,7 +234,7 @@ def register_model(
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
-    client = _client()
+    client = _client(settings)
     client.set_model_version_tag(MODEL_NAME, version, THRESHOLDS_TAG, thresholds)
     client.set_model_version_tag(MODEL_NAME, version, "run_id", run_id)
     client.set_model_version_tag(
@@ -265,21 +269,21 @@ def log_params_once(params: dict[str, Any], run_id: str | None = None) -> None:
         mlflow.log_params(fresh)
 
 
-def set_alias(version: str, alias: str, reason: str) -> None:
+def set_alias(version: str, alias: str, reason: str, *, settings: Settings) -> None:
     """Point ``alias`` at ``version`` and record the gate's decision and reason on the version."""
-    client = _client()
+    client = _client(settings)
     client.set_registered_model_alias(MODEL_NAME, alias, str(version))
     client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
     client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
     log.info("StrokeRF v%s -> %s: %s", version, alias, reason)
 
 
-def resolve_alias(alias: str = CHAMPION) -> str | None:
+def resolve_alias(alias: str = CHAMPION, *, settings: Settings) -> str | None:
     """The version number the alias points at, or ``None`` (no model or no such alias)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(_client().get_model_version_by_alias(MODEL_NAME, alias).version)
+        return str(_client(settings).get_model_version_by_alias(MODEL_NAME, alias).version)
     except MlflowException:
         return None
 
@@ -293,6 +297,7 @@ class ServingModel:
     version: str
     thresholds: RiskThresholds
     run_id: str
+    tracking_uri: str  # the store it was loaded from (its artifacts are read there)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def predict_proba(self, df: pd.DataFrame) -> Any:
@@ -303,10 +308,12 @@ class ServingModel:
         if path not in self._frames:
             import mlflow
 
-            _set_uris()
             with tempfile.TemporaryDirectory() as tmp:
                 local = mlflow.artifacts.download_artifacts(
-                    run_id=self.run_id, artifact_path=path, dst_path=tmp
+                    run_id=self.run_id,
+                    artifact_path=path,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
                 )
                 self._frames[path] = pd.read_parquet(local)
         return self._frames[path].copy()
@@ -333,7 +340,7 @@ _CACHE: dict[tuple[str, str], ServingModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_model(alias_or_version: str = CHAMPION) -> ServingModel:
+def load_model(alias_or_version: str = CHAMPION, *, settings: Settings) -> ServingModel:
     """Load a version (``"3"``) or an alias (``"champion"``) of ``StrokeRF``; cached per version.
 
     Raises :class:`InputError` when the alias or version does not exist.
@@ -341,7 +348,8 @@ def load_model(alias_or_version: str = CHAMPION) -> ServingModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    uri = _set_uris(settings)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     ref = str(alias_or_version)
     try:
         if ref.isdigit():
@@ -352,7 +360,7 @@ def load_model(alias_or_version: str = CHAMPION) -> ServingModel:
         if ref == CHAMPION:
             raise InputError(NO_CHAMPION) from None
         raise InputError(f"model {MODEL_NAME} has no version or alias {ref!r}") from None
-    key = (mlflow.get_tracking_uri(), str(mv.version))
+    key = (uri, str(mv.version))
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None:
@@ -368,6 +376,7 @@ def load_model(alias_or_version: str = CHAMPION) -> ServingModel:
         version=str(mv.version),
         thresholds=RiskThresholds.from_json(tags[THRESHOLDS_TAG]),
         run_id=run_id,
+        tracking_uri=uri,
     )
     with _CACHE_LOCK:
         _CACHE[key] = model

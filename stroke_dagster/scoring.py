@@ -42,7 +42,7 @@ from stroke_dagster.schema import (
     NUMERIC_FEATURES,
     TARGET,
 )
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 from stroke_dagster.validation import SeenIds, validate_patients
 
 SCORES_TABLE = "scores"
@@ -118,14 +118,14 @@ class CachedModel:
     run_id: str
 
 
-def _registry_lookup(reference: str) -> tuple[str, str, str | None] | None:
+def _registry_lookup(reference: str, settings: Settings) -> tuple[str, str, str | None] | None:
     """``(version, run_id, thresholds tag)`` of an alias or version, read straight from a sqlite
     MLflow store (milliseconds, no MLflow import); ``None`` when that is not possible."""
     import sqlite3
 
     from stroke_dagster.settings import MODEL_NAME
 
-    uri = get_settings().mlflow_tracking_uri
+    uri = settings.mlflow_tracking_uri
     if not uri.startswith("sqlite:///"):
         return None
     db = Path(uri[len("sqlite:///") :])
@@ -153,7 +153,7 @@ def _registry_lookup(reference: str) -> tuple[str, str, str | None] | None:
     return str(version), str(run_id), thresholds
 
 
-def load_serving_model(reference: str = "champion") -> Any:
+def load_serving_model(reference: str = "champion", *, settings: Settings) -> Any:
     """``registry.load_model(reference)`` through a local cache of registered versions.
 
     A registered version never changes, so its pipeline is kept as a pickle under
@@ -165,11 +165,11 @@ def load_serving_model(reference: str = "champion") -> Any:
     """
     import pickle
 
-    found = _registry_lookup(str(reference))
+    found = _registry_lookup(str(reference), settings)
     cache = None
     if found is not None:
         version, run_id, thresholds = found
-        cache = get_settings().models_dir / "serving" / f"StrokeRF-v{version}-{run_id}.pkl"
+        cache = settings.models_dir / "serving" / f"StrokeRF-v{version}-{run_id}.pkl"
         if cache.is_file() and thresholds:
             with open(cache, "rb") as handle:
                 stored = pickle.load(handle)
@@ -182,7 +182,7 @@ def load_serving_model(reference: str = "champion") -> Any:
             )
     from stroke_dagster import registry
 
-    model = registry.load_model(str(reference))
+    model = registry.load_model(str(reference), settings=settings)
     if cache is not None and found[0] == str(model.version):
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")
@@ -207,9 +207,9 @@ def _day(cohort_date: str | dt.date | None) -> str | None:
 
 
 @contextmanager
-def _staging_dir() -> Iterator[Path]:
+def _staging_dir(settings: Settings) -> Iterator[Path]:
     """A private directory under ``STROKE_HOME/tmp`` removed afterwards, whatever happens."""
-    path = get_settings().home / "tmp" / f"stage-{uuid.uuid4().hex}"
+    path = settings.home / "tmp" / f"stage-{uuid.uuid4().hex}"
     path.mkdir(parents=True)
     try:
         yield path
@@ -329,7 +329,7 @@ def score_file(
     output_csv: str | Path | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str | None = COHORT_SOURCE,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> ScoreSummary:
     """Score a patient file (CSV or Parquet) batch by batch.
 
@@ -351,7 +351,7 @@ def score_file(
     pending = _Background(model) if callable(model) and not hasattr(model, "pipeline") else None
     summary = ScoreSummary(0, 0, 0, "", "", cohort_date=day)
     output = Path(output_csv) if output_csv is not None else None
-    with _staging_dir() as stage:
+    with _staging_dir(settings) as stage:
         scores = _ParquetSink(stage / "scores.parquet", _SCORE_SCHEMA) if day else None
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
@@ -420,7 +420,7 @@ def _write_warehouse(
     scores: _ParquetSink | None,
     rejected: _ParquetSink,
     quarantine_source: str | None,
-    settings: Settings | None,
+    settings: Settings,
 ) -> None:
     """Replace the day's scores and quarantine rows together (each one atomic file)."""
     day = summary.cohort_date
@@ -485,7 +485,7 @@ def validate_cohort(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str = COHORT_SOURCE,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> CohortSummary:
     """Validate a day's cohort file into a typed Parquet file at ``dest`` (+ ``.json`` summary).
 
@@ -498,7 +498,7 @@ def validate_cohort(
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
     rows_valid = rows_quarantined = 0
     writer: pq.ParquetWriter | None = None
-    with _staging_dir() as stage:
+    with _staging_dir(settings) as stage:
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         try:
             schema: pa.Schema | None = None

@@ -355,8 +355,3 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     Raises :class:`SettingsError` with one line naming the first malformed variable.
     """
     return Settings.from_values(**environ_values(environ))
-
-
-def get_settings() -> Settings:
-    """``load_settings()`` under its former name, for the shells that still call it."""
-    return load_settings()

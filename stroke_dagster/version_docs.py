@@ -48,11 +48,13 @@ class VersionDocs:
         }
 
 
-def _card_inputs(version: str, evaluated_on: str, data_source: str | None = None) -> CardInputs:
+def _card_inputs(
+    version: str, evaluated_on: str, settings: Any, data_source: str | None = None
+) -> CardInputs:
     from stroke_dagster import registry
 
-    model = registry.load_model(version)
-    client = registry._client()
+    model = registry.load_model(version, settings=settings)
+    client = registry.client(settings)
     mv = client.get_model_version(registry.MODEL_NAME, version)
     tags = mv.tags or {}
     run = client.get_run(model.run_id)
@@ -100,25 +102,26 @@ def document_version(
     evaluated_on: str = "holdout",
     subgroup_config: Any = None,
     data_source: str | None = None,
+    settings: Any,
 ) -> VersionDocs:
     """Evidence on ``patients`` (features + ``stroke``, unseen by the version) and model card."""
     from stroke_dagster import registry
 
     version = str(version)
-    model = registry.load_model(version)
+    model = registry.load_model(version, settings=settings)
     y = patients[TARGET].to_numpy(dtype=int)
     p = model.pipeline.predict_proba(feature_frame(patients))[:, 1]
     evidence = compute_evidence(y, p, model.thresholds, feature_frame(patients), subgroup_config)
-    card = render_model_card(_card_inputs(version, evaluated_on, data_source), evidence)
+    card = render_model_card(_card_inputs(version, evaluated_on, settings, data_source), evidence)
     log_evidence(model.run_id, evidence)
-    _log_card(model.run_id, version, card)
+    _log_card(model.run_id, version, card, settings)
     return VersionDocs(version=version, evidence=evidence, card=card)
 
 
-def _log_card(run_id: str, version: str, card: str) -> None:
+def _log_card(run_id: str, version: str, card: str, settings: Any) -> None:
     from stroke_dagster import registry
 
-    client = registry._client()
+    client = registry.client(settings)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CARD_ARTIFACT
         path.write_text(card)
@@ -130,13 +133,13 @@ def _log_card(run_id: str, version: str, card: str) -> None:
         log.warning("model card not set as description of v%s: %s", version, exc)
 
 
-def model_card_text(version: str | None = None) -> str:
+def model_card_text(version: str | None = None, *, settings: Any) -> str:
     """The logged card of ``version`` (default: the champion), generated if none was logged."""
     import mlflow
 
     from stroke_dagster import registry
 
-    model = registry.load_model(version or registry.CHAMPION)
+    model = registry.load_model(version or registry.CHAMPION, settings=settings)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -152,4 +155,4 @@ def model_card_text(version: str | None = None) -> str:
         model.thresholds,
         plots=False,
     )
-    return render_model_card(_card_inputs(model.version, "holdout"), evidence)
+    return render_model_card(_card_inputs(model.version, "holdout", settings), evidence)

@@ -557,25 +557,20 @@ def of(settings: Settings) -> Warehouse:
     return Warehouse.from_settings(settings)
 
 
-def _resolve(settings: Settings | Warehouse | None) -> Warehouse:
+def _resolve(settings: Settings | Warehouse) -> Warehouse:
     if isinstance(settings, Warehouse):
         return settings
-    if settings is None:
-        # Compatibility for callers that do not pass their settings yet: the shell's resolution.
-        from stroke_dagster.settings import get_settings
-
-        settings = get_settings()
     return Warehouse.from_settings(settings)
 
 
-def warehouse_path(settings: Settings | Warehouse | None = None) -> Path:
+def warehouse_path(settings: Settings | Warehouse) -> Path:
     """The entry point file analysts open (``STROKE_HOME/warehouse.duckdb``)."""
     return _resolve(settings).entry_path
 
 
 @contextlib.contextmanager
 def write_transaction(
-    settings: Settings | Warehouse | None = None, *, timeout: float | None = None
+    settings: Settings | Warehouse, *, timeout: float | None = None
 ) -> Iterator[WriteBatch]:
     """Partitions replaced inside the block are published together when it ends.
 
@@ -614,7 +609,7 @@ def replace_partition(
     data: Data,
     *,
     extra: dict[str, object] | None = None,
-    settings: Settings | Warehouse | None = None,
+    settings: Settings | Warehouse,
     timeout: float | None = None,
 ) -> int:
     """Replace the rows of one day of ``table`` by ``data`` atomically; rows written.
@@ -646,7 +641,7 @@ def write_quarantine(
     source: str,
     cohort_date: str | dt.date | None,
     *,
-    settings: Settings | Warehouse | None = None,
+    settings: Settings | Warehouse,
     timeout: float | None = None,
 ) -> int:
     """Record rejected rows (``row_number, patient_id, reason, record``) with their origin.
@@ -658,7 +653,7 @@ def write_quarantine(
         return replace_quarantine_rows(batch, df, source, cohort_date)
 
 
-def connect(settings: Settings | Warehouse | None = None) -> duckdb.DuckDBPyConnection:
+def connect(settings: Settings | Warehouse) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the entry point (the caller closes it)."""
     return _resolve(settings).connect()
 
@@ -667,7 +662,7 @@ def query_df(
     sql: str,
     params: list | dict | None = None,
     *,
-    settings: Settings | Warehouse | None = None,
+    settings: Settings | Warehouse,
     timeout: float | None = None,
 ) -> pd.DataFrame:
     """Run one read-only query on the warehouse (never waits: there is no lock)."""

@@ -25,7 +25,7 @@ import pytest
 from _api_server import ApiServer, copy_home, stroke_command, wait_for
 
 from stroke_dagster.schema import CATEGORICAL_FIELDS, FEATURES, ID, NUMERIC_FEATURES
-from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.settings import MODEL_NAME, load_settings
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 64 * 1024
@@ -89,14 +89,22 @@ def _client(home: Path | None = None) -> Any:
 
     from stroke_dagster.registry import _set_uris
 
-    uri = f"sqlite:///{home / 'mlflow.db'}" if home is not None else _set_uris()
+    uri = (
+        f"sqlite:///{home / 'mlflow.db'}"
+        if home is not None
+        else _set_uris(settings=load_settings())
+    )
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def log_count(where: str = "true") -> int:
     from stroke_dagster import warehouse
 
-    return int(warehouse.query_df(f"SELECT count(*) AS n FROM inference_log WHERE {where}")["n"][0])
+    return int(
+        warehouse.query_df(
+            f"SELECT count(*) AS n FROM inference_log WHERE {where}", settings=load_settings()
+        )["n"][0]
+    )
 
 
 def settled_count(where: str = "true") -> int:
@@ -153,7 +161,7 @@ def test_predict_equals_the_registered_pipeline(
     from stroke_dagster.registry import load_model
     from stroke_dagster.risk import assign_tiers
 
-    model = load_model("champion")
+    model = load_model("champion", settings=load_settings())
     expected = model.pipeline.predict_proba(patients[list(FEATURES)])[:, 1]
     tiers = assign_tiers(expected, model.thresholds)
     with server.client() as http:
@@ -333,7 +341,8 @@ def test_telemetry_rows_reach_the_inference_log_view(
     last = warehouse.query_df(
         "SELECT path, status_code, n_patients, mean_age, mean_probability, tier_low + "
         "tier_elevated + tier_high AS tiers, model_version, latency_ms, date "
-        "FROM inference_log ORDER BY ts DESC LIMIT 3"
+        "FROM inference_log ORDER BY ts DESC LIMIT 3",
+        settings=load_settings(),
     )
     assert list(last["status_code"]) == [422, 200, 200]
     assert list(last["n_patients"]) == [0, 3, 1]
@@ -348,7 +357,7 @@ def test_live_traffic_cohort_for_drift(
     server: ApiServer, env_home: Path, patients: pd.DataFrame
 ) -> None:
     from stroke_dagster.api.telemetry import request_cohort
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
     rows = [payload(patients.iloc[i]) for i in range(10, 14)]
     for i, row in enumerate(rows):
@@ -357,7 +366,7 @@ def test_live_traffic_cohort_for_drift(
         assert http.post("/predict/batch", json=rows).status_code == 200
 
     def cohort() -> pd.DataFrame:
-        df = request_cohort(get_settings(), dt.datetime.now(dt.UTC).date())
+        df = request_cohort(load_settings(), dt.datetime.now(dt.UTC).date())
         return df[df[ID].isin([r[ID] for r in rows])]
 
     found = wait_for(lambda: len(cohort()) == len(rows), timeout=30)
@@ -447,9 +456,10 @@ def _score_command(input_path: Path, day: str) -> list[str]:
     loop = (
         "import time\n"
         "from stroke_dagster import warehouse\n"
+        "from stroke_dagster.settings import load_settings\n"
         "end = time.monotonic() + 8\n"
         "while time.monotonic() < end:\n"
-        "    with warehouse.write_transaction() as con:\n"
+        "    with warehouse.write_transaction(load_settings()) as con:\n"
         "        con.execute('CREATE TABLE IF NOT EXISTS api_test_load(x INTEGER)')\n"
         "        con.execute('INSERT INTO api_test_load SELECT range FROM range(1000)')\n"
     )
@@ -490,7 +500,8 @@ def test_batch_scoring_while_serving_loses_no_telemetry(
         from stroke_dagster import warehouse
 
         scored = warehouse.query_df(
-            "SELECT count(*) AS n FROM scores WHERE cohort_date = DATE '2026-03-01'"
+            "SELECT count(*) AS n FROM scores WHERE cohort_date = DATE '2026-03-01'",
+            settings=load_settings(),
         )
         assert int(scored["n"][0]) == 1000
     assert failures == []

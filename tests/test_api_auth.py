@@ -16,7 +16,7 @@ import pytest
 from _api_server import ApiServer, copy_home
 
 from stroke_dagster.api.models import EXAMPLE_PATIENT
-from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.settings import MODEL_NAME, load_settings
 
 pytestmark = pytest.mark.slow
 KEY = "s3cret-key-for-tests"
@@ -119,7 +119,8 @@ def test_shutdown_flushes_every_buffered_row(
     from stroke_dagster import warehouse
 
     logged = warehouse.query_df(
-        "SELECT path, count(*) AS n, sum(n_patients) AS patients FROM inference_log GROUP BY path"
+        "SELECT path, count(*) AS n, sum(n_patients) AS patients FROM inference_log GROUP BY path",
+        settings=load_settings(),
     ).set_index("path")
     expected = {path: sent.count(path) for path in set(sent)}
     assert logged["n"].to_dict() == expected

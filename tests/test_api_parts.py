@@ -31,7 +31,7 @@ from stroke_dagster.schema import (
     NUMERIC_FIELDS,
     REQUIRED_COLUMNS,
 )
-from stroke_dagster.settings import get_settings, load_settings
+from stroke_dagster.settings import load_settings
 
 # -- request model --------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ def test_compiled_path_gives_exactly_the_pipeline_probabilities(champion_home: P
     from stroke_dagster.registry import load_model
     from stroke_dagster.simulate import simulate_patients
 
-    model = load_model("champion")
+    model = load_model("champion", settings=load_settings())
     scorer = Scorer(model.pipeline)
     assert scorer.fast
     patients = simulate_patients(300, seed=21, with_label=False)
@@ -251,16 +251,16 @@ def test_writer_buffers_flushes_per_day_and_loses_nothing_on_close(stroke_home: 
         "date=2026-02-02",
     ]
     assert not list((stroke_home / "telemetry").glob("**/.*.tmp"))
-    assert len(read_day(None, "2026-02-02")) == 3
+    assert len(read_day(load_settings(), "2026-02-02")) == 3
 
-    summary = summarize_day(get_settings(), "2026-02-02")
+    summary = summarize_day(load_settings(), "2026-02-02")
     assert summary["request_count"] == 3
     assert summary["error_count"] == 1 and summary["error_rate"] == pytest.approx(1 / 3)
     assert summary["patients_scored"] == 4
     assert summary["mean_probability"] == pytest.approx((0.3 * 3 + 0.5) / 4)
     assert (summary["tier_low_count"], summary["tier_high_count"]) == (1, 2)
     assert summary["latency_p50_ms"] == pytest.approx(3.0)
-    assert summarize_day(get_settings(), "2026-02-03")["request_count"] == 0
+    assert summarize_day(load_settings(), "2026-02-03")["request_count"] == 0
 
 
 def test_disabled_writer_writes_nothing(stroke_home: Path) -> None:
@@ -272,7 +272,7 @@ def test_disabled_writer_writes_nothing(stroke_home: Path) -> None:
 
 
 def test_request_cohort_is_typed_raw_schema(stroke_home: Path) -> None:
-    empty = request_cohort(get_settings(), "2026-02-02")
+    empty = request_cohort(load_settings(), "2026-02-02")
     assert list(empty.columns) == list(REQUIRED_COLUMNS) and empty.empty
     writer = TelemetryWriter(stroke_home, store_features=True)
     records = [dict(EXAMPLE_PATIENT), {**EXAMPLE_PATIENT_NO_BMI, ID: None}]
@@ -294,7 +294,7 @@ def test_request_cohort_is_typed_raw_schema(stroke_home: Path) -> None:
     ]
     writer.record({**_row(ts, 200, 2, 0.15, (1, 1, 0)), **summary}, features)
     writer.close()
-    cohort = request_cohort(get_settings(), "2026-02-02")
+    cohort = request_cohort(load_settings(), "2026-02-02")
     assert list(cohort[ID]) == ["patient-0001", "abc:1"]
     assert cohort["hypertension"].dtype == "int64" and pd.isna(cohort["bmi"].iloc[1])
     from stroke_dagster.validation import validate_patients
@@ -305,12 +305,14 @@ def test_request_cohort_is_typed_raw_schema(stroke_home: Path) -> None:
 def test_inference_log_view_works_before_and_after_the_first_segment(stroke_home: Path) -> None:
     from stroke_dagster import warehouse
 
-    empty = warehouse.query_df("SELECT * FROM inference_log")
+    empty = warehouse.query_df("SELECT * FROM inference_log", settings=load_settings())
     assert empty.empty and {"ts", "latency_ms", "status_code", "date"} <= set(empty.columns)
     writer = TelemetryWriter(stroke_home)
     writer.record(_row(dt.datetime(2026, 2, 5, 8, tzinfo=dt.UTC), 200, 2, 0.2, (2, 0, 0)))
     writer.close()
-    rows = warehouse.query_df("SELECT date, n_patients, path FROM inference_log")
+    rows = warehouse.query_df(
+        "SELECT date, n_patients, path FROM inference_log", settings=load_settings()
+    )
     assert len(rows) == 1 and int(rows["n_patients"][0]) == 2
     assert pd.Timestamp(rows["date"][0]).date() == dt.date(2026, 2, 5)
 

@@ -33,6 +33,7 @@ from stroke_dagster.defs.sources import (
     file_arrivals,
     incoming_cohort,
 )
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -248,7 +249,9 @@ def test_rescoring_reads_the_typed_copy_after_the_file_is_archived(champion_home
         (check,) = result.get_asset_check_evaluations()
         assert check.passed and check.metadata["rows_in"].value == 80
     count = warehouse.query_df(
-        "SELECT count(*) AS n FROM scores WHERE cohort_date = ?", [dt.date.fromisoformat(key)]
+        "SELECT count(*) AS n FROM scores WHERE cohort_date = ?",
+        [dt.date.fromisoformat(key)],
+        settings=load_settings(),
     )
     assert int(count["n"].item()) == 80
 
@@ -281,7 +284,9 @@ def _summary(is_drift: bool, version: str) -> pd.DataFrame:
 def _drift_days(flags: str, version: str = "1") -> None:
     for offset, flag in enumerate(flags):
         key = day(offset - len(flags))
-        warehouse.replace_partition("drift_summary", key, _summary(flag == "x", version))
+        warehouse.replace_partition(
+            "drift_summary", key, _summary(flag == "x", version), settings=load_settings()
+        )
 
 
 def test_retraining_starts_once_per_window(champion_home: Path) -> None:

@@ -22,6 +22,7 @@ from test_automation import project_defs, tick
 from stroke_dagster import registry, warehouse
 from stroke_dagster.defs.retraining import drift_retraining
 from stroke_dagster.defs.sources import champion_rescoring, file_arrivals
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 
 N_DAYS, SHIFT_FROM, LABELS_FROM, ROWS = 14, 6, 3, 300
@@ -151,7 +152,7 @@ def test_fourteen_days_run_themselves(
     assert retrains == [first_due]
     new_version = str(model.asset_materialization.metadata["version"].value)
     assert model.asset_materialization.metadata["alias"].value == "champion"
-    assert registry.resolve_alias("champion") == new_version != "1"
+    assert registry.resolve_alias("champion", settings=load_settings()) == new_version != "1"
     # The latest day scored when it was promoted was rescored with it, and only that day.
     rescored = {k: v for k, v in scores.items() if len(v) > 1}
     assert list(rescored) == [DAYS[first_due - 1]]
@@ -161,6 +162,7 @@ def test_fourteen_days_run_themselves(
     stored = warehouse.query_df(
         "SELECT DISTINCT model_version FROM scores WHERE cohort_date = ?",
         [dt.date.fromisoformat(rescored_day)],
+        settings=load_settings(),
     )
     assert list(stored["model_version"]) == [new_version]
     # Realized performance once the labels arrived (day 3's labels on day 4, ...).

@@ -22,7 +22,12 @@ def _score_day(home: Path, n: int = 600, seed: int = 5) -> pd.DataFrame:
     df.drop(columns=["stroke"]).to_csv(home / "incoming" / f"{DAY}.csv", index=False)
     settings = load_settings()
     cohort = scoring.current_cohort(settings, DAY)
-    scoring.score_file(cohort.path, scoring.load_serving_model("champion"), cohort_date=DAY)
+    scoring.score_file(
+        cohort.path,
+        scoring.load_serving_model("champion", settings=load_settings()),
+        cohort_date=DAY,
+        settings=load_settings(),
+    )
     return df
 
 
@@ -30,23 +35,28 @@ def test_high_tier_explanations_add_up_and_answer_the_query(champion_home: Path)
     _score_day(champion_home)
     settings = load_settings()
     out = day_insights.explain_high_tier(settings, DAY, method="path")
-    high = warehouse.query_df("SELECT * FROM scores WHERE risk_tier = 'high'")
+    high = warehouse.query_df(
+        "SELECT * FROM scores WHERE risk_tier = 'high'", settings=load_settings()
+    )
     assert out["patients_explained"] == len(high) > 0
     assert out["max_additivity_error"] < 1e-6
     stored = warehouse.query_df(
         "SELECT patient_id, any_value(base_value) + sum(contribution) AS total,"
         " any_value(stroke_probability) AS p, count(*) AS n FROM patient_explanations"
-        " GROUP BY patient_id"
+        " GROUP BY patient_id",
+        settings=load_settings(),
     )
     assert len(stored) == len(high) and (stored["n"] == 10).all()
     np.testing.assert_allclose(stored["total"], stored["p"], atol=1e-6)
     # Re-running replaces the day.
     day_insights.explain_high_tier(settings, DAY, method="path")
-    assert len(warehouse.query_df("SELECT * FROM patient_explanations")) == 10 * len(high)
+    assert len(
+        warehouse.query_df("SELECT * FROM patient_explanations", settings=load_settings())
+    ) == 10 * len(high)
 
     sql = (Path(__file__).parents[1] / "sql/queries/why_high_risk.sql").read_text()
     pid = str(high["patient_id"].iloc[0])
-    why = warehouse.query_df(sql, {"patient_id": pid, "top": 3})
+    why = warehouse.query_df(sql, {"patient_id": pid, "top": 3}, settings=load_settings())
     assert list(why["rank"]) == [1, 2, 3]
     assert set(why["direction"]) <= {"raises risk", "lowers risk"}
     sizes = why["contribution"].abs().to_numpy()
@@ -57,19 +67,21 @@ def test_label_free_and_calibration_of_a_day(champion_home: Path) -> None:
     df = _score_day(champion_home, n=800, seed=6)
     est = day_insights.label_free_day(DAY, load_settings())
     assert len(est) == 1 and 0.5 < est["expected_roc_auc"].iloc[0] < 1.0
-    scores = warehouse.query_df("SELECT stroke_probability FROM scores")
+    scores = warehouse.query_df("SELECT stroke_probability FROM scores", settings=load_settings())
     assert est["expected_observed_rate"].iloc[0] == pytest.approx(scores.stroke_probability.mean())
     assert day_insights.calibration_day(DAY, load_settings()) is None  # no labels yet
     df[["id", "stroke"]].to_csv(champion_home / "labels" / f"{DAY}.csv", index=False)
     cal = day_insights.calibration_day(DAY, load_settings())
     row = cal.iloc[0]
-    assert row["n_labelled"] == 800 and row["model_version"] == registry.resolve_alias()
+    assert row["n_labelled"] == 800 and row["model_version"] == registry.resolve_alias(
+        settings=load_settings()
+    )
     assert row["oe_ratio"] == pytest.approx(df["stroke"].sum() / scores.stroke_probability.sum())
-    stored = warehouse.query_df("SELECT * FROM performance_calibration")
+    stored = warehouse.query_df("SELECT * FROM performance_calibration", settings=load_settings())
     assert len(stored) == 1 and stored["brier"].iloc[0] == pytest.approx(row["brier"])
     sql = (Path(__file__).parents[1] / "sql/queries/label_free_vs_realized.sql").read_text()
     from stroke_dagster.performance import day_performance, write_performance
 
-    write_performance(DAY, day_performance(DAY))
-    joined = warehouse.query_df(sql)
+    write_performance(DAY, day_performance(DAY, settings=load_settings()), settings=load_settings())
+    joined = warehouse.query_df(sql, settings=load_settings())
     assert joined["realized_roc_auc"].notna().all() and len(joined) == 1

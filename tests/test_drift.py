@@ -13,6 +13,7 @@ from stroke_dagster.drift import DriftConfig, TabularDriftDetector
 from stroke_dagster.drift.detector import pool_rare_codes
 from stroke_dagster.drift.stats import corrected_thresholds, normalised_wasserstein, psi
 from stroke_dagster.errors import InputError
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 
 BACKENDS = ("alibi", "scipy")
@@ -183,18 +184,24 @@ def test_detector_is_fitted_once_per_model_version(champion_home: Path) -> None:
     from stroke_dagster.drift.store import detector_for_model, detector_path
 
     config = DriftConfig(backend="scipy")
-    first = detector_for_model(config=config)
+    first = detector_for_model(config=config, settings=load_settings())
     assert first.fitted_now and first.version == "1"
-    assert first.path == detector_path("1", "scipy") == champion_home / "models/1/drift_scipy.pkl"
+    assert (
+        first.path
+        == detector_path("1", "scipy", settings=load_settings())
+        == champion_home / "models/1/drift_scipy.pkl"
+    )
     assert first.path.is_file()
     stamp = first.path.stat().st_mtime_ns
-    second = detector_for_model(config=DriftConfig(backend="scipy", alpha=0.01))
+    second = detector_for_model(
+        config=DriftConfig(backend="scipy", alpha=0.01), settings=load_settings()
+    )
     assert not second.fitted_now and second.path.stat().st_mtime_ns == stamp
     assert second.detector.config.alpha == 0.01  # check-time settings follow the caller
     # the holdout predictions were fitted too: prediction drift is available
     assert any(g.source == "predictions" for g in second.detector.groups)
     first.path.write_bytes(b"not a pickle")  # unreadable -> refitted, not a failure
-    assert detector_for_model(config=config).fitted_now
+    assert detector_for_model(config=config, settings=load_settings()).fitted_now
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -262,10 +269,10 @@ def test_cli_cohort_date_writes_warehouse(
     for _ in range(2):  # re-running replaces the day
         code, lines, _ = _run_cli(argv, capsys)
         assert code == 0 and lines[0]["cohort_date"] == "2026-02-03"
-    metrics = warehouse.query_df("SELECT * FROM drift_metrics")
+    metrics = warehouse.query_df("SELECT * FROM drift_metrics", settings=load_settings())
     assert len(metrics) == 11 and set(metrics["reference_model_version"]) == {"1"}
     assert set(metrics["backend"]) == {"scipy"}
-    summary = warehouse.query_df("SELECT * FROM drift_summary")
+    summary = warehouse.query_df("SELECT * FROM drift_summary", settings=load_settings())
     assert len(summary) == 1 and not summary["is_drift"][0] and summary["run_id"].isna()[0]
 
 
@@ -324,7 +331,8 @@ def test_cli_checks_live_traffic_recorded_by_the_api(
             for start in range(0, len(patients), 100):
                 response = client.post("/predict/batch", json=patients[start : start + 100])
                 assert response.status_code == 200
-        assert wait_for(lambda: len(request_cohort(None, today)) == 400)  # flushed in background
+        # flushed in background
+        assert wait_for(lambda: len(request_cohort(load_settings(), today)) == 400)
     finally:
         server.stop()
 

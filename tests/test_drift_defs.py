@@ -16,7 +16,7 @@ from test_alerts import Webhook
 from stroke_dagster import warehouse
 from stroke_dagster.defs import drift as drift_defs
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import get_settings
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 
 DAY = "2026-03-01"
@@ -28,7 +28,7 @@ def _score_day(day: str, cohort: pd.DataFrame) -> None:
     from stroke_dagster.risk import assign_tiers
     from stroke_dagster.validation import validate_patients
 
-    model = load_model("champion")
+    model = load_model("champion", settings=load_settings())
     valid = validate_patients(cohort).valid
     probability = model.predict_proba(valid)
     scores = pd.DataFrame(
@@ -41,13 +41,13 @@ def _score_day(day: str, cohort: pd.DataFrame) -> None:
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", day, scores)
+    warehouse.replace_partition("scores", day, scores, settings=load_settings())
 
 
 def test_drift_asset_writes_tables_logs_mlflow_and_alerts_once(
     champion_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = get_settings()
+    settings = load_settings()
     settings.ensure_dirs()
     cohort = simulate_patients(500, seed=36, with_label=False)
     cohort["age"] = (cohort["age"] + 15).clip(upper=120)  # an older population arrives
@@ -76,11 +76,13 @@ def test_drift_asset_writes_tables_logs_mlflow_and_alerts_once(
     assert metadata["reference_model_version"] == "1" and metadata["detector_fitted_now"]
     assert "| age | ks+mwu |" in metadata["tests"]
     assert DAY in payload and "age" in payload and result.run_id in payload
-    metrics = warehouse.query_df("SELECT * FROM drift_metrics ORDER BY feature")
+    metrics = warehouse.query_df(
+        "SELECT * FROM drift_metrics ORDER BY feature", settings=load_settings()
+    )
     assert len(metrics) == 13  # 10 inputs + bmi missing rate + probability + risk tier
     assert {"stroke_probability", "risk_tier"} <= set(metrics["feature"])
     assert metrics.set_index("feature").loc["age", "is_drift"]
-    summary = warehouse.query_df("SELECT * FROM drift_summary")
+    summary = warehouse.query_df("SELECT * FROM drift_summary", settings=load_settings())
     assert summary["run_id"][0] == again.run_id and summary["is_drift"][0]  # replaced, one row
     assert (champion_home / "models/1/drift_scipy.pkl").is_file()
 
@@ -110,7 +112,7 @@ def test_drift_asset_fails_clearly_without_cohort_file(champion_home: Path) -> N
 
 
 def test_performance_asset_records_labelled_days_and_checks_calibration(stroke_home: Path) -> None:
-    settings = get_settings()
+    settings = load_settings()
     settings.ensure_dirs()
     scores = pd.DataFrame(
         {
@@ -122,7 +124,7 @@ def test_performance_asset_records_labelled_days_and_checks_calibration(stroke_h
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", DAY, scores)
+    warehouse.replace_partition("scores", DAY, scores, settings=load_settings())
 
     def run(**kwargs: object) -> dg.ExecuteInProcessResult:
         with dg.instance_for_test() as instance:
@@ -150,5 +152,7 @@ def test_performance_asset_records_labelled_days_and_checks_calibration(stroke_h
     assert metadata["labelled"] and metadata["n_labelled"] == 4 and metadata["n_positive"] == 1
     assert metadata["roc_auc"] == pytest.approx(1.0)
     assert metadata["brier"] == pytest.approx((0.1**2 + 0.2**2 + 0.6**2 + 0.1**2) / 4)
-    stored = warehouse.query_df("SELECT model_version, roc_auc FROM performance_metrics")
+    stored = warehouse.query_df(
+        "SELECT model_version, roc_auc FROM performance_metrics", settings=load_settings()
+    )
     assert stored.to_dict("records") == [{"model_version": "2", "roc_auc": 1.0}]

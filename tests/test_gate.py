@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from stroke_dagster import gate, registry, training
 from stroke_dagster.features import split_train_holdout
-from stroke_dagster.settings import GateSettings
+from stroke_dagster.settings import GateSettings, load_settings
 from stroke_dagster.simulate import simulate_patients
 from stroke_dagster.validation import validate_patients
 
@@ -124,14 +124,22 @@ def test_gate_ignores_patients_the_champion_trained_on(
     champion = training.fit_final(old_train, params)
     thresholds = training.choose_thresholds([0, 1], [0, 1])
     evaluation = training.evaluate(champion, old_holdout, thresholds)
-    v1 = registry.register_model(champion, old_train, old_holdout, evaluation)
-    gate.gate_version(v1, champion, old_holdout, GateSettings(auc_floor=0.5))
+    v1 = registry.register_model(
+        champion, old_train, old_holdout, evaluation, settings=load_settings()
+    )
+    gate.gate_version(
+        v1, champion, old_holdout, load_settings().replace(gate=GateSettings(auc_floor=0.5))
+    )
     candidate = training.fit_final(train, {**params, "random_state": 1})
     evaluation = training.evaluate(candidate, holdout, evaluation.thresholds)
-    v2 = registry.register_model(candidate, train, holdout, evaluation)
-    verdict = gate.gate_version(v2, candidate, holdout, GateSettings(auc_floor=0.5))
+    v2 = registry.register_model(candidate, train, holdout, evaluation, settings=load_settings())
+    verdict = gate.gate_version(
+        v2, candidate, holdout, load_settings().replace(gate=GateSettings(auc_floor=0.5))
+    )
     assert verdict.champion_version == v1
     assert verdict.n_unseen == len(holdout) - len(seen)
     # On all of the holdout the champion would look better than it is (it memorised half).
-    unfair = roc_auc_score(holdout["stroke"], registry.load_model(v1).predict_proba(holdout))
+    unfair = roc_auc_score(
+        holdout["stroke"], registry.load_model(v1, settings=load_settings()).predict_proba(holdout)
+    )
     assert unfair > verdict.metrics()["champion_auc"]

@@ -39,7 +39,7 @@ def test_model_documentation_carries_evidence_card_and_subgroup_check(champion_h
         )
     assert result.success
     meta = result.asset_materializations_for_node("model_documentation")[0].metadata
-    version = registry.resolve_alias()
+    version = registry.resolve_alias(settings=load_settings())
     assert meta["version"].value == version
     assert "# Model card: StrokeRF version" in meta["model_card"].value
     assert meta["reliability_diagram"].value.startswith("![Reliability](data:image/png;base64,")
@@ -50,7 +50,7 @@ def test_model_documentation_carries_evidence_card_and_subgroup_check(champion_h
     assert not check.passed  # a 0.01 AUC margin flags some subgroup
     assert check.severity == dg.AssetCheckSeverity.WARN
     registry.clear_cache()
-    mv = registry._client().get_model_version(registry.MODEL_NAME, version)
+    mv = registry._client(settings=load_settings()).get_model_version(registry.MODEL_NAME, version)
     assert mv.description.startswith("# Model card")
 
 
@@ -59,7 +59,12 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     (champion_home / "incoming").mkdir(exist_ok=True)
     df.drop(columns=["stroke"]).to_csv(champion_home / "incoming" / f"{DAY}.csv", index=False)
     cohort = scoring.current_cohort(load_settings(), DAY)
-    scoring.score_file(cohort.path, scoring.load_serving_model("champion"), cohort_date=DAY)
+    scoring.score_file(
+        cohort.path,
+        scoring.load_serving_model("champion", settings=load_settings()),
+        cohort_date=DAY,
+        settings=load_settings(),
+    )
     with dg.instance_for_test() as instance:
         (champion_home / "labels").mkdir(exist_ok=True)
         df[["id", "stroke"]].to_csv(champion_home / "labels" / f"{DAY}.csv", index=False)
@@ -76,7 +81,11 @@ def test_daily_insight_assets(champion_home: Path) -> None:
         )
     assert result.success
     explained = result.asset_materializations_for_node("high_risk_explanations")[0].metadata
-    n_high = len(warehouse.query_df("SELECT * FROM scores WHERE risk_tier = 'high'"))
+    n_high = len(
+        warehouse.query_df(
+            "SELECT * FROM scores WHERE risk_tier = 'high'", settings=load_settings()
+        )
+    )
     assert explained["patients_explained"].value == n_high
     assert explained["max_additivity_error"].value < 1e-6
     estimate = result.asset_materializations_for_node("label_free_estimates")[0].metadata
@@ -84,7 +93,7 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     calibration = result.asset_materializations_for_node("daily_calibration")[0].metadata
     assert calibration["n_labelled"].value == 500
     assert calibration["reliability_diagram"].value.startswith("![Reliability](data:image/png")
-    stored = warehouse.query_df("SELECT * FROM label_free_estimates")
+    stored = warehouse.query_df("SELECT * FROM label_free_estimates", settings=load_settings())
     assert len(stored) == 1 and str(stored["cohort_date"].iloc[0])[:10] == DAY
 
 

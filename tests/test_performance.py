@@ -14,7 +14,7 @@ from stroke_dagster import warehouse
 from stroke_dagster.errors import InputError
 from stroke_dagster.performance import day_performance, labeled_cohorts, write_performance
 from stroke_dagster.schema import RAW_COLUMNS
-from stroke_dagster.settings import get_settings
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 from stroke_dagster.validation import validate_patients
 
@@ -33,7 +33,7 @@ def _write_scores(day: str, n: int = 200, seed: int = 0) -> pd.DataFrame:
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", day, scores)
+    warehouse.replace_partition("scores", day, scores, settings=load_settings())
     return scores
 
 
@@ -42,12 +42,12 @@ def test_realized_auc_and_brier_from_labels(stroke_home: Path) -> None:
     rng = np.random.default_rng(1)
     labelled = scores.iloc[:150]  # labels arrive for 150 of 200 scored patients
     y = (rng.random(150) < labelled["stroke_probability"]).astype(int)
-    labels_dir = get_settings().labels_dir
+    labels_dir = load_settings().labels_dir
     labels_dir.mkdir(parents=True)
     pd.DataFrame({"id": labelled["patient_id"], "stroke": y}).to_csv(
         labels_dir / f"{DAY}.csv", index=False
     )
-    frame = day_performance(DAY)
+    frame = day_performance(DAY, settings=load_settings())
     assert frame is not None and len(frame) == 1
     row = frame.iloc[0]
     p = labelled["stroke_probability"].to_numpy()
@@ -56,39 +56,39 @@ def test_realized_auc_and_brier_from_labels(stroke_home: Path) -> None:
     assert row["brier"] == pytest.approx(np.mean((p - y) ** 2))
     assert row["model_version"] == "4"
     for _ in range(2):  # re-running replaces the day
-        write_performance(DAY, frame)
-    stored = warehouse.query_df("SELECT * FROM performance_metrics")
+        write_performance(DAY, frame, settings=load_settings())
+    stored = warehouse.query_df("SELECT * FROM performance_metrics", settings=load_settings())
     assert len(stored) == 1 and str(stored["cohort_date"][0])[:10] == DAY
     assert stored["roc_auc"][0] == pytest.approx(row["roc_auc"])
 
 
 def test_no_labels_yet_and_single_class_labels(stroke_home: Path) -> None:
-    assert day_performance(DAY) is None
+    assert day_performance(DAY, settings=load_settings()) is None
     scores = _write_scores(DAY, n=20)
-    labels_dir = get_settings().labels_dir
+    labels_dir = load_settings().labels_dir
     labels_dir.mkdir(parents=True)
     (labels_dir / f"{DAY}.csv").write_text(
         "ID,Stroke\n" + "".join(f"{i},0\n" for i in scores["patient_id"][:10]) + "99999,1\n"
     )
-    row = day_performance(DAY).iloc[0]
+    row = day_performance(DAY, settings=load_settings()).iloc[0]
     assert row["n_labelled"] == 10 and row["roc_auc"] is None  # one class: AUC undefined
     assert row["brier"] == pytest.approx(np.mean(scores["stroke_probability"][:10] ** 2))
 
 
 def test_labels_without_columns_or_scores_are_input_errors(stroke_home: Path) -> None:
-    labels_dir = get_settings().labels_dir
+    labels_dir = load_settings().labels_dir
     labels_dir.mkdir(parents=True)
     (labels_dir / f"{DAY}.csv").write_text("id,outcome\n1,0\n")
     with pytest.raises(InputError, match="lack column"):
-        day_performance(DAY)
+        day_performance(DAY, settings=load_settings())
     (labels_dir / f"{DAY}.csv").write_text("id,stroke\n1,0\n")
     _write_scores("2026-02-11")
     with pytest.raises(InputError, match="no scores"):
-        day_performance(DAY)
+        day_performance(DAY, settings=load_settings())
 
 
 def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
-    settings = get_settings()
+    settings = load_settings()
     settings.ensure_dirs()
     first = simulate_patients(40, seed=1, with_label=False)
     second = simulate_patients(30, seed=2, with_label=False)  # same ids 1..30 as the first day
@@ -116,5 +116,5 @@ def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
 
 
 def test_labeled_cohorts_empty_without_labels(stroke_home: Path) -> None:
-    rows = labeled_cohorts()
+    rows = labeled_cohorts(settings=load_settings())
     assert rows.empty and list(rows.columns) == list(RAW_COLUMNS)

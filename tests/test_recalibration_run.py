@@ -12,6 +12,7 @@ from stroke_dagster import registry
 from stroke_dagster.cli import main
 from stroke_dagster.features import feature_frame
 from stroke_dagster.recalibration import RecalibratedModel
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients
 
 
@@ -37,7 +38,7 @@ def test_recalibrate_promotes_a_better_calibrated_version(
     _write_day(champion_home, "2026-01-05", 3000, 1, keep_positive=0.25)
     _write_day(champion_home, "2026-01-06", 3000, 2, keep_positive=0.25)
     _write_day(champion_home, "2026-01-07", 50, 3, keep_positive=0.25)
-    before = registry.resolve_alias()
+    before = registry.resolve_alias(settings=load_settings())
     code, out = _run(
         capsys,
         "recalibrate",
@@ -56,10 +57,13 @@ def test_recalibrate_promotes_a_better_calibrated_version(
     assert summary["n_events"] > 0 and summary["n_patients"] > 5000
     assert summary["intercept"] < 0 and summary["slope"] == 1.0
     version = summary["version"]
-    assert registry.resolve_alias() == version != before
+    assert registry.resolve_alias(settings=load_settings()) == version != before
 
     registry.clear_cache()
-    old, new = registry.load_model(before), registry.load_model(version)
+    old, new = (
+        registry.load_model(before, settings=load_settings()),
+        registry.load_model(version, settings=load_settings()),
+    )
     assert isinstance(new.pipeline, RecalibratedModel)
     x = feature_frame(simulate_patients(200, seed=9))
     np.testing.assert_allclose(
@@ -94,7 +98,7 @@ def test_recalibrate_promotes_a_better_calibrated_version(
     again = json.loads(out.strip().splitlines()[-1])
     assert again["alias"] == "challenger", again["reason"]
     assert "not clearly better" in again["reason"]
-    assert registry.resolve_alias() == version
+    assert registry.resolve_alias(settings=load_settings()) == version
 
 
 def test_recalibrate_with_too_few_events_registers_nothing(

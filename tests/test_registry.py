@@ -41,23 +41,25 @@ def _register(
 ) -> tuple[str, training.Evaluation]:
     train, holdout = split
     evaluation = training.evaluate(pipeline, holdout, thresholds or RiskThresholds(0.05, 0.2))
-    return registry.register_model(pipeline, train, holdout, evaluation), evaluation
+    return registry.register_model(
+        pipeline, train, holdout, evaluation, settings=load_settings()
+    ), evaluation
 
 
 def test_configure_mlflow_keeps_everything_under_stroke_home(
     stroke_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    experiment_id = registry.configure_mlflow()
+    experiment_id = registry.configure_mlflow(settings=load_settings())
     assert mlflow.get_tracking_uri() == f"sqlite:///{stroke_home / 'mlflow.db'}"
     assert (stroke_home / "mlflow.db").is_file()
     location = mlflow.get_experiment(experiment_id).artifact_location
     assert location == (stroke_home / "mlartifacts").as_uri()
     assert not (tmp_path / "mlruns").exists()
     # An empty registry has no champion.
-    assert registry.resolve_alias("champion") is None
+    assert registry.resolve_alias("champion", settings=load_settings()) is None
     with pytest.raises(InputError, match="no champion model registered"):
-        registry.load_model()
+        registry.load_model(settings=load_settings())
 
 
 def test_mlflow_tracking_uri_overrides_the_default(
@@ -65,14 +67,14 @@ def test_mlflow_tracking_uri_overrides_the_default(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    registry.configure_mlflow()
+    registry.configure_mlflow(settings=load_settings())
     assert mlflow.get_tracking_uri() == uri
     assert (tmp_path / "elsewhere.db").is_file()
     assert not (stroke_home / "mlflow.db").exists()
 
 
 def test_champion_loads_as_a_whole_pipeline(champion_home: Path, split) -> None:
-    registry.configure_mlflow()
+    registry.configure_mlflow(settings=load_settings())
     pipeline = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@champion")
     assert isinstance(pipeline, Pipeline)
     raw = split[1][list(FEATURES)].head(50)
@@ -84,10 +86,10 @@ def test_champion_loads_as_a_whole_pipeline(champion_home: Path, split) -> None:
 
 
 def test_serving_model_carries_thresholds_and_reference_data(champion_home: Path, split) -> None:
-    version = registry.resolve_alias("champion")
-    model = registry.load_model()
+    version = registry.resolve_alias("champion", settings=load_settings())
+    model = registry.load_model(settings=load_settings())
     assert model.version == version == "1"
-    assert registry.load_model("1") is model  # cached per version
+    assert registry.load_model("1", settings=load_settings()) is model  # cached per version
     client = mlflow.MlflowClient()
     tags = client.get_model_version(MODEL_NAME, version).tags
     assert RiskThresholds.from_json(tags["risk_thresholds"]) == model.thresholds
@@ -108,7 +110,7 @@ def test_serving_model_carries_thresholds_and_reference_data(champion_home: Path
 
 
 def test_each_trial_is_a_nested_run(champion_home: Path) -> None:
-    model = registry.load_model()
+    model = registry.load_model(settings=load_settings())
     children = mlflow.search_runs(
         experiment_names=[registry.EXPERIMENT_NAME],
         filter_string=f"tags.mlflow.parentRunId = '{model.run_id}'",
@@ -125,7 +127,9 @@ def test_gate_keeps_the_champion_when_a_worse_model_comes(champion_home: Path, s
     shuffled = train.assign(**{TARGET: np.random.default_rng(0).permutation(train[TARGET])})
     worse = training.fit_final(shuffled, {"n_estimators": 20})
     version, _ = _register(worse, split)
-    verdict = gate.gate_version(version, worse, holdout, GateSettings(auc_floor=0.0))
+    verdict = gate.gate_version(
+        version, worse, holdout, load_settings().replace(gate=GateSettings(auc_floor=0.0))
+    )
     assert verdict.alias == "challenger" and not verdict.promoted
     assert verdict.champion_version == "1"
     figures = verdict.metrics()
@@ -134,24 +138,26 @@ def test_gate_keeps_the_champion_when_a_worse_model_comes(champion_home: Path, s
     # Same hash holdout: every holdout patient is unseen by the champion.
     assert verdict.n_unseen == len(holdout)
     assert verdict.rule == gate.CANDIDATE_MINUS_CHAMPION_TRAIN
-    assert registry.resolve_alias("champion") == "1"
-    assert registry.resolve_alias("challenger") == version
-    run = mlflow.MlflowClient().get_run(registry.load_model(version).run_id)
+    assert registry.resolve_alias("champion", settings=load_settings()) == "1"
+    assert registry.resolve_alias("challenger", settings=load_settings()) == version
+    run = mlflow.MlflowClient().get_run(
+        registry.load_model(version, settings=load_settings()).run_id
+    )
     assert run.data.tags["gate_decision"] == "challenger"
     assert run.data.metrics["gate_champion_auc"] == pytest.approx(figures["champion_auc"])
 
 
 def test_gate_moves_the_champion_to_an_equal_or_better_model(champion_home: Path, split) -> None:
-    champion = registry.load_model()
+    champion = registry.load_model(settings=load_settings())
     version, _ = _register(champion.pipeline, split, champion.thresholds)
-    settings = GateSettings(auc_floor=0.5, tolerance=0.0)
+    settings = load_settings().replace(gate=GateSettings(auc_floor=0.5, tolerance=0.0))
     verdict = gate.gate_version(version, champion.pipeline, split[1], settings)
     assert verdict.alias == "champion"
     figures = verdict.metrics()
     assert figures["auc_difference"] == pytest.approx(0.0)
     assert figures["candidate_auc"] == pytest.approx(figures["champion_auc"])
-    assert registry.resolve_alias("champion") == version == "2"
-    assert registry.load_model().version == "2"
+    assert registry.resolve_alias("champion", settings=load_settings()) == version == "2"
+    assert registry.load_model(settings=load_settings()).version == "2"
     tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, version).tags
     assert tags["gate_decision"] == "champion" and "neither trained on" in tags["gate_reason"]
 
@@ -159,15 +165,17 @@ def test_gate_moves_the_champion_to_an_equal_or_better_model(champion_home: Path
 def test_gate_floor_blocks_even_the_first_model(stroke_home: Path, split) -> None:
     pipeline = training.fit_final(split[0], {"n_estimators": 20})
     version, _ = _register(pipeline, split)
-    verdict = gate.gate_version(version, pipeline, split[1], GateSettings(auc_floor=0.99))
+    verdict = gate.gate_version(
+        version, pipeline, split[1], load_settings().replace(gate=GateSettings(auc_floor=0.99))
+    )
     assert verdict.alias == "challenger" and "floor 0.9900" in verdict.reason
-    assert registry.resolve_alias("champion") is None
+    assert registry.resolve_alias("champion", settings=load_settings()) is None
 
 
 def test_version_stores_the_ids_of_its_split(stroke_home: Path, split) -> None:
     pipeline = training.fit_final(split[0], {"n_estimators": 20})
     version, _ = _register(pipeline, split)
-    ids = registry.load_model(version).split_ids()
+    ids = registry.load_model(version, settings=load_settings()).split_ids()
     assert ids is not None
     assert set(ids.loc[ids["split"] == "train", "id"]) == set(split[0]["id"].astype(str))
     assert set(ids.loc[ids["split"] == "holdout", "id"]) == set(split[1]["id"].astype(str))
@@ -197,7 +205,7 @@ def test_cli_train_runs_the_training_job_in_the_dagster_instance(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model_name"] == MODEL_NAME and summary["alias"] == "champion"
     assert {"version", "cv_roc_auc", "holdout_roc_auc", "holdout_brier"} <= set(summary)
-    assert registry.resolve_alias("champion") == summary["version"]
+    assert registry.resolve_alias("champion", settings=load_settings()) == summary["version"]
     # The run is training_job's, recorded under DAGSTER_HOME: the UI shows the materialization.
     with dg.DagsterInstance.from_config(str(stroke_home / "dagster")) as instance:
         (run,) = instance.get_runs()

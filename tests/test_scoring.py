@@ -19,6 +19,7 @@ from stroke_dagster.errors import InputError
 from stroke_dagster.risk import RiskThresholds
 from stroke_dagster.schema import FEATURES
 from stroke_dagster.scoring import score_file
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 from stroke_dagster.validation import SeenIds
 
@@ -63,7 +64,9 @@ def test_every_row_is_scored_or_quarantined_with_reason_and_date(
 ) -> None:
     path, bad = cohort_with_bad_rows(tmp_path / "cohort.csv")
     out = tmp_path / "scores.csv"
-    summary = score_file(path, model, cohort_date=DAY, output_csv=out, batch_rows=64)
+    summary = score_file(
+        path, model, cohort_date=DAY, output_csv=out, batch_rows=64, settings=load_settings()
+    )
     assert summary.rows_in == 400
     assert summary.rows_quarantined == bad
     assert summary.rows_in == summary.rows_scored + summary.rows_quarantined
@@ -75,10 +78,12 @@ def test_every_row_is_scored_or_quarantined_with_reason_and_date(
     assert written["stroke_probability"].between(0, 1).all()
     assert set(written["risk_tier"]) <= {"low", "elevated", "high"}
 
-    scores = warehouse.query_df("SELECT * FROM scores")
+    scores = warehouse.query_df("SELECT * FROM scores", settings=load_settings())
     assert len(scores) == summary.rows_scored
     assert set(scores["model_version"]) == {"9"}
-    quarantine = warehouse.query_df("SELECT * FROM quarantine ORDER BY row_number")
+    quarantine = warehouse.query_df(
+        "SELECT * FROM quarantine ORDER BY row_number", settings=load_settings()
+    )
     assert list(quarantine["row_number"]) == [4, 11, 21, 51, 400]
     assert {str(d)[:10] for d in quarantine["cohort_date"]} == {DAY}
     assert quarantine["reason"].str.contains("duplicate id").sum() == 2
@@ -91,7 +96,7 @@ def test_probabilities_and_tiers_match_the_model(
     df = simulate_patients(300, seed=8, with_label=False)
     path = write_patients(df, tmp_path / "cohort.parquet")
     out = tmp_path / "scores.csv"
-    score_file(path, model, output_csv=out, batch_rows=50)
+    score_file(path, model, output_csv=out, batch_rows=50, settings=load_settings())
     written = pd.read_csv(out)
     expected = model.pipeline.predict_proba(df[list(FEATURES)])[:, 1]
     np.testing.assert_allclose(written["stroke_probability"], expected, rtol=1e-12)
@@ -99,27 +104,38 @@ def test_probabilities_and_tiers_match_the_model(
     assert (written.loc[high, "risk_tier"] == "high").all()
     assert (written.loc[written["stroke_probability"] < 0.05, "risk_tier"] == "low").all()
     # a file without bad rows and no cohort date never touches the warehouse
-    assert not warehouse.warehouse_path().exists()
+    assert not warehouse.warehouse_path(settings=load_settings()).exists()
 
 
 def test_batch_size_does_not_change_results(
     stroke_home: Path, tmp_path: Path, model: SmallModel
 ) -> None:
     path, _ = cohort_with_bad_rows(tmp_path / "cohort.csv")
-    one = score_file(path, model, output_csv=tmp_path / "a.csv", batch_rows=1_000_000)
-    many = score_file(path, model, output_csv=tmp_path / "b.csv", batch_rows=37)
+    one = score_file(
+        path, model, output_csv=tmp_path / "a.csv", batch_rows=1_000_000, settings=load_settings()
+    )
+    many = score_file(
+        path, model, output_csv=tmp_path / "b.csv", batch_rows=37, settings=load_settings()
+    )
     assert one.rows_scored == many.rows_scored and one.tier_counts == many.tier_counts
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv"))
 
 
 def test_rescoring_a_day_replaces_it(stroke_home: Path, tmp_path: Path, model: SmallModel) -> None:
     path, _ = cohort_with_bad_rows(tmp_path / "cohort.csv")
-    score_file(path, model, cohort_date=DAY)
+    score_file(path, model, cohort_date=DAY, settings=load_settings())
     small = write_patients(simulate_patients(30, seed=1, with_label=False), tmp_path / "small.csv")
-    score_file(small, model, cohort_date=DAY)
-    counts = warehouse.query_df("SELECT count(*) AS n FROM scores")["n"].item()
+    score_file(small, model, cohort_date=DAY, settings=load_settings())
+    counts = warehouse.query_df("SELECT count(*) AS n FROM scores", settings=load_settings())[
+        "n"
+    ].item()
     assert counts == 30
-    assert warehouse.query_df("SELECT count(*) AS n FROM quarantine")["n"].item() == 0
+    assert (
+        warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=load_settings())[
+            "n"
+        ].item()
+        == 0
+    )
 
 
 def test_whole_file_problem_raises_and_writes_nothing(
@@ -129,10 +145,10 @@ def test_whole_file_problem_raises_and_writes_nothing(
     path = write_patients(df, tmp_path / "no_bmi.csv")
     out = tmp_path / "out.csv"
     with pytest.raises(InputError, match="bmi"):
-        score_file(path, model, cohort_date=DAY, output_csv=out)
+        score_file(path, model, cohort_date=DAY, output_csv=out, settings=load_settings())
     assert not out.exists()
     assert not list(tmp_path.glob(".out.csv*"))
-    assert not warehouse.warehouse_path().exists()
+    assert not warehouse.warehouse_path(settings=load_settings()).exists()
 
 
 def test_seen_ids_is_exact_for_integer_and_text_ids() -> None:
@@ -171,7 +187,9 @@ def test_cli_score_writes_csv_and_day_and_reports_counts(
     assert summary["rows_in"] == summary["rows_scored"] + summary["rows_quarantined"]
     assert summary["model_version"] == "1"
     assert len(pd.read_csv(out)) == summary["rows_scored"]
-    day = warehouse.query_df("SELECT count(*) AS n FROM scores WHERE cohort_date = ?", [DAY])
+    day = warehouse.query_df(
+        "SELECT count(*) AS n FROM scores WHERE cohort_date = ?", [DAY], settings=load_settings()
+    )
     assert day["n"].item() == summary["rows_scored"]
     pinned = stroke(
         "score", "--input", str(path), "--output", str(out), "--model-uri", "models:/StrokeRF/1"

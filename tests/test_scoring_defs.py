@@ -16,6 +16,7 @@ import pytest
 from stroke_dagster import warehouse
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, cohort_scoring_job, daily_cohort
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients
 
 DAY = "2026-01-05"
@@ -37,7 +38,9 @@ def write_cohort(home: Path, day: str, n: int = 200, bad: int = 0, seed: int = 0
 
 def day_count(day: str = DAY) -> int:
     sql = "SELECT count(*) AS n FROM scores WHERE cohort_date = ?"
-    return int(warehouse.query_df(sql, [dt.date.fromisoformat(day)])["n"].item())
+    return int(
+        warehouse.query_df(sql, [dt.date.fromisoformat(day)], settings=load_settings())["n"].item()
+    )
 
 
 def materialize(day: str, instance: dg.DagsterInstance | None = None, **kwargs):
@@ -84,14 +87,21 @@ def test_partition_materializes_and_rewrites_the_day(champion_home: Path) -> Non
     assert sum(meta[f"tier_{t}"].value for t in ("low", "elevated", "high")) == scored
     assert meta["model_version"].value == "1"
     assert day_count() == 296
-    quarantine = warehouse.query_df("SELECT cohort_date, reason FROM quarantine")
+    quarantine = warehouse.query_df(
+        "SELECT cohort_date, reason FROM quarantine", settings=load_settings()
+    )
     assert len(quarantine) == 4 and quarantine["reason"].str.contains("age out of range").all()
 
     # Same day again, with a corrected file: replaced, never duplicated.
     write_cohort(champion_home, DAY, n=250, bad=0, seed=1)
     assert materialize(DAY).success
     assert day_count() == 250
-    assert warehouse.query_df("SELECT count(*) AS n FROM quarantine")["n"].item() == 0
+    assert (
+        warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=load_settings())[
+            "n"
+        ].item()
+        == 0
+    )
 
 
 def test_cohort_scores_alone_validates_a_new_file(champion_home: Path) -> None:
@@ -143,13 +153,15 @@ def backfill_job() -> dg.JobDefinition:
 OUTSIDE_WRITER = """
 import os, sys, time, pandas as pd
 from stroke_dagster import warehouse
+from stroke_dagster.settings import load_settings
+settings = load_settings()
 rows = pd.DataFrame({"patient_id": [str(i) for i in range(5000)], "stroke_probability": 0.1,
                      "risk_tier": "low", "model_name": "StrokeRF", "model_version": "x",
                      "scored_at": pd.Timestamp("2026-01-01T00:00:00Z")})
 start, writes, stop = time.time(), 0, sys.argv[1]
 while not os.path.exists(stop) or writes < 5:  # until the backfill is over
-    warehouse.replace_partition("scores", "2025-12-31", rows)
-    warehouse.query_df("SELECT count(*) FROM scores")
+    warehouse.replace_partition("scores", "2025-12-31", rows, settings=settings)
+    warehouse.query_df("SELECT count(*) FROM scores", settings=settings)
     writes += 1
     time.sleep(0.2)
 print(start, time.time(), writes, flush=True)
@@ -234,9 +246,12 @@ def test_backfill_of_14_days_and_an_outside_writer_never_hit_a_lock_error(
     assert writes >= 5
     counts = warehouse.query_df(
         "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, count(*) AS n, "
-        "count(DISTINCT patient_id) AS ids FROM scores GROUP BY 1 ORDER BY 1"
+        "count(DISTINCT patient_id) AS ids FROM scores GROUP BY 1 ORDER BY 1",
+        settings=load_settings(),
     )
     assert list(counts["day"]) == ["2025-12-31", *days]
     assert list(counts["n"]) == [5000] + [299] * 14 and (counts["n"] == counts["ids"]).all()
-    quarantined = warehouse.query_df("SELECT count(*) AS n FROM quarantine")["n"].item()
+    quarantined = warehouse.query_df(
+        "SELECT count(*) AS n FROM quarantine", settings=load_settings()
+    )["n"].item()
     assert quarantined == 14

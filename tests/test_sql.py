@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from stroke_dagster import warehouse
-from stroke_dagster.settings import PROJECT_ROOT, SQL_DIR, get_settings
+from stroke_dagster.settings import PROJECT_ROOT, SQL_DIR, load_settings
 
 D1, D2, D3 = "2026-01-04", "2026-01-05", "2026-01-12"
 QUERIES = SQL_DIR / "queries"
@@ -46,6 +46,7 @@ def populated(stroke_home: Path) -> Path:
         "scores",
         D1,
         _scores([("1", 0.02, "low"), ("2", 0.30, "high"), ("3", 0.08, "elevated")], "1"),
+        settings=load_settings(),
     )
     warehouse.replace_partition(
         "scores",
@@ -54,6 +55,7 @@ def populated(stroke_home: Path) -> Path:
             [("2", 0.40, "high"), ("3", 0.01, "low"), ("4", 0.25, "high"), ("5", 0.09, "elevated")],
             "2",
         ),
+        settings=load_settings(),
     )
     warehouse.replace_partition(
         "scores",
@@ -62,6 +64,7 @@ def populated(stroke_home: Path) -> Path:
             [("3", 0.35, "high"), ("4", 0.30, "high"), ("5", 0.20, "high"), ("6", 0.5, "high")],
             "2",
         ),
+        settings=load_settings(),
     )
     quarantine = pd.DataFrame(
         {
@@ -75,9 +78,11 @@ def populated(stroke_home: Path) -> Path:
             "record": ["{}", "{}", "{}"],
         }
     )
-    warehouse.write_quarantine(quarantine, "cohort", D2)
-    warehouse.write_quarantine(quarantine.iloc[:1], "train:patients.csv", None)
-    return warehouse.warehouse_path(get_settings())
+    warehouse.write_quarantine(quarantine, "cohort", D2, settings=load_settings())
+    warehouse.write_quarantine(
+        quarantine.iloc[:1], "train:patients.csv", None, settings=load_settings()
+    )
+    return warehouse.warehouse_path(load_settings())
 
 
 def run_file(db: Path, path: Path, **variables: str) -> pd.DataFrame:
@@ -218,7 +223,9 @@ def test_quarantine_summary_counts_each_reason(populated: Path) -> None:
 def test_an_open_session_sees_a_new_day_on_its_next_query(populated: Path) -> None:
     with duckdb.connect(str(populated), read_only=True) as con:
         before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
-        warehouse.replace_partition("scores", "2026-01-20", _scores([("9", 0.9, "high")], "3"))
+        warehouse.replace_partition(
+            "scores", "2026-01-20", _scores([("9", 0.9, "high")], "3"), settings=load_settings()
+        )
         after = con.execute("SELECT count(*) FROM scores").fetchone()[0]
     assert after == before + 1
     assert dt.date(2026, 1, 20) in set(

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from stroke_dagster.definitions import defs as load_defs
 from stroke_dagster.registry import configure_mlflow, load_model
+from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 
 FAST = {"ops": {"tuned_model": {"config": {"n_trials": 2, "cv_folds": 3}}}}
@@ -37,7 +38,7 @@ def _run(defs: dg.Definitions, run_config: dict | None = None) -> dg.ExecuteInPr
 
 
 def _client() -> MlflowClient:
-    configure_mlflow()
+    configure_mlflow(settings=load_settings())
     return MlflowClient()
 
 
@@ -84,7 +85,7 @@ def test_training_job_registers_a_gated_champion(
 
     # The registered pipeline takes raw patient columns and returns probabilities.
     cohort = simulate_patients(50, seed=11, with_label=False)
-    probabilities = load_model("champion").predict_proba(cohort)
+    probabilities = load_model("champion", settings=load_settings()).predict_proba(cohort)
     assert probabilities.shape == (50,) and ((probabilities >= 0) & (probabilities <= 1)).all()
 
     # A second model that fails the gate (floor above any AUC) becomes challenger only.
@@ -141,7 +142,9 @@ def test_too_many_quarantined_rows_block_training(
 
     from stroke_dagster import warehouse
 
-    rows = warehouse.query_df("select reason, count(*) as n from quarantine group by reason")
+    rows = warehouse.query_df(
+        "select reason, count(*) as n from quarantine group by reason", settings=load_settings()
+    )
     assert rows.set_index("reason")["n"].to_dict() == {"age out of range [0, 120]": 60}
 
 

@@ -23,7 +23,7 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from stroke_dagster import warehouse
-from stroke_dagster.settings import get_settings
+from stroke_dagster.settings import load_settings
 from stroke_dagster.warehouse import Warehouse
 
 DAY = "2026-01-05"
@@ -46,12 +46,16 @@ def day_rows(day: str = DAY) -> pd.DataFrame:
     return warehouse.query_df(
         "SELECT * FROM scores WHERE cohort_date = ? ORDER BY patient_id",
         [dt.date.fromisoformat(day)],
+        settings=load_settings(),
     )
 
 
 def _spawn(home: Path, body: str, *args: str) -> subprocess.Popen:
     """A Python child process using the warehouse of ``home`` (a real second process)."""
-    script = "import sys, time\nfrom stroke_dagster import warehouse\n" + textwrap.dedent(body)
+    script = (
+        "import sys, time\nfrom stroke_dagster import warehouse\n"
+        "from stroke_dagster.settings import load_settings\n" + textwrap.dedent(body)
+    )
     env = {**os.environ, "STROKE_HOME": str(home)}
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
@@ -78,8 +82,8 @@ def _wait_for_line(proc: subprocess.Popen, expected: str, timeout: float = 60) -
 
 
 def test_entry_point_holds_only_views_over_one_file_per_table_and_day(stroke_home: Path) -> None:
-    wh = warehouse.of(get_settings())
-    warehouse.replace_partition("scores", DAY, scores_frame(5))
+    wh = warehouse.of(load_settings())
+    warehouse.replace_partition("scores", DAY, scores_frame(5), settings=load_settings())
     schema = wh.schema()
     assert {"scores", "quarantine", "drift_metrics", "drift_summary"} <= set(schema.tables)
     with duckdb.connect(str(wh.entry_path), read_only=True) as con:
@@ -101,14 +105,18 @@ def test_entry_point_holds_only_views_over_one_file_per_table_and_day(stroke_hom
 
 
 def test_replace_partition_rewrites_only_its_day_without_duplicates(stroke_home: Path) -> None:
-    wh = warehouse.of(get_settings())
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1))
-    warehouse.replace_partition("scores", "2026-01-06", scores_frame(3, 0.3))
+    wh = warehouse.of(load_settings())
+    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
+    warehouse.replace_partition(
+        "scores", "2026-01-06", scores_frame(3, 0.3), settings=load_settings()
+    )
     other = wh.current_file("scores", dt.date(2026, 1, 6))
     first = wh.current_file("scores", dt.date.fromisoformat(DAY))
     before = other.stat()
     entry_before = wh.entry_path.stat()
-    written = warehouse.replace_partition("scores", DAY, scores_frame(4, 0.2))
+    written = warehouse.replace_partition(
+        "scores", DAY, scores_frame(4, 0.2), settings=load_settings()
+    )
     assert written == 4
     rows = day_rows()
     assert len(rows) == 4 and set(rows["stroke_probability"]) == {0.2}
@@ -128,27 +136,30 @@ def test_replace_partition_reads_parquet_and_sets_constant_columns(
     path = tmp_path / "day.parquet"
     scores_frame(6).drop(columns=["model_name", "model_version", "scored_at"]).to_parquet(path)
     extra = {"model_name": "StrokeRF", "model_version": "7", "scored_at": dt.datetime.now(dt.UTC)}
-    warehouse.replace_partition("scores", DAY, path, extra=extra)
+    warehouse.replace_partition("scores", DAY, path, extra=extra, settings=load_settings())
     rows = day_rows()
     assert len(rows) == 6 and set(rows["model_version"]) == {"7"}
 
 
 def test_failure_before_publication_keeps_previous_rows(stroke_home: Path) -> None:
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1))
+    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
     bad = scores_frame(5, 0.2)
     bad.loc[4, "stroke_probability"] = 2.0  # violates the table's CHECK
     with pytest.raises(duckdb.ConstraintException):
-        warehouse.replace_partition("scores", DAY, bad)
-    with pytest.raises(RuntimeError, match="boom"), warehouse.write_transaction() as batch:
+        warehouse.replace_partition("scores", DAY, bad, settings=load_settings())
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        warehouse.write_transaction(settings=load_settings()) as batch,
+    ):
         warehouse.replace_rows(batch, "scores", DAY, scores_frame(9, 0.9))
         raise RuntimeError("boom")
     rows = day_rows()
     assert len(rows) == 5 and set(rows["stroke_probability"]) == {0.1}
-    assert not list(warehouse.of(get_settings()).data_dir.rglob("*.tmp"))
+    assert not list(warehouse.of(load_settings()).data_dir.rglob("*.tmp"))
 
 
 def test_killed_writer_leaves_the_previous_day(stroke_home: Path) -> None:
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1))
+    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
     child = _spawn(
         stroke_home,
         f"""
@@ -157,7 +168,7 @@ def test_killed_writer_leaves_the_previous_day(stroke_home: Path) -> None:
                            "stroke_probability": 0.5, "risk_tier": "elevated",
                            "model_name": "StrokeRF", "model_version": "2",
                            "scored_at": pd.Timestamp("2026-01-07T00:00:00Z")}})
-        with warehouse.write_transaction() as batch:
+        with warehouse.write_transaction(load_settings()) as batch:
             warehouse.replace_rows(batch, "scores", "{DAY}", df)
             warehouse.replace_quarantine_rows(batch, pd.DataFrame({{"row_number": [1],
                 "patient_id": ["q"], "reason": ["bad"], "record": ["{{}}"]}}), "cohort", "{DAY}")
@@ -171,11 +182,11 @@ def test_killed_writer_leaves_the_previous_day(stroke_home: Path) -> None:
         child.wait(timeout=30)
     finally:
         child.kill()
-    day_dir = warehouse.of(get_settings()).partition_dir("scores", dt.date.fromisoformat(DAY))
+    day_dir = warehouse.of(load_settings()).partition_dir("scores", dt.date.fromisoformat(DAY))
     assert list(day_dir.glob(".*.tmp"))  # the dead writer's staged file was left behind ...
     rows = day_rows()  # ... invisible: the day is the previous one, whole
     assert len(rows) == 5 and set(rows["model_version"]) == {"1"}
-    warehouse.replace_partition("scores", DAY, scores_frame(2, 0.4))
+    warehouse.replace_partition("scores", DAY, scores_frame(2, 0.4), settings=load_settings())
     assert len(day_rows()) == 2
     assert not list(day_dir.glob(".*.tmp"))  # the next write of the day removed it
 
@@ -189,14 +200,15 @@ def test_write_quarantine_replaces_rows_of_the_same_source_and_day(stroke_home: 
             "record": ['{"id": "x"}', '{"id": null}'],
         }
     )
-    warehouse.write_quarantine(rows, "cohort", DAY)
-    warehouse.write_quarantine(rows, "cohort", DAY)
-    warehouse.write_quarantine(rows.iloc[:1], "other", DAY)
-    warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None)
-    warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None)
+    warehouse.write_quarantine(rows, "cohort", DAY, settings=load_settings())
+    warehouse.write_quarantine(rows, "cohort", DAY, settings=load_settings())
+    warehouse.write_quarantine(rows.iloc[:1], "other", DAY, settings=load_settings())
+    warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None, settings=load_settings())
+    warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None, settings=load_settings())
     got = warehouse.query_df(
         "SELECT source, cohort_date, row_number, patient_id, reason FROM quarantine "
-        "ORDER BY source, row_number"
+        "ORDER BY source, row_number",
+        settings=load_settings(),
     )
     assert list(got["source"]) == ["cohort", "cohort", "other", "train:file.csv"]
     assert list(got["row_number"]) == [3, 8, 3, 3]
@@ -235,20 +247,26 @@ def test_an_open_analyst_session_waits_for_nothing_and_sees_each_new_day_whole(
     from stroke_dagster.drift.daily import check_day
     from stroke_dagster.simulate import simulate_patients, write_patients
 
-    settings = get_settings()
+    settings = load_settings()
     entry = warehouse.of(settings).ensure()
     analyst = _spawn(champion_home, ANALYST, str(entry))
     try:
         _wait_for_line(analyst, "open")
         assert _ask(analyst, "SELECT count(*) FROM scores") == [[0]]
-        model = scoring.load_serving_model("champion")
+        model = scoring.load_serving_model("champion", settings=load_settings())
         config = DriftConfig(backend="scipy")
         telemetry = TelemetryWriter(champion_home)
         for i, day in enumerate(["2026-02-01", "2026-02-02"]):
             patients = simulate_patients(200 + i, seed=i, with_label=False)
             write_patients(patients, settings.incoming_dir / f"{day}.csv")
             cohort = scoring.current_cohort(settings, day)
-            scoring.score_file(cohort.path, model, cohort_date=day, quarantine_source=None)
+            scoring.score_file(
+                cohort.path,
+                model,
+                cohort_date=day,
+                quarantine_source=None,
+                settings=load_settings(),
+            )
             got = _ask(
                 analyst,
                 f"SELECT count(*), count(DISTINCT patient_id) FROM scores "
@@ -281,17 +299,19 @@ frames = [pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "stroke_proba
                         "risk_tier": "low", "model_name": "StrokeRF", "model_version": str(n),
                         "scored_at": pd.Timestamp("2026-01-06T02:00:00Z")}) for n, p in versions]
 for k in range(int(sys.argv[1])):
-    warehouse.replace_partition("scores", sys.argv[2], frames[k % 2])
+    warehouse.replace_partition("scores", sys.argv[2], frames[k % 2], settings=load_settings())
 print("done", flush=True)
 """
 
 
 def test_readers_see_a_day_whole_while_two_writers_replace_it(stroke_home: Path) -> None:
     """Two processes replace the same day over and over; every read sees one version whole."""
-    warehouse.replace_partition("scores", DAY, scores_frame(300, 0.1, version="300"))
+    warehouse.replace_partition(
+        "scores", DAY, scores_frame(300, 0.1, version="300"), settings=load_settings()
+    )
     writers = [_spawn(stroke_home, REWRITER, "25", DAY) for _ in range(2)]
     seen = set()
-    con = warehouse.connect()
+    con = warehouse.connect(settings=load_settings())
     try:
         while any(w.poll() is None for w in writers):
             row = con.execute(
@@ -384,12 +404,15 @@ def test_a_14_day_backfill_writes_its_days_in_parallel(stroke_home: Path) -> Non
     assert overlapped.count("True") >= 2  # at least two days were being written at once
     counts = warehouse.query_df(
         "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, count(*) AS n, "
-        "count(DISTINCT patient_id) AS ids FROM scores GROUP BY 1 ORDER BY 1"
+        "count(DISTINCT patient_id) AS ids FROM scores GROUP BY 1 ORDER BY 1",
+        settings=load_settings(),
     )
     assert list(counts["day"]) == BACKFILL_DAYS
     assert list(counts["n"]) == [100 + int(d[-2:]) for d in BACKFILL_DAYS]
     assert (counts["n"] == counts["ids"]).all()
-    quarantined = warehouse.query_df("SELECT count(*) AS n FROM quarantine")["n"].item()
+    quarantined = warehouse.query_df(
+        "SELECT count(*) AS n FROM quarantine", settings=load_settings()
+    )["n"].item()
     assert quarantined == 14
 
 
@@ -408,9 +431,9 @@ def test_telemetry_is_compacted_per_day_without_losing_or_doubling_a_row(
             ts = dt.datetime(day.year, day.month, day.day, 10, k, tzinfo=dt.UTC)
             writer.record({"ts": ts, "request_id": f"{day}-{k}", "status_code": 200})
             writer.flush()
-    wh = warehouse.of(get_settings())
+    wh = warehouse.of(load_settings())
     sql = "SELECT strftime(date, '%d') AS d, count(*) AS n FROM inference_log GROUP BY 1 ORDER BY 1"
-    assert warehouse.query_df(sql)["n"].tolist() == [4, 4, 4]
+    assert warehouse.query_df(sql, settings=load_settings())["n"].tolist() == [4, 4, 4]
     summary = compact_telemetry(wh.telemetry_dir, retention_days=1, today=dt.date(2026, 1, 3))
     assert summary["deleted"] == ["2026-01-01"] and summary["compacted"] == {"2026-01-02": 4}
     day2 = wh.telemetry_dir / "date=2026-01-02"
@@ -418,18 +441,18 @@ def test_telemetry_is_compacted_per_day_without_losing_or_doubling_a_row(
     assert len(list(day2.glob("part-*.parquet"))) == 4
     assert len(list(day2.glob("compacted~*.parquet"))) == 1
     assert len(list((wh.telemetry_dir / "date=2026-01-03").glob("part-*.parquet"))) == 4
-    got = warehouse.query_df(sql)
+    got = warehouse.query_df(sql, settings=load_settings())
     assert got["d"].tolist() == ["02", "03"] and got["n"].tolist() == [4, 4]
-    assert len(read_day(get_settings(), "2026-01-02")) == 4
+    assert len(read_day(load_settings(), "2026-01-02")) == 4
     # A late flush for a compacted day is read beside it, then merged by the next compaction.
     writer.record({"ts": dt.datetime(2026, 1, 2, 23, tzinfo=dt.UTC), "request_id": "late"})
     writer.flush()
-    assert warehouse.query_df(sql)["n"].tolist() == [5, 4]
+    assert warehouse.query_df(sql, settings=load_settings())["n"].tolist() == [5, 4]
     summary = compact_telemetry(wh.telemetry_dir, today=dt.date(2026, 1, 3), grace_seconds=0)
     assert summary["compacted"] == {"2026-01-02": 1}
-    assert warehouse.query_df(sql)["n"].tolist() == [5, 4]
+    assert warehouse.query_df(sql, settings=load_settings())["n"].tolist() == [5, 4]
     assert [p.name.split("~")[0] for p in day2.iterdir()] == ["compacted"]  # one file a day
-    assert len(read_day(get_settings(), "2026-01-02")) == 5
+    assert len(read_day(load_settings(), "2026-01-02")) == 5
 
 
 # -- migration from the single-file layout -------------------------------------------------------
@@ -505,7 +528,8 @@ def test_the_first_access_migrates_automatically_and_keeps_newer_days(stroke_hom
     wh.publish(staged)
     got = warehouse.query_df(
         "SELECT strftime(cohort_date, '%d') AS d, count(*) AS n, max(model_version) AS v "
-        "FROM scores GROUP BY 1 ORDER BY 1"
+        "FROM scores GROUP BY 1 ORDER BY 1",
+        settings=load_settings(),
     )
     assert got["d"].tolist() == ["01", "02", "03"]
     assert got["v"].tolist() == ["1", "9", "1"]  # the newer day was kept
@@ -516,6 +540,8 @@ def test_the_first_access_migrates_automatically_and_keeps_newer_days(stroke_hom
         int((old["cohort_date"].dt.day == 3).sum()),
     ]
     assert (
-        warehouse.query_df("SELECT count(*) AS n FROM quarantine")["n"].item()
+        warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=load_settings())[
+            "n"
+        ].item()
         == counts["quarantine"]
     )

@@ -48,7 +48,7 @@ from stroke_dagster.api.errors import (
     json_response,
     summary,
 )
-from stroke_dagster.api.holder import ModelHolder
+from stroke_dagster.api.holder import ModelHolder, registry_loader, registry_resolver
 from stroke_dagster.api.kserve import build_router
 from stroke_dagster.api.middleware import (
     ApiKeyMiddleware,
@@ -71,7 +71,7 @@ from stroke_dagster.api.models import (
 from stroke_dagster.api.predict import parse_body, score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
 from stroke_dagster.explain import explain_one
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings, load_settings
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -143,15 +143,20 @@ def create_app(
     config: ApiConfig | None = None,
     holder: ModelHolder | None = None,
 ) -> FastAPI:
-    """The service. ``settings`` and ``config`` default to the environment.
+    """The service. ``settings`` (default: ``load_settings()``, the environment read once here)
+    and ``config`` (default: its ``api`` section).
 
-    ``settings.home`` is where telemetry is written; the registry is found the way every other
-    command finds it (``STROKE_HOME`` / ``MLFLOW_TRACKING_URI``). ``holder`` replaces the default
-    champion holder (e.g. another alias).
+    ``settings.home`` is where telemetry is written and ``settings.mlflow_tracking_uri`` the
+    registry the champion comes from. ``holder`` replaces the default champion holder (e.g.
+    another alias).
     """
-    settings = settings or get_settings()
+    settings = settings or load_settings()
     config = config or settings.api
-    holder = holder or ModelHolder(reload_seconds=config.reload_seconds)
+    holder = holder or ModelHolder(
+        resolver=registry_resolver(settings),
+        loader=registry_loader(settings),
+        reload_seconds=config.reload_seconds,
+    )
     writer = TelemetryWriter(
         settings.home,
         enabled=config.telemetry,

@@ -9,6 +9,7 @@ reached, or an alias that disappears, leaves the served model in place.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stroke_dagster.api.scorer import Scorer
+from stroke_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,18 @@ class LoadedModel:
         return self.model.thresholds
 
 
-def _registry_resolver(alias: str) -> str | None:
+def registry_resolver(settings: Settings) -> Callable[[str], str | None]:
+    """Resolves an alias in the registry of ``settings``."""
     from stroke_dagster.registry import resolve_alias
 
-    return resolve_alias(alias)
+    return functools.partial(resolve_alias, settings=settings)
 
 
-def _registry_loader(version: str) -> Any:
+def registry_loader(settings: Settings) -> Callable[[str], Any]:
+    """Loads a version from the registry of ``settings``."""
     from stroke_dagster.registry import load_model
 
-    return load_model(version)
+    return functools.partial(load_model, settings=settings)
 
 
 class ModelHolder:
@@ -62,8 +66,8 @@ class ModelHolder:
         self,
         *,
         alias: str = CHAMPION,
-        resolver: Callable[[str], str | None] = _registry_resolver,
-        loader: Callable[[str], Any] = _registry_loader,
+        resolver: Callable[[str], str | None],
+        loader: Callable[[str], Any],
         reload_seconds: float = 30.0,
     ) -> None:
         self.alias = alias

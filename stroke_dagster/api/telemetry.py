@@ -49,7 +49,7 @@ from stroke_dagster.schema import (
     NUMERIC_FEATURES,
     REQUIRED_COLUMNS,
 )
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 from stroke_dagster.warehouse_files import remove_superseded, version_name, versions
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,12 @@ FEATURE_SCHEMA = pa.schema(
 )
 
 
-def telemetry_dir(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).home / TELEMETRY_DIR
+def telemetry_dir(settings: Settings) -> Path:
+    return settings.home / TELEMETRY_DIR
 
 
-def features_dir(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).home / FEATURES_DIR
+def features_dir(settings: Settings) -> Path:
+    return settings.home / FEATURES_DIR
 
 
 def feature_means(records: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -299,7 +299,7 @@ def read_log(root: Path, day: str | dt.date) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def read_day(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:
+def read_day(settings: Settings, day: str | dt.date) -> pd.DataFrame:
     """Every request row of one UTC day (empty frame with the columns when there are none)."""
     return read_log(telemetry_dir(settings), day).drop_columns(["segment"]).to_pandas()
 
@@ -389,7 +389,7 @@ def compact_telemetry(
     return {"compacted": compacted, "deleted": deleted, "retention_days": retention_days}
 
 
-def request_cohort(settings: Settings | None, day: str | dt.date) -> pd.DataFrame:
+def request_cohort(settings: Settings, day: str | dt.date) -> pd.DataFrame:
     """One UTC day of scored online patients in the raw schema (``id`` + features), typed.
 
     Empty unless the service ran with ``STROKE_TELEMETRY_FEATURES=1``. A patient sent without an
@@ -415,7 +415,7 @@ def request_cohort(settings: Settings | None, day: str | dt.date) -> pd.DataFram
     return frame[list(REQUIRED_COLUMNS)].reset_index(drop=True)
 
 
-def summarize_day(settings: Settings | None, day: str | dt.date) -> dict[str, Any]:
+def summarize_day(settings: Settings, day: str | dt.date) -> dict[str, Any]:
     """The day's service figures: traffic, errors, latency, mean probability, tier counts.
 
     ``error_rate`` counts every 4xx/5xx answer; ``server_error_rate`` only 5xx. Latency

@@ -79,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
         cohort, rows_in = read_valid_rows(path)
         predictions = None
         if cohort_date:
-            predictions, _ = day_predictions(cohort_date, loaded.version)
+            predictions, _ = day_predictions(cohort_date, loaded.version, settings)
         report = loaded.detector.check(
             cohort, predictions if predictions is not None and not predictions.empty else None
         )
         if cohort_date:
-            write_report(cohort_date, report)
+            write_report(cohort_date, report, settings=settings)
         line = {"input": path, **report.to_json(), "rows_in": rows_in}
         if cohort_date:
             line["cohort_date"] = cohort_date

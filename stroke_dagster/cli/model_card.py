@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stroke_dagster.settings import load_settings
     from stroke_dagster.version_docs import model_card_text
 
-    print(model_card_text(args.version))
+    print(model_card_text(args.version, settings=load_settings()))
     return 0

@@ -51,16 +51,17 @@ def run(args: argparse.Namespace) -> int:
     reference = parse_model_uri(args.model_uri)
 
     from stroke_dagster.scoring import load_serving_model, score_file
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
+    settings = load_settings()
     summary = score_file(
         args.input,
         # loaded in the background while the first batch is read and validated
-        lambda: load_serving_model(reference),
+        lambda: load_serving_model(reference, settings=settings),
         cohort_date=cohort_date,
         output_csv=args.output,
         batch_rows=args.batch_rows,
-        settings=get_settings(),
+        settings=settings,
     )
     print(json.dumps(summary.to_dict()))
     return 0

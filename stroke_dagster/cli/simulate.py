@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
     from stroke_dagster.simulate import simulate_patients, write_patients
 
     date: dt.date | None = args.date
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--output is required unless --date is given")
     if date is None and args.labels:
         raise InputError("--labels needs --date")
-    settings = get_settings()
+    settings = load_settings()
     output: Path = args.output if args.output is not None else settings.incoming_dir / f"{date}.csv"
     if output.is_dir():
         if date is None:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from stroke_dagster import warehouse
     from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
     params = parse_params(args.param)
     if args.sql_text is not None:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         sql = path.read_text(encoding="utf-8")
     else:
         sql = sys.stdin.read()
-    con = warehouse.connect(get_settings())
+    con = warehouse.connect(load_settings())
     try:
         for name, value in params.items():
             con.execute(f"SET VARIABLE {name} = '{value.replace(chr(39), chr(39) * 2)}'")

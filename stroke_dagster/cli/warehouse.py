@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stroke_dagster import warehouse, warehouse_migrate
-    from stroke_dagster.settings import get_settings
+    from stroke_dagster.settings import load_settings
 
-    wh = warehouse.of(get_settings())
+    wh = warehouse.of(load_settings())
     if args.action == "migrate":
         result = warehouse_migrate.migrate(wh)
         wh.ensure()

@@ -22,6 +22,7 @@ from stroke_dagster.defs.automation import on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
+from stroke_dagster.settings import Settings
 
 GROUP = "monitoring"
 OWNERS = ["team:ml-platform"]
@@ -74,7 +75,7 @@ def drift_metrics(
         f"{day}: drift={report.is_drift} ({', '.join(report.drifted_features) or 'none'}) "
         f"vs StrokeRF v{report.reference_version}"
     )
-    mlflow_run = _log_mlflow(context, day, report)
+    mlflow_run = _log_mlflow(context, day, report, settings)
     alert = None
     version = report.reference_version or ""
     already = report.is_drift and _alerted_before(context, day, version)
@@ -142,12 +143,17 @@ def _alerted_before(context: dg.AssetExecutionContext, day: str, version: str) -
     return False
 
 
-def _log_mlflow(context: dg.AssetExecutionContext, day: str, report) -> str | None:  # noqa: ANN001
+def _log_mlflow(
+    context: dg.AssetExecutionContext,
+    day: str,
+    report,  # noqa: ANN001
+    settings: Settings,
+) -> str | None:
     """Log to MLflow; monitoring must not fail because the tracking store is unavailable."""
     from stroke_dagster.drift.tracking import log_drift_run
 
     try:
-        return log_drift_run(day, report, dagster_run_id=context.run_id)
+        return log_drift_run(day, report, dagster_run_id=context.run_id, settings=settings)
     except Exception as exc:
         context.log.warning(f"MLflow logging of the drift check failed: {exc}")
         return None
@@ -197,13 +203,14 @@ def performance_metrics(
     from stroke_dagster.performance import day_performance, write_performance
 
     day = context.partition_key
+    settings = stroke.settings()
     try:
-        frame = day_performance(day, stroke.settings())
+        frame = day_performance(day, settings)
     except InputError as exc:
         raise dg.Failure(description=str(exc)) from None
     if frame is None:
-        raise dg.Failure(description=f"no labels file for {day} in {stroke.settings().labels_dir}")
-    written = write_performance(day, frame)
+        raise dg.Failure(description=f"no labels file for {day} in {settings.labels_dir}")
+    written = write_performance(day, frame, settings)
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
     return dg.MaterializeResult(
         metadata={

@@ -106,7 +106,9 @@ def clean_patients(
         rows_in += result.rows_in
         quarantined += len(result.quarantine)
         if len(result.quarantine):
-            warehouse.write_quarantine(result.quarantine, source=name, cohort_date=None)
+            warehouse.write_quarantine(
+                result.quarantine, source=name, cohort_date=None, settings=settings
+            )
             reasons = reasons.add(result.quarantine["reason"].value_counts(), fill_value=0)
         valid_frames.append(result.valid)
     clean = combine_labelled(valid_frames)

@@ -25,6 +25,7 @@ from dagster_mlflow.resources import MlFlow
 from stroke_dagster.defs.automation import on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.settings import Settings
 
 GROUP = "model_insights"
 TRAINING_GROUP = "training"
@@ -52,14 +53,14 @@ class DocumentationConfig(dg.Config):
     min_events: int = 10  # fewer strokes (or non-strokes): "too small", no figures
 
 
-def _latest_registered_version(context: dg.AssetExecutionContext) -> str:
+def _latest_registered_version(context: dg.AssetExecutionContext, settings: Settings) -> str:
     event = context.instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
     materialization = event.asset_materialization if event is not None else None
     if materialization is not None and "version" in materialization.metadata:
         return str(materialization.metadata["version"].value)
     from stroke_dagster import registry
 
-    versions = registry.client().search_model_versions(f"name='{registry.MODEL_NAME}'")
+    versions = registry.client(settings).search_model_versions(f"name='{registry.MODEL_NAME}'")
     if not versions:
         raise dg.Failure(description=registry.NO_CHAMPION)
     return str(max(int(v.version) for v in versions))
@@ -100,8 +101,9 @@ def model_documentation(
     from stroke_dagster.subgroups import SubgroupConfig, to_markdown
     from stroke_dagster.version_docs import document_version
 
-    registry.configure_mlflow(stroke.settings())
-    version = _latest_registered_version(context)
+    settings = stroke.settings()
+    registry.configure_mlflow(settings)
+    version = _latest_registered_version(context, settings)
     subgroup_config = SubgroupConfig(
         min_events=config.min_events,
         min_non_events=config.min_events,
@@ -114,7 +116,11 @@ def model_documentation(
         entry = raw.asset_materialization.metadata.get("source")
         source = str(entry.value) if entry is not None else None
     docs = document_version(
-        version, patient_split["holdout"], subgroup_config=subgroup_config, data_source=source
+        version,
+        patient_split["holdout"],
+        subgroup_config=subgroup_config,
+        data_source=source,
+        settings=settings,
     )
     e = docs.evidence
     warnings = e.warnings

@@ -15,21 +15,23 @@ import json
 import dagster as dg
 
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.settings import Settings
 
 TRAINING_JOB = "training_job"
 TRIGGER_TAG = "stroke/trigger"
 READ_TIMEOUT_S = 20.0
 
 
-def _verdicts(version: str, window: int) -> list[tuple[str, bool]]:
+def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, bool]]:
     from stroke_dagster import warehouse
 
-    if not warehouse.warehouse_path().exists():
+    if not warehouse.warehouse_path(settings).exists():
         return []
     frame = warehouse.query_df(
         "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, is_drift FROM drift_summary "
         "WHERE reference_model_version = ? ORDER BY cohort_date DESC LIMIT ?",
         [version, window],
+        settings=settings,
         timeout=READ_TIMEOUT_S,
     )
     return [(str(d), bool(f)) for d, f in zip(frame["day"], frame["is_drift"], strict=True)]
@@ -103,13 +105,13 @@ def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings
     )
     if running:
         return dg.SkipReason(f"{TRAINING_JOB} run {running[0].run_id} is already under way")
-    champion = registry.resolve_alias("champion")
+    champion = registry.resolve_alias("champion", settings=settings)
     if champion is None:
         return dg.SkipReason("no champion registered yet: nothing to compare drift against")
     last = _last_retrain(context)
     window = policy.window_days + (policy.window_days if last else 0)
     try:
-        verdicts = _verdicts(champion, window)
+        verdicts = _verdicts(champion, window, settings)
     except warehouse.WarehouseBusyError as exc:
         return dg.SkipReason(f"warehouse busy ({exc}); checking again on the next tick")
     now = dt.datetime.now(dt.UTC)

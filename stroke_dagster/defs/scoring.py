@@ -101,7 +101,7 @@ def cohort_scores(
     day = context.partition_key
     settings = stroke.settings()
     cohort = _cohort(settings, day, revalidate=False)
-    model = scoring.load_serving_model("champion")
+    model = scoring.load_serving_model("champion", settings=settings)
     scored = scoring.score_file(
         cohort.path, model, cohort_date=day, quarantine_source=None, settings=settings
     )

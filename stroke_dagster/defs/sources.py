@@ -63,10 +63,10 @@ cohort_labels = dg.AssetSpec(
         "observed by the champion_rescoring sensor."
     ),
 )
-def champion_model() -> dg.DataVersion:
+def champion_model(stroke: StrokeSettings) -> dg.DataVersion:
     from stroke_dagster import registry
 
-    version = registry.resolve_alias("champion")
+    version = registry.resolve_alias("champion", settings=stroke.settings())
     return dg.DataVersion(version or "none")
 
 
@@ -242,7 +242,7 @@ def champion_rescoring(
 
     try:
         settings = stroke.load()
-        version = registry.resolve_alias("champion")
+        version = registry.resolve_alias("champion", settings=settings)
     except SettingsError as exc:
         return dg.SensorResult(skip_reason=f"settings: {exc}")
     if version is None:

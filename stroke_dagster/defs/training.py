@@ -167,9 +167,14 @@ def registered_model(
     train, holdout = patient_split["train"], patient_split["holdout"]
     settings = stroke.settings()
     version = registry.register_model(
-        tuned_model["pipeline"], train, holdout, model_evaluation, tuned_model["tuning"]
+        tuned_model["pipeline"],
+        train,
+        holdout,
+        model_evaluation,
+        tuned_model["tuning"],
+        settings=settings,
     )
-    verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings.gate)
+    verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
     context.log.info(f"{registry.MODEL_NAME} v{version} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
     return dg.MaterializeResult(

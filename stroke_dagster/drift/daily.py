@@ -19,7 +19,7 @@ from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.report import DriftReport
 from stroke_dagster.drift.store import LoadedDetector, detector_for_model
 from stroke_dagster.scoring import current_cohort
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 
 METRICS_TABLE = "drift_metrics"
 SUMMARY_TABLE = "drift_summary"
@@ -51,9 +51,7 @@ def read_valid_rows(path: str | Path) -> tuple[pd.DataFrame, int]:
     return valid, rows_in
 
 
-def day_predictions(
-    day: str, model_version: str, settings: Settings | None = None
-) -> tuple[pd.DataFrame, str]:
+def day_predictions(day: str, model_version: str, settings: Settings) -> tuple[pd.DataFrame, str]:
     """The day's scores from the warehouse made by ``model_version`` (empty when there are none)."""
     from stroke_dagster import warehouse
 
@@ -78,14 +76,13 @@ def check_day(
     day: str,
     *,
     config: DriftConfig | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
     loaded: LoadedDetector | None = None,
     run_id: str | None = None,
     write: bool = True,
 ) -> DayResult:
     """Check the cohort of ``day`` (``YYYY-MM-DD``) against the champion; write the results."""
     dt.date.fromisoformat(day)
-    settings = settings or get_settings()
     config = config or settings.drift
     # The day's typed valid rows as scoring validated them (validated now if not yet).
     summary = current_cohort(settings, day)
@@ -114,7 +111,7 @@ def write_report(
     report: DriftReport,
     *,
     run_id: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> int:
     """Replace the day's ``drift_metrics`` and ``drift_summary`` partitions together."""
     from stroke_dagster import warehouse

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.detector import TabularDriftDetector
 from stroke_dagster.errors import InputError
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 
 if TYPE_CHECKING:
     from stroke_dagster.registry import ServingModel
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def detector_path(version: str, backend: str, settings: Settings | None = None) -> Path:
-    settings = settings or get_settings()
+def detector_path(version: str, backend: str, settings: Settings) -> Path:
     return settings.models_dir / str(version) / f"drift_{backend}.pkl"
 
 
@@ -85,9 +84,7 @@ class LoadedDetector:
     fitted_now: bool
 
 
-def fit_for_model(
-    model: ServingModel, config: DriftConfig, settings: Settings | None = None
-) -> LoadedDetector:
+def fit_for_model(model: ServingModel, config: DriftConfig, settings: Settings) -> LoadedDetector:
     """Fit a detector on ``model``'s reference data and holdout predictions, and store it."""
     detector = TabularDriftDetector(config).fit(
         model.reference_frame(),
@@ -102,7 +99,8 @@ def fit_for_model(
 def detector_for_model(
     version: str | None = None,
     config: DriftConfig | None = None,
-    settings: Settings | None = None,
+    *,
+    settings: Settings,
 ) -> LoadedDetector:
     """The stored detector of model ``version`` (default: the champion), fitted on first use.
 
@@ -111,14 +109,14 @@ def detector_for_model(
     """
     from stroke_dagster import registry
 
-    settings = settings or get_settings()
     config = config or settings.drift
     if version is None:
-        version = registry.resolve_alias("champion")
+        version = registry.resolve_alias("champion", settings=settings)
         if version is None:
             raise InputError(registry.NO_CHAMPION)
     path = detector_path(version, config.backend, settings)
     detector = load_detector(path, config)
     if detector is not None:
         return LoadedDetector(detector, str(version), path, fitted_now=False)
-    return fit_for_model(registry.load_model(str(version)), config, settings)
+    model = registry.load_model(str(version), settings=settings)
+    return fit_for_model(model, config, settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from stroke_dagster.drift.report import DriftReport
-from stroke_dagster.settings import Settings, get_settings
+from stroke_dagster.settings import Settings
 
 MONITORING_EXPERIMENT = "stroke-monitoring"
 
@@ -36,7 +36,7 @@ def log_drift_run(
     report: DriftReport,
     *,
     dagster_run_id: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> str:
     """Log the day's verdict, per-feature p-values and effect sizes; returns the MLflow run id."""
     import mlflow
@@ -44,7 +44,6 @@ def log_drift_run(
 
     from stroke_dagster.registry import configure_mlflow
 
-    settings = settings or get_settings()
     configure_mlflow(settings)
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
     tags = {
