@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"kept {base}")
         else:
+            time.sleep(2)  # the daemon's code server and run workers exit after it
             shutil.rmtree(base, ignore_errors=True)
 
 
