@@ -6,52 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from stroke_dagster import registry, scoring, warehouse
+from stroke_dagster import scoring, warehouse
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients
-from stroke_dagster.validation import validate_patients
 
 DAY = "2026-05-04"
-
-
-@dg.asset(name="patient_split")
-def _split() -> dict:
-    holdout = validate_patients(simulate_patients(1200, seed=21), require_label=True).valid
-    return {"holdout": holdout}
-
-
-def _mlflow_resource():  # noqa: ANN202
-    from stroke_dagster.defs.resources import stroke_mlflow
-    from stroke_dagster.registry import EXPERIMENT_NAME
-
-    return stroke_mlflow.configured({"experiment_name": EXPERIMENT_NAME})
-
-
-def test_model_documentation_carries_evidence_card_and_subgroup_check(champion_home: Path) -> None:
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [_split, insights.model_documentation],
-            instance=instance,
-            resources={"stroke": StrokeSettings(), "mlflow": _mlflow_resource()},
-            run_config={"ops": {"model_documentation": {"config": {"auc_margin": 0.01}}}},
-        )
-    assert result.success
-    meta = result.asset_materializations_for_node("model_documentation")[0].metadata
-    version = registry.resolve_alias(settings=load_settings())
-    assert meta["version"].value == version
-    assert "# Model card: StrokeRF version" in meta["model_card"].value
-    assert meta["reliability_diagram"].value.startswith("![Reliability](data:image/png;base64,")
-    assert "too small" in meta["subgroups"].value or "| gender |" in meta["subgroups"].value
-    assert 0 < meta["holdout_oe_ratio"].value < 5
-    check = result.get_asset_check_evaluations()[0]
-    assert check.check_name == insights.SUBGROUP_CHECK
-    assert not check.passed  # a 0.01 AUC margin flags some subgroup
-    assert check.severity == dg.AssetCheckSeverity.WARN
-    registry.clear_cache()
-    mv = registry._client(settings=load_settings()).get_model_version(registry.MODEL_NAME, version)
-    assert mv.description.startswith("# Model card")
 
 
 def test_daily_insight_assets(champion_home: Path) -> None:

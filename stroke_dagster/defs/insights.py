@@ -5,9 +5,9 @@ Thin shells over :mod:`stroke_dagster.version_docs`, :mod:`stroke_dagster.recali
 :mod:`stroke_dagster.day_insights` (the same code as ``stroke model-card`` / ``stroke
 recalibrate``):
 
-* ``model_documentation`` - in ``training_job``, after each ``registered_model``: the new
-  version's holdout calibration, subgroup table, decision curve and model card (MLflow +
-  metadata); its ``subgroups`` check WARNs when a subgroup's AUC or calibration strays from the
+* :func:`document_registered_version` - called by ``registered_model`` for each new version:
+  its holdout calibration, subgroup table, decision curve and model card (MLflow + metadata);
+  its ``subgroups`` check WARNs when a subgroup's AUC or calibration strays from the
   population's;
 * ``site_recalibration`` - by hand (``recalibration_job``) or from the retraining policy: fit,
   register, gate and document a recalibration on the labelled cohort days;
@@ -19,8 +19,7 @@ import base64
 from typing import Any
 
 import dagster as dg
-from dagster_mlflow import end_mlflow_on_run_finished
-from dagster_mlflow.resources import MlFlow
+import pandas as pd
 
 from stroke_dagster.defs.automation import on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
@@ -28,7 +27,6 @@ from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
 
 GROUP = "model_insights"
-TRAINING_GROUP = "training"
 OWNERS = ["team:ml-platform"]
 SUBGROUP_CHECK = "subgroups"
 
@@ -53,57 +51,21 @@ class DocumentationConfig(dg.Config):
     min_events: int = 10  # fewer strokes (or non-strokes): "too small", no figures
 
 
-def _latest_registered_version(context: dg.AssetExecutionContext, settings: Settings) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("registered_model"))
-    materialization = event.asset_materialization if event is not None else None
-    if materialization is not None and "version" in materialization.metadata:
-        return str(materialization.metadata["version"].value)
-    from stroke_dagster import registry
-
-    versions = registry.client(settings).search_model_versions(f"name='{registry.MODEL_NAME}'")
-    if not versions:
-        raise dg.Failure(description=registry.NO_CHAMPION)
-    return str(max(int(v.version) for v in versions))
-
-
-@dg.asset(
-    # In the training group, so training_job (and `stroke train`, which runs it) documents every
-    # version it registers, in the same run.
-    group_name=TRAINING_GROUP,
-    kinds={"python", "mlflow"},
-    owners=OWNERS,
-    deps=[dg.AssetKey("registered_model")],
-    # The last step of training_job: it closes the run's MLflow run like the other training steps.
-    hooks={end_mlflow_on_run_finished},
-    check_specs=[
-        dg.AssetCheckSpec(
-            SUBGROUP_CHECK,
-            asset="model_documentation",
-            description="WARN when a subgroup's holdout ROC AUC falls more than the margin below "
-            "the population's, or its observed/expected ratio is off by more than the limit.",
-        )
-    ],
-    description=(
-        "Evidence and model card of the latest registered StrokeRF version on its holdout: "
-        "calibration (O/E, intercept, slope, ECE, Brier, log loss, reliability diagram), ROC AUC "
-        "with DeLong CI, subgroups (sex, age band, residence, work type), decision curve; logged "
-        "to the version's MLflow run and set as its description."
-    ),
-)
-def model_documentation(
+def document_registered_version(
     context: dg.AssetExecutionContext,
+    settings: Settings,
+    version: str,
+    holdout: pd.DataFrame,
     config: DocumentationConfig,
-    stroke: StrokeSettings,
-    mlflow: dg.ResourceParam[MlFlow],
-    patient_split: dict,
-) -> dg.MaterializeResult:
-    from stroke_dagster import registry
+) -> tuple[dict[str, Any], dg.AssetCheckResult]:
+    """Evidence and model card of a just-registered version: metadata and the subgroup check.
+
+    Called by ``registered_model`` right after registration, so the version's card, calibration,
+    subgroups and decision curve show on the asset that registered it (and in MLflow).
+    """
     from stroke_dagster.subgroups import SubgroupConfig, to_markdown
     from stroke_dagster.version_docs import document_version
 
-    settings = stroke.settings()
-    registry.configure_mlflow(settings)
-    version = _latest_registered_version(context, settings)
     subgroup_config = SubgroupConfig(
         min_events=config.min_events,
         min_non_events=config.min_events,
@@ -116,16 +78,11 @@ def model_documentation(
         entry = raw.asset_materialization.metadata.get("source")
         source = str(entry.value) if entry is not None else None
     docs = document_version(
-        version,
-        patient_split["holdout"],
-        subgroup_config=subgroup_config,
-        data_source=source,
-        settings=settings,
+        version, holdout, subgroup_config=subgroup_config, data_source=source, settings=settings
     )
     e = docs.evidence
     warnings = e.warnings
     metadata: dict[str, Any] = {
-        "version": version,
         "model_card": dg.MetadataValue.md(docs.card),
         "reliability_diagram": _image("Reliability", e.reliability_png),
         "decision_curve": _image("Decision curve", e.decision_png),
@@ -136,19 +93,22 @@ def model_documentation(
             [list(r) for r in e.decision.useful_ranges]
         ),
     }
-    metadata["mlflow_run_id"] = mlflow.active_run().info.run_id
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=SUBGROUP_CHECK,
-                passed=not warnings,
-                severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(warnings) or "every subgroup large enough is in line",
-                metadata={"warnings": dg.MetadataValue.json(warnings), "version": version},
-            )
-        ],
+    check = dg.AssetCheckResult(
+        check_name=SUBGROUP_CHECK,
+        passed=not warnings,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(warnings) or "every subgroup large enough is in line",
+        metadata={"warnings": dg.MetadataValue.json(warnings), "version": version},
     )
+    return metadata, check
+
+
+SUBGROUP_CHECK_SPEC = dg.AssetCheckSpec(
+    SUBGROUP_CHECK,
+    asset="registered_model",
+    description="WARN when a subgroup's holdout ROC AUC falls more than the margin below "
+    "the population's, or its observed/expected ratio is off by more than the limit.",
+)
 
 
 class RecalibrationRunConfig(dg.Config):

@@ -15,6 +15,7 @@ from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
 from stroke_dagster import gate, registry, training
+from stroke_dagster.defs import insights
 from stroke_dagster.defs.resources import StrokeSettings
 
 OWNERS = ["team:ml-platform"]
@@ -147,17 +148,21 @@ REGISTRY_POOL = "model_registry"
                 "when it only became challenger (with the AUCs on patients neither model trained "
                 "on, their paired difference and its 95% CI)."
             ),
-        )
+        ),
+        insights.SUBGROUP_CHECK_SPEC,
     ],
     description=(
         "A new version of StrokeRF in the MLflow registry (pipeline with signature and input "
         "example, metrics, plots, thresholds, reference data, the ids of its train/holdout "
         "split). The `champion` alias moves to it only through the fair gate (compared with the "
-        "champion on patients neither trained on); otherwise it becomes `challenger`."
+        "champion on patients neither trained on); otherwise it becomes `challenger`. Its "
+        "generated model card, holdout calibration, subgroups and decision curve are shown here "
+        "and logged to MLflow."
     ),
 )
 def registered_model(
     context: dg.AssetExecutionContext,
+    config: insights.DocumentationConfig,
     stroke: StrokeSettings,
     mlflow: dg.ResourceParam[MlFlow],
     tuned_model: dict[str, Any],
@@ -177,6 +182,9 @@ def registered_model(
     verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
     context.log.info(f"{registry.MODEL_NAME} v{version} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
+    docs, subgroup_check = insights.document_registered_version(
+        context, settings, version, holdout, config
+    )
     return dg.MaterializeResult(
         metadata={
             "model_name": registry.MODEL_NAME,
@@ -190,6 +198,7 @@ def registered_model(
             **figures,
             "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
             "mlflow_run_id": mlflow.active_run().info.run_id,
+            **docs,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -198,7 +207,8 @@ def registered_model(
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"v{version} -> {verdict.alias}: {verdict.reason}",
                 metadata={"alias": verdict.alias, **figures},
-            )
+            ),
+            subgroup_check,
         ],
     )
 
