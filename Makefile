@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export STROKE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
 
-.PHONY: install instance run ui mlflow-ui serve test lint format build bench lock clean
+.PHONY: install instance run ui mlflow-ui serve test test-slow lint format build bench lock clean
 
 install: $(VENV)/.installed
 
@@ -37,8 +37,12 @@ mlflow-ui: install
 serve: install
 	$(BIN)/stroke serve
 
+## test: the default suite (under 10 minutes on 2 cores); test-slow: servers, replays, backfills.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check .
