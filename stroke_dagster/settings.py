@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stroke_dagster.errors import InputError
+
+if TYPE_CHECKING:
+    from stroke_dagster.storage import Storage, StoragePath
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -157,6 +160,52 @@ class ScoringSettings(_Section):
     cohort_due_hour: int = Field(6, ge=0, le=23)  # UTC hour by which a day's cohort is overdue
 
 
+class StorageSettings(_Section):
+    """Where the platform's files live (see :mod:`stroke_dagster.storage`).
+
+    - ``url`` (default unset: ``STROKE_HOME`` on the local disk, the single-machine layout):
+      ``s3://bucket/prefix`` keeps cohort inputs, labels, typed cohort copies, drift detectors,
+      telemetry and the warehouse's Parquet files in an object store instead. ``STROKE_HOME`` then
+      holds only local caches and the warehouse's file of views.
+    - ``endpoint_url``: the S3 API endpoint of an S3-compatible store (MinIO, moto, Ceph...).
+    - ``region``: the bucket's region (default: botocore's own configuration).
+    - ``scratch_dir``: a local directory for a step's private temporary files (default:
+      ``STROKE_HOME/tmp`` on a local root, the system temporary directory with object storage).
+
+    Credentials are botocore's usual ones (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_PROFILE``, an instance role), read by botocore itself.
+    """
+
+    url: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    scratch_dir: Path | None = None
+
+    @field_validator("url", "endpoint_url", "region", "scratch_dir", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme not in ("s3", "s3a", "file", "memory"):
+            raise ValueError(f"unsupported scheme {scheme!r}")
+        if sep and scheme != "file" and not rest.strip("/"):
+            raise ValueError("no bucket")
+        return value.rstrip("/") if sep else value
+
+    @property
+    def remote(self) -> bool:
+        """Whether the files live in an object store (not on the local disk)."""
+        return bool(self.url) and self.url.partition("://")[0] not in ("", "file")
+
+
 # Environment variable -> (field path, what a valid value looks like).
 ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_HOME": (("home",), "a directory path"),
@@ -200,6 +249,10 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_API_BODY_TIMEOUT": (("api", "body_timeout"), "a number of seconds > 0"),
     "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
+    "STROKE_STORAGE_URL": (("storage", "url"), "s3://bucket/prefix or a local directory"),
+    "STROKE_S3_ENDPOINT_URL": (("storage", "endpoint_url"), "the S3 API endpoint URL"),
+    "STROKE_S3_REGION": (("storage", "region"), "an S3 region name"),
+    "STROKE_SCRATCH_DIR": (("storage", "scratch_dir"), "a local directory path"),
 }
 _BY_PATH = {path: (name, hint) for name, (path, hint) in ENV_VARS.items()}
 
@@ -249,6 +302,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     api: ApiSettings = ApiSettings()
     scoring: ScoringSettings = ScoringSettings()
+    storage: StorageSettings = StorageSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -299,29 +353,42 @@ class Settings(BaseSettings):
         return self.home / "mlartifacts"
 
     @property
-    def incoming_dir(self) -> Path:
-        return self.home / "incoming"
+    def files(self) -> Storage:
+        """The platform's file storage: ``storage.url`` (object storage) or ``home``."""
+        from stroke_dagster.storage import Storage
 
-    def incoming_file(self, day: str) -> Path | None:
+        return Storage.from_settings(self)
+
+    @property
+    def incoming_dir(self) -> StoragePath:
+        """``incoming/`` of the file storage (a ``Path`` under ``home`` by default)."""
+        return self.files.path("incoming")
+
+    def incoming_file(self, day: str) -> StoragePath | None:
         """The cohort file of ``day`` (``YYYY-MM-DD``) waiting in ``incoming/``, if any."""
+        files = self.files
         for suffix in COHORT_SUFFIXES:
-            path = self.incoming_dir / f"{day}{suffix}"
-            if path.is_file():
+            path = files.path("incoming", f"{day}{suffix}")
+            if files.is_file(path):
                 return path
         return None
 
     @property
-    def labels_dir(self) -> Path:
-        return self.home / "labels"
+    def labels_dir(self) -> StoragePath:
+        """``labels/`` of the file storage (a ``Path`` under ``home`` by default)."""
+        return self.files.path("labels")
 
     @property
     def models_dir(self) -> Path:
-        """Local side files kept per model version (reference data, fitted drift detectors)."""
+        """Local side files kept per model version (always under ``home``)."""
         return self.home / "models"
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.incoming_dir, self.labels_dir, self.models_dir):
+        files = self.files
+        for path in (self.home, self.models_dir):
             path.mkdir(parents=True, exist_ok=True)
+        for path in (self.incoming_dir, self.labels_dir):
+            files.makedirs(path)
 
 
 def _raw(values: Mapping[str, Any], loc: tuple[Any, ...]) -> Any:

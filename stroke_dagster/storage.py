@@ -1,0 +1,532 @@
+"""Where the platform keeps its files: the local ``STROKE_HOME`` or an object store (S3 API).
+
+:class:`Storage` wraps one fsspec filesystem rooted at a URL and gives the few operations the
+platform needs: join paths, list with size and version, read, write, publish atomically, delete,
+and a local copy when a library needs a real file. It also hands out a pyarrow filesystem (for
+Parquet and CSV) and registers its filesystem on DuckDB connections.
+
+* **Local** (the default: no ``storage.url``): the root is ``STROKE_HOME`` and paths are plain
+  :class:`~pathlib.Path` objects, so the layout and behaviour are exactly those of a single
+  machine: a publication writes a temporary file beside its target, fsyncs it and renames it.
+* **Object storage** (``storage.url = s3://bucket/prefix``; ``storage.endpoint_url`` for an
+  S3-compatible store such as MinIO): paths are :class:`RemotePath` objects whose ``str()`` is the
+  URL (``s3://bucket/prefix/...``). A publication is one ``PUT``, which S3 makes visible whole or
+  not at all; a listing gives each object's ETag, so a replaced file is a new version.
+  Credentials come from botocore's usual sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+  ``AWS_PROFILE``, instance roles): this module reads no environment variable.
+
+A :class:`RemotePath` refuses ``os.fspath``: handing one to ``open()``, pandas or pyarrow without
+this module's filesystem fails loudly instead of writing a stray local file.
+
+Private scratch files (a step's staged Parquet, a downloaded copy) go to :attr:`Storage.scratch`,
+a local directory that is never shared: ``STROKE_HOME/tmp`` by default on a local root, the
+system temporary directory with object storage, or ``storage.scratch_dir`` when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+    import fsspec
+    import pyarrow.fs as pafs
+
+    from stroke_dagster.settings import Settings
+
+REMOTE_PROTOCOLS = ("s3", "s3a", "memory")
+StoragePath = PurePath  # a Path on a local root, a RemotePath on object storage
+
+
+class RemotePath(PurePosixPath):
+    """A path inside an object store: ``bucket/key...`` with the protocol kept for ``str()``.
+
+    Joins, ``name``, ``stem``, ``suffix`` and ``parent`` work as for any pure path; ``str()`` is
+    the URL (``s3://bucket/key``). ``os.fspath`` raises: it is not a local file.
+    """
+
+    protocol = "s3"
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{super().__str__()}"
+
+    def __fspath__(self) -> str:
+        raise TypeError(f"{self} is in object storage: read it through stroke_dagster.storage")
+
+    @property
+    def key(self) -> str:
+        """``bucket/key`` as the fsspec filesystem names it (no protocol)."""
+        return PurePosixPath.__str__(self)
+
+
+class S3Path(RemotePath):
+    protocol = "s3"
+
+
+class MemoryPath(RemotePath):
+    """A path in fsspec's in-process ``memory://`` filesystem (for experiments)."""
+
+    protocol = "memory"
+
+
+_PATH_CLASSES: dict[str, type[RemotePath]] = {"s3": S3Path, "memory": MemoryPath}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One listed file: its path, size, modification time and a version that changes with it."""
+
+    path: StoragePath
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def version(self) -> str:
+        """A short hash that changes when the file is replaced: of the ETag on object storage
+        (content), of modification time and size on a local disk."""
+        text = f"etag:{self.etag}" if self.etag else f"{self.mtime_ns}:{self.size}"
+        digest = hashlib.sha1(text.encode(), usedforsecurity=False)
+        return digest.hexdigest()[:16]
+
+
+def _mtime_ns(info: dict[str, Any]) -> int:
+    value = info.get("LastModified", info.get("mtime", info.get("last_modified")))
+    if value is None:
+        return 0
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp() * 1_000_000_000)
+    return int(float(value) * 1_000_000_000)
+
+
+@functools.lru_cache(maxsize=16)
+def _remote_filesystem(
+    protocol: str, endpoint_url: str | None, region: str | None
+) -> fsspec.AbstractFileSystem:
+    import fsspec
+
+    options: dict[str, Any] = {}
+    if protocol in ("s3", "s3a"):
+        # No listing cache: a listing must show what was published a moment ago elsewhere.
+        options["use_listings_cache"] = False
+        if endpoint_url:
+            options["endpoint_url"] = endpoint_url
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+    return fsspec.filesystem(protocol, **options)
+
+
+class Storage:
+    """The platform's files under one root (see the module docstring).
+
+    Build it with :meth:`from_settings` (the ``storage`` section of the platform settings) or
+    :meth:`local` / :meth:`from_url`. Methods take :data:`StoragePath` values made by
+    :meth:`path` (``str`` is accepted too: a local path or a ``s3://`` URL).
+    """
+
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        scratch_dir: Path | None = None,
+        fsync: bool = True,
+    ) -> None:
+        text = str(url)
+        protocol, sep, rest = text.partition("://")
+        self.fsync = fsync
+        self.endpoint_url = endpoint_url or None
+        self.region = region or None
+        if sep and protocol in REMOTE_PROTOCOLS:
+            rest = rest.strip("/")
+            if not rest:
+                raise ValueError(f"storage URL needs a bucket: {text!r}")
+            self.protocol = "s3" if protocol == "s3a" else protocol
+            self.root: StoragePath = self._remote(rest)
+            self._scratch = Path(scratch_dir) if scratch_dir else None
+        else:
+            if sep and protocol != "file":
+                raise ValueError(f"unsupported storage URL {text!r} (use s3://bucket/prefix)")
+            local = Path(rest if sep else text).expanduser().resolve()
+            self.protocol = "file"
+            self.root = local
+            self._scratch = Path(scratch_dir) if scratch_dir else local / "tmp"
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def local(cls, home: Path, *, fsync: bool = True) -> Storage:
+        """Storage on a local directory (today's single-machine layout)."""
+        return cls(Path(home), fsync=fsync)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        """The storage of ``settings``: ``storage.url`` or, when unset, ``settings.home``."""
+        section = settings.storage
+        return cls(
+            section.url or settings.home,
+            endpoint_url=section.endpoint_url,
+            region=section.region,
+            scratch_dir=section.scratch_dir,
+            fsync=settings.warehouse.fsync,
+        )
+
+    def _remote(self, key: str) -> RemotePath:
+        return _PATH_CLASSES[self.protocol](key)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    @property
+    def url(self) -> str:
+        """The root as a URL (a plain absolute path on a local root)."""
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
+        return f"Storage({self.url!r}{endpoint})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Storage) and (self.url, self.endpoint_url) == (
+            other.url,
+            other.endpoint_url,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.url, self.endpoint_url))
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem (``LocalFileSystem`` or ``S3FileSystem``)."""
+        if self.is_local:
+            from fsspec.implementations.local import LocalFileSystem
+
+            return LocalFileSystem()
+        return _remote_filesystem(self.protocol, self.endpoint_url, self.region)
+
+    @property
+    def scratch(self) -> Path:
+        """A local directory for private temporary files (created on demand)."""
+        base = self._scratch or Path(tempfile.gettempdir()) / "stroke-scratch"
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def path(self, *parts: str) -> StoragePath:
+        """``root / parts...``."""
+        return self.root.joinpath(*parts)
+
+    def as_path(self, value: str | PurePath) -> StoragePath:
+        """A path of this storage from its string form (a URL on object storage)."""
+        if isinstance(value, PurePath):
+            return value
+        protocol, sep, rest = value.partition("://")
+        if sep and protocol != "file":
+            return self._remote(rest)
+        return Path(rest if sep else value)
+
+    def key(self, path: str | PurePath) -> str:
+        """The name the fsspec filesystem uses for ``path``."""
+        path = self.as_path(path)
+        return path.key if isinstance(path, RemotePath) else str(path)
+
+    def uri(self, path: str | PurePath) -> str:
+        """The name DuckDB, pandas and error messages use (a URL, or a local path)."""
+        return str(self.as_path(path))
+
+    # -- inspecting --------------------------------------------------------------------------
+
+    def exists(self, path: str | PurePath) -> bool:
+        if self.is_local:
+            return Path(self.as_path(path)).exists()
+        return bool(self.fs.exists(self.key(path)))
+
+    def is_file(self, path: str | PurePath) -> bool:
+        if self.is_local:
+            return Path(self.as_path(path)).is_file()
+        return bool(self.fs.isfile(self.key(path)))
+
+    def info(self, path: str | PurePath) -> FileInfo | None:
+        """Size, modification time and ETag of one file; ``None`` when it does not exist."""
+        path = self.as_path(path)
+        if self.is_local:
+            try:
+                stat = Path(path).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            return FileInfo(path, stat.st_size, stat.st_mtime_ns)
+        try:
+            raw = self.fs.info(self.key(path))
+        except FileNotFoundError:
+            return None
+        if raw.get("type") != "file":
+            return None
+        return self._file_info(raw)
+
+    def _file_info(self, raw: dict[str, Any]) -> FileInfo:
+        etag = raw.get("ETag") or raw.get("etag")
+        return FileInfo(
+            self._remote(raw["name"]),
+            int(raw.get("size") or 0),
+            _mtime_ns(raw),
+            etag.strip('"') if isinstance(etag, str) else None,
+        )
+
+    def list_files(self, directory: str | PurePath, pattern: str = "*") -> list[FileInfo]:
+        """The files directly in ``directory`` whose name matches ``pattern``, sorted by name.
+
+        Hidden names (``.*``: temporary files) are left out. A missing directory lists nothing.
+        """
+        import fnmatch
+
+        directory = self.as_path(directory)
+        found: list[FileInfo] = []
+        if self.is_local:
+            local = Path(directory)
+            if not local.is_dir():
+                return []
+            for child in local.iterdir():
+                if child.name.startswith(".") or not fnmatch.fnmatchcase(child.name, pattern):
+                    continue
+                try:
+                    stat = child.stat()
+                except FileNotFoundError:  # removed while listing
+                    continue
+                if child.is_file():
+                    found.append(FileInfo(child, stat.st_size, stat.st_mtime_ns))
+        else:
+            try:
+                entries = self.fs.ls(self.key(directory), detail=True)
+            except FileNotFoundError:
+                return []
+            for raw in entries:
+                name = raw["name"].rstrip("/").rsplit("/", 1)[-1]
+                if raw.get("type") != "file" or name.startswith("."):
+                    continue
+                if fnmatch.fnmatchcase(name, pattern):
+                    found.append(self._file_info(raw))
+        return sorted(found, key=lambda item: item.path.name)
+
+    def list_dirs(self, directory: str | PurePath, pattern: str = "*") -> list[StoragePath]:
+        """The sub-directories (prefixes) directly in ``directory`` matching ``pattern``, sorted."""
+        import fnmatch
+
+        directory = self.as_path(directory)
+        if self.is_local:
+            local = Path(directory)
+            if not local.is_dir():
+                return []
+            found = [p for p in local.iterdir() if p.is_dir()]
+        else:
+            try:
+                entries = self.fs.ls(self.key(directory), detail=True)
+            except FileNotFoundError:
+                return []
+            found = [
+                self._remote(raw["name"].rstrip("/"))
+                for raw in entries
+                if raw.get("type") == "directory"
+            ]
+        return sorted(
+            (p for p in found if fnmatch.fnmatchcase(p.name, pattern)), key=lambda p: p.name
+        )
+
+    def glob(self, pattern: str | PurePath) -> list[StoragePath]:
+        """Files matching a glob pattern (``*`` within one level), sorted."""
+        pattern = self.as_path(pattern)
+        if self.is_local:
+            local = Path(pattern)
+            anchor = Path(local.anchor)
+            return sorted(anchor.glob(str(local.relative_to(anchor))))
+        return sorted(self._remote(name) for name in self.fs.glob(self.key(pattern)))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def open(self, path: str | PurePath, mode: str = "rb") -> IO[Any]:
+        """Open a file for reading (or for a non-atomic write; prefer :meth:`write_bytes`)."""
+        if self.is_local:
+            return open(Path(self.as_path(path)), mode)  # noqa: SIM115 - the caller closes it
+        return self.fs.open(self.key(path), mode)
+
+    def read_bytes(self, path: str | PurePath) -> bytes:
+        with self.open(path, "rb") as handle:
+            return handle.read()
+
+    def read_text(self, path: str | PurePath, encoding: str = "utf-8") -> str:
+        return self.read_bytes(path).decode(encoding)
+
+    @contextlib.contextmanager
+    def local_copy(self, path: str | PurePath) -> Iterator[Path]:
+        """A local file with the content of ``path`` for as long as the block runs.
+
+        On a local root it is the file itself; on object storage a download into
+        :attr:`scratch`, deleted afterwards. Raises ``FileNotFoundError`` when it is missing.
+        """
+        path = self.as_path(path)
+        if self.is_local:
+            if not Path(path).is_file():
+                raise FileNotFoundError(str(path))
+            yield Path(path)
+            return
+        directory = Path(tempfile.mkdtemp(prefix="download-", dir=self.scratch))
+        try:
+            local = directory / path.name
+            try:
+                self.fs.get_file(self.key(path), str(local))
+            except FileNotFoundError:
+                raise FileNotFoundError(str(path)) from None
+            yield local
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def makedirs(self, directory: str | PurePath) -> None:
+        """Create a local directory (object stores have no directories: nothing to do)."""
+        if self.is_local:
+            Path(self.as_path(directory)).mkdir(parents=True, exist_ok=True)
+
+    def publish(self, local_file: str | Path, path: str | PurePath, *, move: bool = True) -> None:
+        """Make ``local_file`` the content of ``path`` in one step: readers see the old file or
+        the new one, never a part.
+
+        Local: copy (or move) beside the target, fsync, rename over it. Object storage: one
+        upload (a ``PUT``; S3 shows an object only once it is complete). With ``move`` the local
+        file is gone afterwards.
+        """
+        local_file = Path(local_file)
+        path = self.as_path(path)
+        if not self.is_local:
+            self.fs.put_file(str(local_file), self.key(path))
+            if move:
+                local_file.unlink(missing_ok=True)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            if move:
+                try:
+                    os.rename(local_file, tmp)
+                except OSError:  # another filesystem
+                    shutil.copyfile(local_file, tmp)
+                    local_file.unlink(missing_ok=True)
+            else:
+                shutil.copyfile(local_file, tmp)
+            if self.fsync:
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            if self.fsync:
+                fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_bytes(self, path: str | PurePath, data: bytes) -> None:
+        """Replace ``path`` by ``data`` atomically (see :meth:`publish`)."""
+        path = self.as_path(path)
+        if not self.is_local:
+            self.fs.pipe_file(self.key(path), data)
+            return
+        with self.staged_file(suffix=".tmp", near=path.parent) as tmp:
+            tmp.write_bytes(data)
+            self.publish(tmp, path)
+
+    def write_text(self, path: str | PurePath, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(path, text.encode(encoding))
+
+    @contextlib.contextmanager
+    def staged_file(self, suffix: str = "", near: str | PurePath | None = None) -> Iterator[Path]:
+        """A fresh local temporary file name, removed afterwards if still there.
+
+        ``near``: on a local root, put it in that directory (so that :meth:`publish` renames it
+        without a copy); on object storage it always goes to :attr:`scratch`.
+        """
+        if self.is_local and near is not None:
+            directory = Path(self.as_path(near))
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = self.scratch
+        tmp = directory / f".stage-{uuid.uuid4().hex[:12]}.{os.getpid()}{suffix}"
+        try:
+            yield tmp
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, path: str | PurePath) -> bool:
+        """Delete one file; ``False`` if it was already gone."""
+        path = self.as_path(path)
+        if self.is_local:
+            try:
+                Path(path).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        if not self.fs.exists(self.key(path)):  # S3 answers a DELETE of nothing with success
+            return False
+        try:
+            self.fs.rm_file(self.key(path))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_tree(self, directory: str | PurePath) -> None:
+        """Delete a directory (every object under a prefix) and what it holds."""
+        directory = self.as_path(directory)
+        if self.is_local:
+            shutil.rmtree(Path(directory), ignore_errors=True)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.key(directory), recursive=True)
+
+    # -- other libraries ---------------------------------------------------------------------
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem for :meth:`key` names (``pq.read_table(key, filesystem=...)``)."""
+        import pyarrow.fs as pafs
+
+        if self.is_local:
+            return pafs.LocalFileSystem()
+        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Let DuckDB read this storage's URLs on ``con`` (no-op on a local root)."""
+        if not self.is_local:
+            con.register_filesystem(self.fs)
+        return con
+
+    def read_parquet(self, path: str | PurePath, **kwargs: Any) -> Any:
+        """A Parquet file as an Arrow table (``pyarrow.parquet.read_table`` arguments)."""
+        import pyarrow.parquet as pq
+
+        if self.is_local:
+            return pq.read_table(Path(self.as_path(path)), **kwargs)
+        return pq.read_table(self.key(path), filesystem=self.arrow_filesystem(), **kwargs)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename inside it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
