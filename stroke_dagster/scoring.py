@@ -194,9 +194,13 @@ def load_serving_model(reference: str = "champion", *, settings: Settings) -> An
 
 
 def predict_probabilities(model: ScoringModel, valid: pd.DataFrame) -> np.ndarray:
-    """Stroke probability of each valid row (the model's ``predict_proba``, positive class)."""
+    """Stroke probability of each valid row: the model's compiled ``engine`` when it has one
+    (:class:`stroke_dagster.engine.ForestEngine`, exact), else its ``predict_proba``."""
     if len(valid) == 0:
         return np.empty(0, dtype="float64")
+    engine = getattr(model, "engine", None)
+    if engine is not None:
+        return engine.predict_frame(valid)
     return np.asarray(model.pipeline.predict_proba(valid[list(FEATURES)])[:, 1], dtype="float64")
 
 

@@ -1,0 +1,690 @@
+"""The scoring engine: the registered pipeline's ``predict_proba`` compiled to flat arrays, exact.
+
+:meth:`ForestEngine.compile` reads a fitted pipeline of the project's shape (a ColumnTransformer
+of impute [+ missing flags] + scale blocks and ``OneHotEncoder(handle_unknown="ignore")`` blocks,
+then a random forest) into plain numpy arrays; anything else gives ``None`` and the caller keeps
+the pipeline. The engine then needs numpy only (pyarrow columns are accepted too); it is saved as
+``.npz`` + JSON, never pickled, and loading it imports neither scikit-learn nor numba.
+
+Exactness (equal to ``pipeline.predict_proba[:, 1]`` within :data:`PARITY_TOLERANCE`, in
+practice to the last bit):
+
+- preprocessing performs scikit-learn's float64 operations in the same order (fill, flags,
+  ``x -= mean``, ``x /= scale``; one-hot 0/1, unknown categories all zeros), then casts to
+  float32 as the forest does;
+- a tree sends a row left when ``float32 x <= float64 t``; that equals ``x <= t32`` where ``t32``
+  is the largest float32 <= ``t``, so thresholds are stored as float32 rounded down;
+- the positive-class leaf fractions are summed tree by tree in float64 from 0, then divided by
+  the number of trees (scikit-learn's order, bit-identical to a sequential ``predict_proba``).
+
+NaN never reaches the trees: every numeric block has an imputer (a pipeline that could send NaN
+to a tree is not compiled).
+
+Walking the trees. Each tree's nodes are packed breadth-first with siblings adjacent, so a node
+keeps one child index (``right = left + 1``) and a step is ``node = child[node] + (x > t)``. A
+leaf points at itself with a +inf threshold, so every row takes exactly the tree's depth in
+steps without a branch. Large batches go to a numba kernel (imported on first use, compiled
+once and cached on disk): rows in blocks so a tree's nodes stay in L1 across the block, four
+rows walked together for instruction-level parallelism, blocks spread over threads (the kernel
+releases the GIL). Small batches and single records use a vectorised numpy walk (all rows and
+trees per level), which needs no compilation. Why numba rather than treelite or ONNX Runtime:
+see ``benchmarks/engines.py`` and the module's ``ENGINE_CHOICE``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stroke_dagster.schema import (
+    BINARY_FIELDS,
+    CATEGORICAL_FIELDS,
+    FEATURES,
+    NUMERIC_FIELDS,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PARITY_TOLERANCE = 1e-12
+FORMAT = "stroke-forest-engine/1"
+ENGINE_CHOICE = (
+    "numba kernel over breadth-first packed trees (float32 thresholds rounded down, self-loop "
+    "leaves, row blocks, 4 interleaved rows, threads); numpy walk for small batches"
+)
+# Batches at least this large use the numba kernel (importing numba costs ~0.5 s once).
+KERNEL_MIN_ROWS = 20_000
+# Rows per block of the kernel (a block's rows walk one tree before the next tree).
+BLOCK_ROWS = 512
+# The numpy walk processes this many rows at a time (bounds its rows x trees arrays).
+NUMPY_CHUNK_ROWS = 2048
+_ARRAYS = ("feature", "threshold", "child", "value", "roots", "depths")
+
+
+@dataclass
+class _Block:
+    """One ColumnTransformer block: numeric (impute [+ flags] [+ scale]) or one-hot."""
+
+    kind: str  # "numeric" | "onehot"
+    columns: list[str]
+    fill: np.ndarray | None = None  # imputation values (numeric)
+    indicator: np.ndarray | None = None  # positions of the columns whose missing flags follow
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    categories: list[list[str]] | None = None  # one-hot
+
+    def __post_init__(self) -> None:
+        if self.kind == "onehot":
+            assert self.categories is not None
+            self.positions, offset = [], 0
+            for cats in self.categories:
+                self.positions.append({c: offset + i for i, c in enumerate(cats)})
+                offset += len(cats)
+            self.width = offset
+            self.value_sets: list[Any] = [None] * len(self.categories)
+        else:
+            flags = 0 if self.indicator is None else len(self.indicator)
+            self.width = len(self.columns) + flags
+            # the same float64 values as Python floats, for the one-record path
+            self.fill_list = [float(v) for v in self.fill]  # type: ignore[union-attr]
+            self.mean_list = None if self.mean is None else [float(v) for v in self.mean]
+            self.scale_list = None if self.scale is None else [float(v) for v in self.scale]
+
+    def meta(self, index: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "columns": self.columns}
+        if self.kind == "onehot":
+            out["categories"] = self.categories
+        else:
+            out["has"] = [
+                k for k in ("fill", "indicator", "mean", "scale") if getattr(self, k) is not None
+            ]
+        return out
+
+    def arrays(self, index: int) -> dict[str, np.ndarray]:
+        if self.kind == "onehot":
+            return {}
+        return {
+            f"block{index}_{k}": np.asarray(getattr(self, k))
+            for k in ("fill", "indicator", "mean", "scale")
+            if getattr(self, k) is not None
+        }
+
+
+class ForestEngine:
+    """A compiled pipeline: FEATURES columns in, P(stroke) out (see the module docstring)."""
+
+    def __init__(
+        self,
+        blocks: list[_Block],
+        arrays: Mapping[str, np.ndarray],
+        *,
+        probe_expected: np.ndarray | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.blocks = blocks
+        self.width = sum(b.width for b in blocks)
+        self.feature = np.ascontiguousarray(arrays["feature"], dtype=np.int32)
+        self.threshold = np.ascontiguousarray(arrays["threshold"], dtype=np.float32)
+        self.child = np.ascontiguousarray(arrays["child"], dtype=np.int32)
+        self.value = np.ascontiguousarray(arrays["value"], dtype=np.float64)
+        self.roots = np.ascontiguousarray(arrays["roots"], dtype=np.int32)
+        self.depths = np.ascontiguousarray(arrays["depths"], dtype=np.int32)
+        self.n_trees = len(self.roots)
+        self.max_depth = int(self.depths.max()) if self.n_trees else 0
+        if self.n_trees == 0 or len(self.feature) != len(self.threshold) != len(self.child):
+            raise ValueError("malformed forest arrays")
+        if int(self.feature.max()) >= self.width or int(self.child.max()) >= len(self.child):
+            raise ValueError("forest arrays do not match the preprocessing width")
+        self.probe_expected = probe_expected
+        self.info = dict(info or {})
+
+    # -- building -----------------------------------------------------------------------------
+
+    @classmethod
+    def compile(cls, pipeline: Any) -> ForestEngine | None:
+        """The engine of a fitted pipeline of the known shape, else ``None``.
+
+        The engine keeps the pipeline's probabilities on :func:`probe_frame` (``probe_expected``)
+        so that a saved engine can be re-checked at load with numpy only (:meth:`self_check`).
+        """
+        spec = _read_pipeline(pipeline)
+        if spec is None:
+            return None
+        blocks, forest = spec
+        arrays = _pack_forest(forest)
+        import sklearn
+
+        info = {
+            "sklearn_version": sklearn.__version__,
+            "n_trees": len(forest.estimators_),
+            "forest": type(forest).__name__,
+        }
+        engine = cls(blocks, arrays, info=info)
+        if engine.width != forest.n_features_in_:
+            return None
+        engine.probe_expected = np.asarray(
+            pipeline.predict_proba(probe_frame())[:, 1], dtype=np.float64
+        )
+        return engine
+
+    def save(self, directory: Path) -> None:
+        """``engine.npz`` (arrays, ``allow_pickle=False`` readable) and ``engine.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        for i, block in enumerate(self.blocks):
+            arrays.update(block.arrays(i))
+        if self.probe_expected is not None:
+            arrays["probe_expected"] = self.probe_expected
+        meta = {
+            "format": FORMAT,
+            "blocks": [b.meta(i) for i, b in enumerate(self.blocks)],
+            "info": self.info,
+            "probe": {"n": PROBE_ROWS, "seed": PROBE_SEED},
+        }
+        tmp = directory / f".engine.{os.getpid()}.{threading.get_ident()}"
+        np.savez(f"{tmp}.npz", **arrays)
+        Path(f"{tmp}.json").write_text(json.dumps(meta, indent=1))
+        os.replace(f"{tmp}.npz", directory / "engine.npz")
+        os.replace(f"{tmp}.json", directory / "engine.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> ForestEngine:
+        """An engine written by :meth:`save` (numpy only; raises ``ValueError`` if malformed)."""
+        directory = Path(directory)
+        meta = json.loads((directory / "engine.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} engine: {meta.get('format')!r}")
+        with np.load(directory / "engine.npz", allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        blocks = []
+        for i, spec in enumerate(meta["blocks"]):
+            if spec["kind"] == "onehot":
+                categories = [[str(c) for c in cats] for cats in spec["categories"]]
+                blocks.append(_Block("onehot", list(spec["columns"]), categories=categories))
+            elif spec["kind"] == "numeric":
+                parts = {k: arrays[f"block{i}_{k}"] for k in spec["has"]}
+                blocks.append(_Block("numeric", list(spec["columns"]), **parts))
+            else:
+                raise ValueError(f"unknown block kind {spec['kind']!r}")
+        return cls(
+            blocks, arrays, probe_expected=arrays.get("probe_expected"), info=meta.get("info")
+        )
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def max_difference(self, columns: Mapping[str, Any], expected: np.ndarray) -> float:
+        """``max |engine - expected|`` on ``columns`` (numpy only; inf if shapes differ)."""
+        got = self.predict_columns(columns)
+        expected = np.asarray(expected, dtype=np.float64)
+        if got.shape != expected.shape:
+            return math.inf
+        if len(got) == 0:
+            return 0.0
+        diff = np.abs(got - expected)
+        return math.inf if np.isnan(diff).any() else float(diff.max())
+
+    def self_check(self) -> float:
+        """:meth:`max_difference` on the probe patients against the pipeline's stored outputs
+        (inf when none are stored): re-checks a loaded engine without scikit-learn."""
+        if self.probe_expected is None:
+            return math.inf
+        return self.max_difference(probe_columns(), self.probe_expected)
+
+    # -- predicting ---------------------------------------------------------------------------
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """P(stroke) for FEATURES columns (numpy arrays, pyarrow arrays or chunked arrays)."""
+        x = self.transform_columns(columns)
+        return self.predict_matrix(x)
+
+    def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
+        """P(stroke) for the rows of a DataFrame holding the FEATURES columns."""
+        return self.predict_columns({name: df[name] for name in self.input_columns})
+
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """P(stroke) for patient dicts (FEATURES keys, ``None`` for missing) - the API's path."""
+        if len(records) == 1:
+            return self._walk_numpy(self.transform_one(records[0]))
+        columns = {
+            name: np.array([r.get(name) for r in records], dtype=object)
+            for name in self.input_columns
+        }
+        return self.predict_columns(columns)
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [c for b in self.blocks for c in b.columns]
+
+    def transform_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The float32 matrix the trees see (rows x width, C order)."""
+        n = None
+        out: np.ndarray | None = None
+        start = 0
+        for block in self.blocks:
+            if block.kind == "numeric":
+                x = np.column_stack([_floats(columns[c]) for c in block.columns])
+                if n is None:
+                    n = len(x)
+                    out = np.empty((n, self.width), dtype=np.float32)
+                missing = np.isnan(x)
+                if missing.any():
+                    x = np.where(missing, block.fill, x)
+                if block.indicator is not None:
+                    x = np.hstack([x, missing[:, block.indicator].astype(np.float64)])
+                if block.mean is not None:
+                    x -= block.mean
+                if block.scale is not None:
+                    x /= block.scale
+                assert out is not None
+                out[:, start : start + block.width] = x
+            else:
+                codes_list = [_codes(columns[c], block, j) for j, c in enumerate(block.columns)]
+                if n is None:
+                    n = len(codes_list[0])
+                    out = np.empty((n, self.width), dtype=np.float32)
+                assert out is not None
+                part = np.zeros((n, block.width), dtype=np.float32)
+                offset = 0
+                for j, codes in enumerate(codes_list):
+                    if len(codes) != n:
+                        raise ValueError("columns of different lengths")
+                    known = codes >= 0
+                    part[np.nonzero(known)[0], offset + codes[known]] = 1.0
+                    offset += len(block.categories[j])  # type: ignore[index]
+                out[:, start : start + block.width] = part
+            start += block.width
+        assert out is not None
+        return out
+
+    def transform_one(self, record: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`transform_columns` of one record in plain Python floats (the same float64
+        operations element by element), without the per-block numpy calls a batch needs."""
+        out = [0.0] * self.width
+        start = 0
+        for block in self.blocks:
+            if block.kind == "numeric":
+                raw = [record[c] for c in block.columns]
+                missing = [v is None or v != v for v in raw]
+                fills = zip(raw, missing, block.fill_list, strict=True)
+                x = [f if m else float(v) for v, m, f in fills]
+                if block.indicator is not None:
+                    x += [1.0 if missing[i] else 0.0 for i in block.indicator]
+                if block.mean_list is not None:
+                    x = [a - b for a, b in zip(x, block.mean_list, strict=True)]
+                if block.scale_list is not None:
+                    x = [a / b for a, b in zip(x, block.scale_list, strict=True)]
+                out[start : start + block.width] = x
+            else:
+                for column, positions in zip(block.columns, block.positions, strict=True):
+                    value = record[column]
+                    hit = positions.get(value) if isinstance(value, str) else None
+                    if hit is not None:
+                        out[start + hit] = 1.0
+            start += block.width
+        return np.array([out], dtype=np.float32)
+
+    def predict_matrix(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """P(stroke) for a float32 matrix from :meth:`transform_columns`."""
+        n = len(x)
+        if n == 0:
+            return np.empty(0, dtype=np.float64)
+        if n < KERNEL_MIN_ROWS:
+            return self._walk_numpy(x)
+        return self._walk_kernel(x, threads=threads)
+
+    def _walk_numpy(self, x: np.ndarray) -> np.ndarray:
+        """All rows and trees one level at a time with flat gathers (no compilation)."""
+        out = np.empty(len(x), dtype=np.float64)
+        for lo in range(0, len(x), NUMPY_CHUNK_ROWS):
+            part = np.ascontiguousarray(x[lo : lo + NUMPY_CHUNK_ROWS], dtype=np.float32)
+            n = len(part)
+            flat = part.ravel()
+            if n == 1:
+                node = self.roots
+                for _ in range(self.max_depth):
+                    right = flat.take(self.feature.take(node)) > self.threshold.take(node)
+                    node = self.child.take(node) + right
+            else:
+                node = np.tile(self.roots, n)
+                base = np.repeat(np.arange(n, dtype=np.int64) * self.width, self.n_trees)
+                for _ in range(self.max_depth):
+                    right = flat.take(base + self.feature.take(node)) > self.threshold.take(node)
+                    node = self.child.take(node) + right
+            leaves = self.value.take(node).reshape(n, self.n_trees)
+            # tree after tree from 0, as scikit-learn adds them
+            out[lo : lo + n] = np.add.accumulate(leaves, axis=1)[:, -1] / self.n_trees
+        return out
+
+    def _walk_kernel(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        kernel = _kernel()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(len(x), dtype=np.float64)
+        threads = threads or _cpu_count()
+        parts = _split(len(x), threads)
+        args = (self.feature, self.threshold, self.child, self.value, self.roots, self.depths)
+        if len(parts) == 1:
+            kernel(x, *args, out, BLOCK_ROWS)
+            return out
+        with ThreadPoolExecutor(len(parts)) as pool:
+            futures = [
+                pool.submit(kernel, x[lo:hi], *args, out[lo:hi], BLOCK_ROWS) for lo, hi in parts
+            ]
+            for f in futures:
+                f.result()
+        return out
+
+
+def parity(engine: ForestEngine, pipeline: Any) -> float:
+    """``max |engine - pipeline.predict_proba[:, 1]|`` on the probe patients."""
+    frame = probe_frame()
+    expected = np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
+    return engine.max_difference(probe_columns(), expected)
+
+
+# -- probes ------------------------------------------------------------------------------------
+
+PROBE_ROWS = 300
+PROBE_SEED = 0
+
+
+def probe_columns(n: int = PROBE_ROWS, seed: int = PROBE_SEED) -> dict[str, np.ndarray]:
+    """Patients spread over the whole schema (ranges, categories, missing bmi) as numpy
+    columns: float64 numbers (NaN = missing), 0/1 int64 flags, object arrays of category names.
+    A few rows carry a category the schema does not know (must score as "none of them")."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for field in NUMERIC_FIELDS:
+        values = rng.uniform(field.low, field.high, n)
+        if field.nullable:
+            values[np.arange(n) % 7 == 0] = np.nan
+        columns[field.name] = values
+    for field in BINARY_FIELDS:
+        columns[field.name] = rng.integers(0, 2, n).astype(np.int64)
+    for field in CATEGORICAL_FIELDS:
+        values = rng.choice(np.array(field.categories, dtype=object), n)
+        values[np.arange(n) % 29 == 5] = "unknown-category"
+        columns[field.name] = values.astype(object)
+    return {name: columns[name] for name in FEATURES}
+
+
+def probe_frame(n: int = PROBE_ROWS, seed: int = PROBE_SEED) -> pd.DataFrame:
+    """:func:`probe_columns` as the pipeline's input DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(probe_columns(n, seed))
+
+
+# -- input columns -----------------------------------------------------------------------------
+
+
+def _floats(column: Any) -> np.ndarray:
+    """A column as float64 (missing -> NaN)."""
+    if hasattr(column, "to_numpy") and not isinstance(column, np.ndarray):
+        if _is_arrow(column):
+            return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)  # pandas
+    array = np.asarray(column)
+    if array.dtype == object:
+        return np.array([np.nan if v is None else v for v in array], dtype=np.float64)
+    return array.astype(np.float64, copy=False)
+
+
+def _is_arrow(column: Any) -> bool:
+    return type(column).__module__.startswith("pyarrow")
+
+
+def _codes(column: Any, block: _Block, j: int) -> np.ndarray:
+    """Position of each value among the block's j-th categories, -1 when unknown or missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    categories = block.categories[j]  # type: ignore[index]
+    if isinstance(column, np.ndarray) and column.dtype.kind in "OU":
+        return _codes_python(column, categories)  # (pa.array would import pandas)
+    try:
+        array = column if _is_arrow(column) else pa.array(column, from_pandas=True)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+        if pa.types.is_dictionary(array.type):
+            array = array.cast(array.type.value_type)
+        if pa.types.is_large_string(array.type):
+            array = array.cast(pa.string())
+        if not pa.types.is_string(array.type):
+            raise TypeError(array.type)
+        if block.value_sets[j] is None:
+            block.value_sets[j] = pa.array(categories, type=pa.string())
+        index = pc.index_in(array, value_set=block.value_sets[j])
+        return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    except (pa.ArrowException, TypeError):  # mixed Python objects
+        return _codes_python(column, categories)
+
+
+def _codes_python(column: Any, categories: list[str]) -> np.ndarray:
+    """:func:`_codes` by dict lookup (anything but a str is unknown)."""
+    positions = {c: i for i, c in enumerate(categories)}
+    values = column.tolist() if hasattr(column, "tolist") else list(column)
+    return np.fromiter(
+        (positions.get(v, -1) if isinstance(v, str) else -1 for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+
+
+# -- compiling a pipeline ----------------------------------------------------------------------
+
+
+def _read_pipeline(pipeline: Any) -> tuple[list[_Block], Any] | None:
+    """The preprocessing blocks and the forest of a pipeline of the known shape, else None."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        return None
+    (_, pre), (_, forest) = pipeline.steps
+    if not isinstance(pre, ColumnTransformer) or type(forest) not in (
+        RandomForestClassifier,
+        ExtraTreesClassifier,
+    ):
+        return None
+    if forest.n_outputs_ != 1 or 1 not in list(forest.classes_):
+        return None
+    if getattr(pre, "sparse_output_", False):
+        return None
+    blocks: list[_Block] = []
+    for _, transformer, columns in pre.transformers_:
+        if isinstance(transformer, str):
+            if transformer == "drop":
+                continue
+            return None  # passthrough: raw values (and NaN) would reach the trees
+        if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
+            return None
+        columns = list(columns)
+        if not columns:
+            continue  # a transformer given no columns contributes nothing
+        steps = (
+            [s for _, s in transformer.steps]
+            if isinstance(transformer, Pipeline)
+            else [transformer]
+        )
+        if type(steps[0]) is OneHotEncoder and len(steps) == 1:
+            encoder = steps[0]
+            if (
+                encoder.drop_idx_ is not None
+                or encoder.handle_unknown != "ignore"
+                or getattr(encoder, "_infrequent_enabled", False)
+                or encoder.sparse_output
+                or not all(isinstance(v, str) for cats in encoder.categories_ for v in cats)
+            ):
+                return None
+            categories = [[str(v) for v in cats] for cats in encoder.categories_]
+            blocks.append(_Block("onehot", columns, categories=categories))
+            continue
+        imputer, scaler = steps[0], steps[1] if len(steps) == 2 else None
+        if (
+            type(imputer) is not SimpleImputer
+            or len(steps) > 2
+            or (scaler is not None and type(scaler) is not StandardScaler)
+            or not (isinstance(imputer.missing_values, float) and np.isnan(imputer.missing_values))
+            or len(imputer.statistics_) != len(columns)
+            or not np.isfinite(np.asarray(imputer.statistics_, dtype=np.float64)).all()
+        ):
+            return None
+        indicator = (
+            np.asarray(imputer.indicator_.features_, dtype=np.int64)
+            if imputer.add_indicator
+            else None
+        )
+        if indicator is not None and imputer.indicator_.features != "missing-only":
+            return None
+        blocks.append(
+            _Block(
+                "numeric",
+                columns,
+                fill=np.asarray(imputer.statistics_, dtype=np.float64),
+                indicator=indicator,
+                mean=None
+                if scaler is None or not scaler.with_mean
+                else np.asarray(scaler.mean_, np.float64),
+                scale=None
+                if scaler is None or not scaler.with_std
+                else np.asarray(scaler.scale_, np.float64),
+            )
+        )
+    if not blocks:
+        return None
+    return blocks, forest
+
+
+def _round_down_float32(t: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each float64 threshold (``x32 <= t`` iff ``x32 <= result``)."""
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
+    above = t32.astype(np.float64) > t
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
+def _pack_forest(forest: Any) -> dict[str, np.ndarray]:
+    """Breadth-first packed trees: siblings adjacent, leaves as +inf self-loops."""
+    positive = list(forest.classes_).index(1)
+    features, thresholds, children, values, roots, depths = [], [], [], [], [], []
+    offset = 0
+    for estimator in forest.estimators_:
+        tree = estimator.tree_
+        left, right = tree.children_left, tree.children_right
+        n = tree.node_count
+        order = np.empty(n, dtype=np.int64)  # new position -> original node
+        new = np.empty(n, dtype=np.int64)  # original node -> new position
+        order[0], new[0], filled = 0, 0, 1
+        for k in range(n):
+            o = order[k]
+            if left[o] >= 0:
+                order[filled], order[filled + 1] = left[o], right[o]
+                new[left[o]], new[right[o]] = filled, filled + 1
+                filled += 2
+        if filled != n:
+            raise ValueError("tree is not a binary tree rooted at node 0")
+        leaf = left[order] < 0
+        child = np.where(leaf, np.arange(n), new[np.where(leaf, 0, left[order])]) + offset
+        threshold = _round_down_float32(np.asarray(tree.threshold[order], dtype=np.float64))
+        threshold[leaf] = np.inf
+        features.append(np.where(leaf, 0, tree.feature[order]).astype(np.int32))
+        thresholds.append(threshold)
+        children.append(child.astype(np.int32))
+        values.append(np.asarray(tree.value[order, 0, positive], dtype=np.float64))
+        roots.append(offset)
+        depths.append(int(tree.max_depth))
+        offset += n
+    if offset >= 2**31:
+        raise ValueError("forest too large for int32 node indices")
+    return {
+        "feature": np.concatenate(features),
+        "threshold": np.concatenate(thresholds),
+        "child": np.concatenate(children),
+        "value": np.concatenate(values),
+        "roots": np.asarray(roots, dtype=np.int32),
+        "depths": np.asarray(depths, dtype=np.int32),
+    }
+
+
+# -- the compiled kernel -----------------------------------------------------------------------
+
+
+def _walk_blocks(x, feature, threshold, child, value, roots, depths, out, block_rows):  # noqa: ANN001, ANN202
+    """out[i] = mean over trees of the reached leaf's value (numba-compiled; see module doc)."""
+    n = x.shape[0]
+    n_trees = roots.shape[0]
+    for lo in range(0, n, block_rows):
+        hi = min(n, lo + block_rows)
+        for i in range(lo, hi):
+            out[i] = 0.0
+        for t in range(n_trees):
+            root = roots[t]
+            depth = depths[t]
+            i = lo
+            while i + 4 <= hi:
+                a = root
+                b = root
+                c = root
+                d = root
+                for _ in range(depth):
+                    a = child[a] + (1 if x[i, feature[a]] > threshold[a] else 0)
+                    b = child[b] + (1 if x[i + 1, feature[b]] > threshold[b] else 0)
+                    c = child[c] + (1 if x[i + 2, feature[c]] > threshold[c] else 0)
+                    d = child[d] + (1 if x[i + 3, feature[d]] > threshold[d] else 0)
+                out[i] += value[a]
+                out[i + 1] += value[b]
+                out[i + 2] += value[c]
+                out[i + 3] += value[d]
+                i += 4
+            while i < hi:
+                a = root
+                for _ in range(depth):
+                    a = child[a] + (1 if x[i, feature[a]] > threshold[a] else 0)
+                out[i] += value[a]
+                i += 1
+        for i in range(lo, hi):
+            out[i] /= n_trees
+
+
+_KERNEL: Any = None
+_KERNEL_LOCK = threading.Lock()
+
+
+def _kernel() -> Any:
+    """The numba-compiled :func:`_walk_blocks` (imported and compiled, or read from numba's
+    on-disk cache, on first use)."""
+    global _KERNEL
+    with _KERNEL_LOCK:
+        if _KERNEL is None:
+            import numba
+
+            _KERNEL = numba.njit(nogil=True, cache=True, boundscheck=False)(_walk_blocks)
+    return _KERNEL
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous row ranges of similar size (fewer for small ``n``)."""
+    parts = max(1, min(parts, n // BLOCK_ROWS or 1))
+    edges = [round(n * k / parts) for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
