@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export STROKE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
 
-.PHONY: install instance run ui mlflow-ui serve test test-slow lint format build bench lock clean
+.PHONY: install instance run ui mlflow-ui serve prod-services test test-slow lint format build bench lock clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ mlflow-ui: install
 
 serve: install
 	$(BIN)/stroke serve
+
+## prod-services: the production profile's services on this machine for a demo (PostgreSQL,
+## S3 server, MLflow server, Dask scheduler + 2 workers), as the production test starts them;
+## prints the settings to export, stops on Ctrl-C. Needs PostgreSQL's binaries (Debian: postgresql).
+prod-services: install
+	PYTHONPATH=$(CURDIR) $(BIN)/python tests/_production.py
 
 ## test: the default suite (under 10 minutes on 2 cores); test-slow: servers, replays, backfills.
 test: install

@@ -206,6 +206,33 @@ class StorageSettings(_Section):
         return bool(self.url) and self.url.partition("://")[0] not in ("", "file")
 
 
+EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "dask")
+
+
+class ExecutionSettings(_Section):
+    """Where the steps of a Dagster run execute.
+
+    - ``executor`` (default ``in_process``): ``in_process`` runs every step in the run's own
+      process; ``multiprocess`` one process per step on the same machine; ``dask`` sends each step
+      to a worker of a Dask ``distributed`` cluster (``dask worker`` processes on any machine).
+    - ``dask_scheduler``: the cluster's scheduler address (``tcp://host:8786``); without it the
+      ``dask`` executor starts a local cluster for each run.
+    """
+
+    executor: Literal["in_process", "multiprocess", "dask"] = "in_process"
+    dask_scheduler: str | None = None
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _normalise(cls, value: Any) -> Any:
+        return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+
+    @field_validator("dask_scheduler", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 # Environment variable -> (field path, what a valid value looks like).
 ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_HOME": (("home",), "a directory path"),
@@ -253,6 +280,8 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_S3_ENDPOINT_URL": (("storage", "endpoint_url"), "the S3 API endpoint URL"),
     "STROKE_S3_REGION": (("storage", "region"), "an S3 region name"),
     "STROKE_SCRATCH_DIR": (("storage", "scratch_dir"), "a local directory path"),
+    "STROKE_EXECUTOR": (("execution", "executor"), f"one of {', '.join(EXECUTORS)}"),
+    "STROKE_DASK_SCHEDULER": (("execution", "dask_scheduler"), "a Dask scheduler address"),
 }
 _BY_PATH = {path: (name, hint) for name, (path, hint) in ENV_VARS.items()}
 
@@ -303,6 +332,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     scoring: ScoringSettings = ScoringSettings()
     storage: StorageSettings = StorageSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     @classmethod
     def settings_customise_sources(

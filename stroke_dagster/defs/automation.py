@@ -100,12 +100,5 @@ def run_failure_alert(
 
 @dg.definitions
 def automation() -> dg.Definitions:
-    """The sensors above, and the default executor: steps run in the run's own process.
-
-    A day's run holds a few short steps (validate, score, drift, performance); a process per step
-    would re-import the platform for each of them, which costs more than the steps themselves.
-    The ``duckdb`` pool still caps how many warehouse-writing steps run at once across runs.
-    """
-    return dg.Definitions(
-        sensors=[daily_loop_automation, run_failure_alert], executor=dg.in_process_executor
-    )
+    """The sensors above (the executor of their runs comes from :mod:`.execution`)."""
+    return dg.Definitions(sensors=[daily_loop_automation, run_failure_alert])

@@ -216,8 +216,7 @@ def registered_model(
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.groups("ingestion", GROUP),
-    # The steps run one after another anyway (each needs the previous one); one process saves
-    # the import cost of a process per step.
-    executor_def=dg.in_process_executor,
+    # The code location's executor (.execution): in process by default, as the steps run one
+    # after another anyway; steps on Dask workers in the production profile.
     description="Ingest -> validate -> tune -> evaluate -> register -> gate (the main job).",
 )
