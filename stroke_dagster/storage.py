@@ -405,14 +405,22 @@ class Storage:
         if self.is_local:
             Path(self.as_path(directory)).mkdir(parents=True, exist_ok=True)
 
-    def publish(self, local_file: str | Path, path: str | PurePath, *, move: bool = True) -> None:
+    def publish(
+        self,
+        local_file: str | Path,
+        path: str | PurePath,
+        *,
+        move: bool = True,
+        fsync: bool | None = None,
+    ) -> None:
         """Make ``local_file`` the content of ``path`` in one step: readers see the old file or
         the new one, never a part.
 
         Local: copy (or move) beside the target, fsync, rename over it. Object storage: one
         upload (a ``PUT``; S3 shows an object only once it is complete). With ``move`` the local
-        file is gone afterwards.
+        file is gone afterwards. ``fsync`` (default: the storage's setting) applies locally.
         """
+        fsync = self.fsync if fsync is None else fsync
         local_file = Path(local_file)
         path = self.as_path(path)
         if not self.is_local:
@@ -432,11 +440,11 @@ class Storage:
                     local_file.unlink(missing_ok=True)
             else:
                 shutil.copyfile(local_file, tmp)
-            if self.fsync:
+            if fsync:
                 with open(tmp, "rb") as handle:
                     os.fsync(handle.fileno())
             os.replace(tmp, target)
-            if self.fsync:
+            if fsync:
                 fsync_dir(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
@@ -521,6 +529,21 @@ class Storage:
         if self.is_local:
             return pq.read_table(Path(self.as_path(path)), **kwargs)
         return pq.read_table(self.key(path), filesystem=self.arrow_filesystem(), **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def local_files() -> Storage:
+    """A local storage for functions given plain local paths (its root is ``/``)."""
+    return Storage(Path("/"), scratch_dir=Path(tempfile.gettempdir()))
+
+
+def storage_for(path: str | PurePath, storage: Storage | None) -> Storage:
+    """``storage``, or :func:`local_files` for a local path; a remote path needs its storage."""
+    if storage is not None:
+        return storage
+    if isinstance(path, RemotePath) or "://" in str(path):
+        raise ValueError(f"{path} is in object storage: pass its Storage")
+    return local_files()
 
 
 def fsync_dir(path: Path) -> None:

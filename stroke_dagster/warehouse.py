@@ -25,6 +25,14 @@ Layout under ``STROKE_HOME``::
 * **Crash safety.** A writer killed before its rename leaves only a ``.*.tmp`` file (never matched
   by the views' globs, removed by the next write of that day); the previous version stays current.
 
+**Object storage.** With ``storage.url = s3://bucket/prefix`` the data files (``warehouse/`` and
+``telemetry/``) live under that prefix instead of ``STROKE_HOME`` (:mod:`stroke_dagster.storage`):
+a day is staged in a private local scratch file and published by one ``PUT`` under its new
+version name (S3 shows an object whole or not at all), listings come from the bucket, and the
+views of the entry point glob ``s3://`` URLs. ``warehouse.duckdb`` stays a local file of views per
+reader (under ``STROKE_HOME``); :meth:`Warehouse.connect` registers the storage's fsspec filesystem
+on each connection, through which DuckDB reads the files (its ``httpfs`` extension is not used).
+
 The views are (re)built from ``sql/ddl`` only when their definition changes (a fingerprint of the
 DDL and the home path kept in ``warehouse_meta``): written to a temporary file and renamed over the
 entry point, so analysts holding the old file open are not disturbed. A warehouse written by the
@@ -54,6 +62,7 @@ import pandas as pd
 import pyarrow as pa
 
 from stroke_dagster.settings import SQL_DIR
+from stroke_dagster.storage import Storage, StoragePath
 from stroke_dagster.warehouse_files import (
     VERSION_SEP,
     remove_superseded,
@@ -81,7 +90,7 @@ _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", r
 _ready: set[tuple[Path, str]] = set()
 _ready_guard = threading.Lock()
 
-Data = pd.DataFrame | pa.Table | Path | str
+Data = pd.DataFrame | pa.Table | Path | str  # a Path or str: a local Parquet file
 
 
 class WarehouseBusyError(TimeoutError):
@@ -224,8 +233,8 @@ def _remove_stale_tmp(directory: Path) -> None:
 
 @dataclass
 class StagedFile:
-    tmp: Path
-    directory: Path
+    tmp: Path  # a local file (beside its partition on a local root, in the scratch directory else)
+    directory: StoragePath
     key: str
     rows: int
 
@@ -237,14 +246,22 @@ class StagedFile:
 
 @dataclass(frozen=True)
 class Warehouse:
-    """The warehouse of one ``home`` directory (see the module docstring for the layout)."""
+    """The warehouse of one ``home`` directory (see the module docstring for the layout).
+
+    ``storage`` holds the Parquet files (default: ``home`` itself); the entry point of views
+    always stays in ``home``, a local file per reader. On object storage the views glob the
+    storage's URLs and :meth:`connect` registers its filesystem on the connection.
+    """
 
     home: Path
     config: WarehouseConfig = field(default_factory=WarehouseConfig)
     ddl_dir: Path = DDL_DIR
+    storage: Storage | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        if self.storage is None:
+            object.__setattr__(self, "storage", Storage.local(self.home, fsync=self.config.fsync))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Warehouse:
@@ -254,7 +271,7 @@ class Warehouse:
             telemetry_retention_days=section.telemetry_retention_days,
             grace_seconds=section.grace_seconds,
         )
-        return cls(Path(settings.home), config)
+        return cls(Path(settings.home), config, storage=settings.files)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -263,23 +280,30 @@ class Warehouse:
         return self.home / ENTRY_NAME
 
     @property
-    def data_dir(self) -> Path:
-        return self.home / DATA_DIR_NAME
+    def files(self) -> Storage:
+        assert self.storage is not None  # set by __post_init__
+        return self.storage
 
     @property
-    def telemetry_dir(self) -> Path:
-        return self.home / TELEMETRY_DIR_NAME
+    def data_dir(self) -> StoragePath:
+        return self.files.path(DATA_DIR_NAME)
+
+    @property
+    def telemetry_dir(self) -> StoragePath:
+        return self.files.path(TELEMETRY_DIR_NAME)
 
     def schema(self) -> Schema:
         return Schema.load(self.ddl_dir)
 
-    def partition_dir(self, table: str, day: dt.date | None) -> Path:
+    def partition_dir(self, table: str, day: dt.date | None) -> StoragePath:
         value = day.isoformat() if day is not None else "NULL"
         return self.data_dir / _check_identifier(table) / f"{PARTITION_COLUMN}={value}"
 
-    def current_file(self, table: str, day: dt.date | None, key: str = DEFAULT_KEY) -> Path | None:
+    def current_file(
+        self, table: str, day: dt.date | None, key: str = DEFAULT_KEY
+    ) -> StoragePath | None:
         """The current version of one partition (``None`` before its first write)."""
-        found = versions(self.partition_dir(table, day), key)
+        found = versions(self.partition_dir(table, day), key, self.files)
         return found[-1] if found else None
 
     @staticmethod
@@ -303,6 +327,7 @@ class Warehouse:
                 ).fetchall()
                 typed = ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in columns)
                 glob = _sql_string(self.data_dir / table / "*" / f"*{VERSION_SEP}*.parquet")
+                # (str() of a path in object storage is its URL: s3://bucket/prefix/...)
                 # The typed empty SELECT fixes the names and types (columns added to the DDL
                 # later read as NULL from older files); an empty placeholder file per table keeps
                 # the glob matching before the first write (no `allow_empty`, so that DuckDB
@@ -326,11 +351,11 @@ class Warehouse:
         finally:
             scratch.close()
         for sql in schema.views.values():
-            statements.append(sql.replace("{stroke_home}", str(self.home)))
+            statements.append(sql.replace("{stroke_home}", self.files.url))
         return statements
 
     def _fingerprint(self, schema: Schema) -> str:
-        return f"{schema.fingerprint()}:{self.home}"
+        return f"{schema.fingerprint()}:{self.files.url}"
 
     def _entry_fingerprint(self) -> str | None:
         """The fingerprint stored in the entry point; ``None`` if absent or not of this layout."""
@@ -358,6 +383,7 @@ class Warehouse:
             # Written in the oldest storage format that holds it, so that DuckDB clients older
             # than the pinned library (e.g. the 1.x CLI) open the entry point too.
             con = duckdb.connect(str(tmp), config={"storage_compatibility_version": "v1.0.0"})
+            self.files.register(con)  # a view binds by reading its files
             try:
                 for statement in self.view_sql(schema):
                     con.execute(statement)
@@ -367,6 +393,7 @@ class Warehouse:
                     "fingerprint": self._fingerprint(schema),
                     "data_dir": str(self.data_dir),
                     "telemetry_dir": str(self.telemetry_dir),
+                    "storage": self.files.url,
                     "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 }
                 con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(meta.items()))
@@ -409,22 +436,20 @@ class Warehouse:
         """An empty file per table (and for the telemetry log) so that every view's glob matches."""
         from stroke_dagster.api.telemetry import ensure_placeholders
 
+        files = self.files
         for table, ddl in schema.tables.items():
             directory = self.partition_dir(table, None)
-            if versions(directory, PLACEHOLDER_KEY):
+            if versions(directory, PLACEHOLDER_KEY, files):
                 continue
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = (
-                directory / f".{PLACEHOLDER_KEY}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
-            )
-            with duckdb.connect() as con:
-                con.execute(ddl)
-                con.execute(
-                    f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
-                    f"{_sql_string(tmp)} (FORMAT parquet)"
-                )
-            os.rename(tmp, directory / version_name(PLACEHOLDER_KEY, 0))
-        ensure_placeholders(self.telemetry_dir)
+            with files.staged_file(".parquet.tmp", near=directory) as tmp:
+                with duckdb.connect() as con:
+                    con.execute(ddl)
+                    con.execute(
+                        f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
+                        f"{_sql_string(tmp)} (FORMAT parquet)"
+                    )
+                files.publish(tmp, directory / version_name(PLACEHOLDER_KEY, 0), fsync=False)
+        ensure_placeholders(self.telemetry_dir, storage=files)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -445,9 +470,13 @@ class Warehouse:
         day = _as_date(day)
         ddl = self.schema().table(table)
         directory = self.partition_dir(table, day)
-        directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale_tmp(directory)
-        tmp = directory / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
+        if self.files.is_local:  # beside the partition: published by a rename
+            local_dir = Path(directory)
+            local_dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_tmp(local_dir)
+        else:  # a private scratch file: published by one upload
+            local_dir = self.files.scratch
+        tmp = local_dir / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
         con = duckdb.connect()
         try:
             con.execute(ddl)
@@ -470,24 +499,30 @@ class Warehouse:
         ``version`` (default: now, in ns) orders the versions; the migration publishes with
         version 0, so that any write made meanwhile stays current.
         """
-        if self.config.fsync:
-            with open(staged.tmp, "rb") as handle:
-                os.fsync(handle.fileno())
         target = staged.directory / version_name(staged.key, version)
-        os.rename(staged.tmp, target)
-        if self.config.fsync:
-            _fsync_dir(staged.directory)
-        remove_superseded(staged.directory, staged.key, self.config.grace_seconds)
+        if self.files.is_local:
+            if self.config.fsync:
+                with open(staged.tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.rename(staged.tmp, target)
+            if self.config.fsync:
+                _fsync_dir(Path(staged.directory))
+        else:  # one PUT: the object appears whole
+            self.files.publish(staged.tmp, target)
+        remove_superseded(staged.directory, staged.key, self.config.grace_seconds, self.files)
         return target
 
     def vacuum(self) -> int:
         """Delete every version superseded longer than the grace period; files removed."""
         removed = 0
-        for directory in sorted(self.data_dir.glob("*/*=*")):
-            _remove_stale_tmp(directory)
-            keys = {p.name.split(VERSION_SEP, 1)[0] for p in directory.glob("*.parquet")}
-            for key in sorted(keys):
-                removed += remove_superseded(directory, key, self.config.grace_seconds)
+        files = self.files
+        for table_dir in files.list_dirs(self.data_dir):
+            for directory in files.list_dirs(table_dir, "*=*"):
+                if files.is_local:
+                    _remove_stale_tmp(Path(directory))
+                keys = {f.name.split(VERSION_SEP, 1)[0] for f in files.list_files(directory)}
+                for key in sorted(keys):
+                    removed += remove_superseded(directory, key, self.config.grace_seconds, files)
         return removed
 
     def replace_partition(
@@ -508,7 +543,7 @@ class Warehouse:
     def partition_days(self, table: str) -> list[dt.date | None]:
         """The days that have a partition of ``table`` (``None`` for the NULL partition)."""
         days = []
-        for directory in sorted((self.data_dir / _check_identifier(table)).glob("*=*")):
+        for directory in self.files.list_dirs(self.data_dir / _check_identifier(table), "*=*"):
             value = directory.name.split("=", 1)[1]
             days.append(None if value == "NULL" else dt.date.fromisoformat(value))
         return days
@@ -516,8 +551,12 @@ class Warehouse:
     # -- reading ----------------------------------------------------------------------------
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the entry point (close it when done)."""
-        return duckdb.connect(str(self.ensure()), read_only=True)
+        """A read-only connection to the entry point (close it when done).
+
+        On object storage, the storage's filesystem is registered on the connection: the views
+        read the Parquet files through it (DuckDB's own ``httpfs`` extension is not needed).
+        """
+        return self.files.register(duckdb.connect(str(self.ensure()), read_only=True))
 
     def query_df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run one query on the warehouse (never waits for a writer)."""

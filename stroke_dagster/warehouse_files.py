@@ -4,6 +4,9 @@ A published file is never modified or renamed over. A new version of ``<key>`` g
 ``<key>~<version>.parquet`` (version: publication time in ns, zero-padded, so names sort by
 version); readers take the newest name of each key. A superseded version is deleted once its
 successor is older than a grace period, so that a query that listed it can still open it.
+
+The directories are those of a :class:`~stroke_dagster.storage.Storage` (a local directory or an
+object-store prefix); without one, plain local paths.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from pathlib import Path
+from pathlib import PurePath
+
+from stroke_dagster.storage import Storage, StoragePath, storage_for
 
 VERSION_SEP = "~"
 
@@ -22,29 +27,29 @@ def version_name(key: str, version: int | None = None) -> str:
     return f"{key}{VERSION_SEP}{version:020d}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def versions(directory: Path, key: str) -> list[Path]:
+def versions(directory: PurePath, key: str, storage: Storage | None = None) -> list[StoragePath]:
     """The published versions of ``key`` in a partition directory, oldest first."""
-    return sorted(directory.glob(f"{key}{VERSION_SEP}*.parquet"))
+    files = storage_for(directory, storage).list_files(directory, f"{key}{VERSION_SEP}*.parquet")
+    return [item.path for item in files]
 
 
-def latest_files(directory: Path) -> list[Path]:
+def latest_files(directory: PurePath, storage: Storage | None = None) -> list[StoragePath]:
     """The current file of every key of a partition directory."""
-    current: dict[str, Path] = {}
-    for path in sorted(directory.glob(f"*{VERSION_SEP}*.parquet")):
-        current[path.name.split(VERSION_SEP, 1)[0]] = path
-    return sorted(current.values())
+    current: dict[str, StoragePath] = {}
+    for item in storage_for(directory, storage).list_files(directory, f"*{VERSION_SEP}*.parquet"):
+        current[item.name.split(VERSION_SEP, 1)[0]] = item.path
+    return sorted(current.values(), key=lambda path: path.name)
 
 
-def remove_superseded(directory: Path, key: str, grace_seconds: float) -> int:
+def remove_superseded(
+    directory: PurePath, key: str, grace_seconds: float, storage: Storage | None = None
+) -> int:
     """Delete versions whose successor was published more than ``grace_seconds`` ago."""
-    found = versions(directory, key)
+    store = storage_for(directory, storage)
+    found = store.list_files(directory, f"{key}{VERSION_SEP}*.parquet")
     removed = 0
-    now = time.time()
+    cutoff_ns = (time.time() - grace_seconds) * 1e9
     for old, successor in itertools.pairwise(found):
-        try:
-            if successor.stat().st_mtime < now - grace_seconds:
-                old.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
+        if successor.mtime_ns < cutoff_ns and store.delete(old.path):
+            removed += 1
     return removed

@@ -22,7 +22,7 @@ import datetime as dt
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import duckdb
 
@@ -113,10 +113,11 @@ def _groups(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple]:
     return con.execute(sql).fetchall()
 
 
-def _count_file(path: Path) -> int:
+def _count_file(warehouse: Warehouse, path: PurePath) -> int:
     with duckdb.connect() as con:
+        warehouse.files.register(con)
         sql = "SELECT count(*) FROM read_parquet(?)"
-        return int(con.execute(sql, [str(path)]).fetchone()[0])
+        return int(con.execute(sql, [warehouse.files.uri(path)]).fetchone()[0])
 
 
 def migrate(warehouse: Warehouse, *, timeout: float = 600.0) -> MigrationResult:
@@ -153,10 +154,10 @@ def migrate(warehouse: Warehouse, *, timeout: float = 600.0) -> MigrationResult:
                     raise RuntimeError(f"migration of {name}: {staged.rows} of {rows.num_rows}")
                 # Version 0: a partition written by a newer run meanwhile stays the current one.
                 published = warehouse.publish(staged, version=0)
-                if _count_file(published) != rows.num_rows:
+                if _count_file(warehouse, published) != rows.num_rows:
                     raise RuntimeError(f"migration of {name} lost rows")
                 result.partitions += 1
-                if versions(staged.directory, key)[-1] != published:
+                if versions(staged.directory, key, warehouse.files)[-1] != published:
                     result.superseded.append(name)
                 result.rows[table] += rows.num_rows
     finally:

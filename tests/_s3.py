@@ -9,8 +9,8 @@ Use it from a test module (or another test helper)::
         env = s3_storage_env(s3, bucket)      # own process is busy or forks workers)
         # env: STROKE_STORAGE_URL=s3://<bucket>/stroke, STROKE_S3_ENDPOINT_URL, AWS_* credentials
 
-or through the fixtures below (import them into a test module: ``from _s3 import
-moto_s3, s3_bucket  # noqa: F401``). ``moto_s3`` is one server per test session; ``s3_bucket``
+or through the fixtures below (bind them in a test module: ``import _s3; moto_s3 =
+_s3.moto_s3; s3_bucket = _s3.s3_bucket``). ``moto_s3`` is one server per test session; ``s3_bucket``
 gives each test its own new bucket and sets the environment (storage URL, endpoint, dummy
 credentials) with ``monkeypatch``, so that ``load_settings()`` points the platform at it.
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import _s3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _s3 import MotoS3, moto_s3, s3_bucket  # noqa: F401 - fixtures
+from _s3 import MotoS3
 
 from stroke_dagster.settings import SettingsError, load_settings
 from stroke_dagster.storage import RemotePath, Storage
+
+moto_s3 = _s3.moto_s3  # fixtures: one moto S3 server per session, a fresh bucket per test
+s3_bucket = _s3.s3_bucket
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -96,3 +100,58 @@ def test_duckdb_reads_the_storage(store: Storage) -> None:
         "hive_partitioning = true)"
     ).fetchone()
     assert total == (6, 2)
+
+
+def _home_files(home: Path) -> list[str]:
+    """Files under STROKE_HOME, relative (the warehouse's file of views excepted)."""
+    return sorted(
+        p.relative_to(home).as_posix()
+        for p in home.rglob("*")
+        if p.is_file() and p.name != "warehouse.duckdb"
+    )
+
+
+def test_warehouse_days_live_in_the_bucket(
+    s3_bucket: str, moto_s3: MotoS3, stroke_home: Path
+) -> None:
+    import datetime as dt
+
+    import pandas as pd
+
+    from stroke_dagster import warehouse
+
+    settings = load_settings()
+    rows = pd.DataFrame(
+        {"patient_id": ["a", "b"], "stroke_probability": [0.1, 0.9], "risk_tier": ["low", "high"]}
+    )
+    extra = {"model_name": "StrokeRF", "model_version": "1", "scored_at": dt.datetime.now(dt.UTC)}
+    for day in ("2026-01-01", "2026-01-02"):
+        warehouse.replace_partition("scores", day, rows, extra=extra, settings=settings)
+    warehouse.replace_partition(
+        "scores", "2026-01-02", rows.head(1), extra=extra, settings=settings
+    )
+    counts = warehouse.query_df(
+        "SELECT cohort_date::VARCHAR AS day, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1",
+        settings=settings,
+    )
+    assert counts.to_dict("list") == {"day": ["2026-01-01", "2026-01-02"], "n": [2, 1]}
+    wh = warehouse.of(settings)
+    assert [str(d) for d in wh.partition_days("scores")] == ["2026-01-01", "2026-01-02", "None"]
+    day2 = wh.partition_dir("scores", dt.date(2026, 1, 2))
+    assert len(wh.files.list_files(day2)) == 2  # the superseded version waits for the grace
+    assert wh.vacuum() == 0
+    assert (
+        warehouse.Warehouse(
+            stroke_home, warehouse.WarehouseConfig(grace_seconds=0), storage=wh.files
+        ).vacuum()
+        == 1
+    )
+    assert len(wh.files.list_files(day2)) == 1
+    keys = moto_s3.keys(s3_bucket)
+    assert any(k.startswith("stroke/warehouse/scores/cohort_date=2026-01-02/data~") for k in keys)
+    assert _home_files(stroke_home) == []  # only the views file is local
+    con = warehouse.connect(settings)
+    try:
+        assert con.execute("SELECT count(*) FROM inference_log").fetchone() == (0,)
+    finally:
+        con.close()

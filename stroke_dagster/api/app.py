@@ -167,6 +167,7 @@ def create_app(
         enabled=config.telemetry,
         store_features=config.telemetry_features,
         flush_seconds=config.flush_seconds,
+        storage=settings.files,
     )
     body_timeout = config.body_timeout
 

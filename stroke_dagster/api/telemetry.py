@@ -21,6 +21,11 @@ versions are deleted by a later run, once the grace period (an hour) has passed,
 listed them can still read them: a past day ends as one file. Days older than the retention
 (default 90) are deleted, request log and kept features alike.
 
+**Storage.** The directories are those of the platform's file storage
+(:mod:`stroke_dagster.storage`): ``STROKE_HOME`` by default, an object-store prefix when
+``storage.url`` is set (a segment is then written to a local scratch file and uploaded in one
+``PUT``). The functions below take a directory and, for object storage, its ``storage``.
+
 This module does not import FastAPI or Dagster: the daily summary (:func:`summarize_day`) runs
 in the Dagster asset ``inference_daily_summary``.
 """
@@ -33,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -50,6 +55,7 @@ from stroke_dagster.schema import (
     REQUIRED_COLUMNS,
 )
 from stroke_dagster.settings import Settings
+from stroke_dagster.storage import Storage, StoragePath, storage_for
 from stroke_dagster.warehouse_files import remove_superseded, version_name, versions
 
 log = logging.getLogger(__name__)
@@ -105,12 +111,12 @@ FEATURE_SCHEMA = pa.schema(
 )
 
 
-def telemetry_dir(settings: Settings) -> Path:
-    return settings.home / TELEMETRY_DIR
+def telemetry_dir(settings: Settings) -> StoragePath:
+    return settings.files.path(TELEMETRY_DIR)
 
 
-def features_dir(settings: Settings) -> Path:
-    return settings.home / FEATURES_DIR
+def features_dir(settings: Settings) -> StoragePath:
+    return settings.files.path(FEATURES_DIR)
 
 
 def feature_means(records: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -147,7 +153,8 @@ class TelemetryWriter:
     """Thread-safe buffer of request rows with a background flush thread.
 
     ``record`` never blocks on I/O. ``start`` launches the flush thread; ``close`` stops it and
-    writes whatever is buffered. With ``enabled=False`` every call is a no-op.
+    writes whatever is buffered. With ``enabled=False`` every call is a no-op. Segments go to
+    ``storage`` (default: the local directory ``home``).
     """
 
     def __init__(
@@ -157,8 +164,10 @@ class TelemetryWriter:
         enabled: bool = True,
         store_features: bool = False,
         flush_seconds: float = 5.0,
+        storage: Storage | None = None,
     ) -> None:
         self.home = Path(home)
+        self.storage = storage or Storage.local(self.home)
         self.enabled = enabled
         self.store_features = store_features and enabled
         self.flush_seconds = flush_seconds
@@ -226,9 +235,9 @@ class TelemetryWriter:
             if not rows and not features:
                 return 0
             try:
-                self._write(self.home / TELEMETRY_DIR, rows, REQUEST_SCHEMA)
+                self._write(self.storage.path(TELEMETRY_DIR), rows, REQUEST_SCHEMA)
                 if features:
-                    self._write(self.home / FEATURES_DIR, features, FEATURE_SCHEMA)
+                    self._write(self.storage.path(FEATURES_DIR), features, FEATURE_SCHEMA)
             except Exception:
                 log.exception("telemetry flush failed; keeping %d rows for the next try", len(rows))
                 with self._lock:
@@ -238,19 +247,18 @@ class TelemetryWriter:
             self.rows_written += len(rows)
             return len(rows)
 
-    def _write(self, root: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    def _write(self, root: StoragePath, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         by_day: dict[dt.date, list[dict[str, Any]]] = {}
         for row in rows:
             by_day.setdefault(row["ts"].astimezone(dt.UTC).date(), []).append(row)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         for day, day_rows in sorted(by_day.items()):
             directory = root / f"date={day.isoformat()}"
-            directory.mkdir(parents=True, exist_ok=True)
             name = f"{SEGMENT_PREFIX}{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
-            tmp = directory / f".{name}.tmp"
             table = pa.Table.from_pylist(day_rows, schema=schema)
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, directory / name)
+            with self.storage.staged_file(".tmp", near=directory) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+                self.storage.publish(tmp, directory / name, fsync=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -258,84 +266,102 @@ class TelemetryWriter:
 # ------------------------------------------------------------------------------------------
 
 
-def _day_files(root: Path, day: str | dt.date) -> list[Path]:
+def _day_files(
+    root: PurePath, day: str | dt.date, storage: Storage | None = None
+) -> list[StoragePath]:
     """The fresh (not yet compacted) segments of one day."""
     day = dt.date.fromisoformat(str(day))
-    return sorted((root / f"date={day.isoformat()}").glob(f"{SEGMENT_PREFIX}*.parquet"))
+    directory = root / f"date={day.isoformat()}"
+    files = storage_for(root, storage).list_files(directory, f"{SEGMENT_PREFIX}*.parquet")
+    return [item.path for item in files]
 
 
-def _read_segments(files: list[Path], schema: pa.Schema, skip: set[str]) -> list[pa.Table]:
+def _read_segments(
+    files: list[StoragePath], schema: pa.Schema, skip: set[str], storage: Storage
+) -> list[pa.Table]:
     tables = []
     for path in files:
         if path.name in skip:
             continue
         try:
-            table = pq.read_table(path, schema=schema)
+            table = storage.read_parquet(path, schema=schema)
         except FileNotFoundError:  # compacted and deleted since it was listed
             continue
         tables.append(table.append_column("segment", pa.array([path.name] * len(table))))
     return tables
 
 
-def _compacted(root: Path, day: dt.date) -> Path | None:
-    found = versions(root / f"date={day.isoformat()}", COMPACTED_KEY)
+def _compacted(root: PurePath, day: dt.date, storage: Storage) -> StoragePath | None:
+    found = versions(root / f"date={day.isoformat()}", COMPACTED_KEY, storage)
     return found[-1] if found else None
 
 
-def read_log(root: Path, day: str | dt.date) -> pa.Table:
+def read_log(root: PurePath, day: str | dt.date, *, storage: Storage | None = None) -> pa.Table:
     """Every request row of one UTC day under ``root``: the compacted file + fresh segments.
 
     Rows carry ``segment``, the segment they were flushed in.
     """
+    storage = storage_for(root, storage)
     day = dt.date.fromisoformat(str(day))
     schema = REQUEST_SCHEMA.append(pa.field("segment", pa.string()))
     tables, done = [], set()
-    compacted_path = _compacted(root, day)
+    compacted_path = _compacted(root, day, storage)
     if compacted_path is not None:
-        compacted = pq.read_table(compacted_path, schema=schema)
+        compacted = storage.read_parquet(compacted_path, schema=schema)
         done = set(compacted.column("segment").unique().to_pylist())
         tables.append(compacted)
-    tables += _read_segments(_day_files(root, day), REQUEST_SCHEMA, done)
+    tables += _read_segments(_day_files(root, day, storage), REQUEST_SCHEMA, done, storage)
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def read_day(settings: Settings, day: str | dt.date) -> pd.DataFrame:
     """Every request row of one UTC day (empty frame with the columns when there are none)."""
-    return read_log(telemetry_dir(settings), day).drop_columns(["segment"]).to_pandas()
+    table = read_log(telemetry_dir(settings), day, storage=settings.files)
+    return table.drop_columns(["segment"]).to_pandas()
 
 
-def compact_day(root: Path, day: str | dt.date, *, grace_seconds: float = 3600.0) -> int:
+def compact_day(
+    root: PurePath,
+    day: str | dt.date,
+    *,
+    grace_seconds: float = 3600.0,
+    storage: Storage | None = None,
+) -> int:
     """Merge the day's fresh segments into a new compacted version; the segments merged.
 
     Segments (and compacted versions) already merged into a compacted version older than
     ``grace_seconds`` are deleted: a query that listed them just before can still read them.
     """
+    storage = storage_for(root, storage)
     day = dt.date.fromisoformat(str(day))
     directory = root / f"date={day.isoformat()}"
     merged = 0
-    segments = _day_files(root, day)
-    current = _compacted(root, day)
+    segments = _day_files(root, day, storage)
+    current = _compacted(root, day, storage)
     done: set[str] = set()
     if current is not None:
-        done = set(pq.read_table(current, columns=["segment"]).column(0).unique().to_pylist())
+        column = storage.read_parquet(current, columns=["segment"]).column(0)
+        done = set(column.unique().to_pylist())
     if any(path.name not in done for path in segments):
-        table = read_log(root, day)
+        table = read_log(root, day, storage=storage)
         merged = sum(1 for path in segments if path.name not in done)
-        tmp = directory / f".{COMPACTED_KEY}.{os.getpid()}.tmp"
-        pq.write_table(table.sort_by([("ts", "ascending")]), tmp, compression="zstd")
         current = directory / version_name(COMPACTED_KEY)
-        os.rename(tmp, current)
+        with storage.staged_file(".tmp", near=directory) as tmp:
+            pq.write_table(table.sort_by([("ts", "ascending")]), tmp, compression="zstd")
+            storage.publish(tmp, current, fsync=False)
         done = set(table.column("segment").unique().to_pylist())
-    if current is not None and current.stat().st_mtime < time.time() - grace_seconds:
+    info = storage.info(current) if current is not None else None
+    if info is not None and info.mtime_ns < (time.time() - grace_seconds) * 1e9:
         for path in segments:
             if path.name in done:
-                path.unlink(missing_ok=True)
-    remove_superseded(directory, COMPACTED_KEY, grace_seconds)
+                storage.delete(path)
+    remove_superseded(directory, COMPACTED_KEY, grace_seconds, storage)
     return merged
 
 
-def ensure_placeholders(root: Path) -> None:
+def ensure_placeholders(root: PurePath, *, storage: Storage | None = None) -> None:
     """Empty files (``date=NULL``) that keep the ``inference_log`` view's globs matching."""
+    storage = storage_for(root, storage)
     directory = root / "date=NULL"
     schema = REQUEST_SCHEMA.append(pa.field("segment", pa.string()))
     for name, file_schema in (
@@ -343,22 +369,25 @@ def ensure_placeholders(root: Path) -> None:
         (f"{SEGMENT_PREFIX}placeholder.parquet", REQUEST_SCHEMA),
     ):
         key = name.split("~")[0]
-        existing = versions(directory, key) if "~" in name else list(directory.glob(name))
+        if "~" in name:
+            existing = bool(versions(directory, key, storage))
+        else:
+            existing = storage.is_file(directory / name)
         if existing:
             continue
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{key}.{os.getpid()}.tmp"
-        pq.write_table(file_schema.empty_table(), tmp)
-        os.replace(tmp, directory / name)
+        with storage.staged_file(".tmp", near=directory) as tmp:
+            pq.write_table(file_schema.empty_table(), tmp)
+            storage.publish(tmp, directory / name, fsync=False)
 
 
 def compact_telemetry(
-    root: Path,
+    root: PurePath,
     *,
     retention_days: int = DEFAULT_RETENTION_DAYS,
     today: dt.date | None = None,
     keep_from: dt.date | None = None,
     grace_seconds: float = 3600.0,
+    storage: Storage | None = None,
 ) -> dict[str, Any]:
     """Compact every past day under ``root`` (today stays fresh) and apply the retention.
 
@@ -366,24 +395,23 @@ def compact_telemetry(
     that day (``telemetry_features/``, a sibling of ``root``), unless it is on or after
     ``keep_from`` (the day a caller is about to read, e.g. a backfilled summary).
     """
-    import shutil
-
+    storage = storage_for(root, storage)
     today = today or dt.datetime.now(dt.UTC).date()
     cutoff = today - dt.timedelta(days=retention_days)
     if keep_from is not None:
         cutoff = min(cutoff, keep_from)
     compacted, deleted = {}, []
-    for directory in sorted(root.glob("date=*")) if root.exists() else []:
+    for directory in storage.list_dirs(root, "date=*"):
         try:
             day = dt.date.fromisoformat(directory.name.split("=", 1)[1])
         except ValueError:
             continue
         if day < cutoff:
-            shutil.rmtree(directory, ignore_errors=True)
-            shutil.rmtree(root.parent / FEATURES_DIR / directory.name, ignore_errors=True)
+            storage.delete_tree(directory)
+            storage.delete_tree(root.parent / FEATURES_DIR / directory.name)
             deleted.append(day.isoformat())
         elif day < today:
-            merged = compact_day(root, day, grace_seconds=grace_seconds)
+            merged = compact_day(root, day, grace_seconds=grace_seconds, storage=storage)
             if merged:
                 compacted[day.isoformat()] = merged
     return {"compacted": compacted, "deleted": deleted, "retention_days": retention_days}
@@ -395,12 +423,13 @@ def request_cohort(settings: Settings, day: str | dt.date) -> pd.DataFrame:
     Empty unless the service ran with ``STROKE_TELEMETRY_FEATURES=1``. A patient sent without an
     ``id`` gets ``<request_id>:<row>``, so every row has a unique identifier.
     """
-    files = _day_files(features_dir(settings), day)
+    storage = settings.files
+    files = _day_files(features_dir(settings), day, storage)
     if not files:
         frame = FEATURE_SCHEMA.empty_table().to_pandas()
     else:
         frame = pa.concat_tables(
-            [pq.read_table(f, schema=FEATURE_SCHEMA) for f in files]
+            [storage.read_parquet(f, schema=FEATURE_SCHEMA) for f in files]
         ).to_pandas()
         frame = frame.sort_values(["ts", "request_id", "row_in_request"], kind="stable")
     generated = frame["request_id"].astype(str) + ":" + frame["row_in_request"].astype(str)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         retention = args.retention_days
         if retention is None:
             retention = wh.config.telemetry_retention_days
-        print(json.dumps(compact_telemetry(wh.telemetry_dir, retention_days=retention)))
+        summary = compact_telemetry(wh.telemetry_dir, storage=wh.files, retention_days=retention)
+        print(json.dumps(summary))
     elif args.action == "vacuum":
         print(json.dumps({"files_removed": wh.vacuum(), "grace_seconds": wh.config.grace_seconds}))
     else:
@@ -57,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
         }
         print(
             json.dumps(
-                {"entry_point": str(wh.ensure()), "data_dir": str(wh.data_dir), "rows": rows}
+                {
+                    "entry_point": str(wh.ensure()),
+                    "data_dir": str(wh.data_dir),
+                    "storage": wh.files.url,
+                    "rows": rows,
+                }
             )
         )
     return 0

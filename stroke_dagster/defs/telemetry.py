@@ -74,8 +74,9 @@ def log_summary_to_mlflow(settings: Settings, summary: dict) -> str:
     description=(
         "The scoring API's day (UTC): request count, error rates, latency p50/p99, patients "
         "scored, mean predicted probability and risk-tier counts, from the telemetry segments "
-        "under STROKE_HOME/telemetry; logged to the MLflow experiment 'stroke-inference'. Then "
-        "compacts past days to one file each and applies the telemetry retention."
+        "under telemetry/ of the file storage (STROKE_HOME or storage.url); logged to the MLflow "
+        "experiment 'stroke-inference'. Then compacts past days to one file each and applies the "
+        "telemetry retention."
     ),
 )
 def inference_daily_summary(
@@ -87,6 +88,7 @@ def inference_daily_summary(
     wh = warehouse.of(settings)
     compaction = compact_telemetry(
         wh.telemetry_dir,
+        storage=wh.files,
         retention_days=wh.config.telemetry_retention_days,
         keep_from=dt.date.fromisoformat(context.partition_key),
     )
