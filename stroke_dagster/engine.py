@@ -24,11 +24,13 @@ Walking the trees. Each tree's nodes are packed breadth-first with siblings adja
 keeps one child index (``right = left + 1``) and a step is ``node = child[node] + (x > t)``. A
 leaf points at itself with a +inf threshold, so every row takes exactly the tree's depth in
 steps without a branch. Large batches go to a numba kernel (imported on first use, compiled
-once and cached on disk): rows in blocks so a tree's nodes stay in L1 across the block, four
-rows walked together for instruction-level parallelism, blocks spread over threads (the kernel
-releases the GIL). Small batches and single records use a vectorised numpy walk (all rows and
-trees per level), which needs no compilation. Why numba rather than treelite or ONNX Runtime:
-see ``benchmarks/engines.py`` and the module's ``ENGINE_CHOICE``.
+once and cached on disk). It compares integers: a float32's bits, sign-folded, order like the
+float (``-0.0`` read as ``+0.0``), so each node is one int64 word (threshold key, feature,
+child) and a step is two loads. Rows go in blocks so a tree's nodes stay in L1 across the block,
+eight rows walk together for instruction-level parallelism, and the blocks are spread over
+threads (the kernel releases the GIL). Small batches and single records use a vectorised
+numpy walk (all rows and trees one level at a time), which needs no compilation.
+Why numba rather than treelite or ONNX Runtime: see ``benchmarks/engines.py``.
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ if TYPE_CHECKING:
 PARITY_TOLERANCE = 1e-12
 FORMAT = "stroke-forest-engine/1"
 ENGINE_CHOICE = (
-    "numba kernel over breadth-first packed trees (float32 thresholds rounded down, self-loop "
-    "leaves, row blocks, 4 interleaved rows, threads); numpy walk for small batches"
+    "numba kernel over breadth-first packed trees (float32 thresholds rounded down, integer "
+    "keys, one word per node, self-loop leaves, row blocks, 8 interleaved rows, threads); "
+    "numpy walk for small batches"
 )
 # Batches at least this large use the numba kernel (importing numba costs ~0.5 s once).
 KERNEL_MIN_ROWS = 20_000
 # Rows per block of the kernel (a block's rows walk one tree before the next tree).
-BLOCK_ROWS = 512
+BLOCK_ROWS = 256
 # The numpy walk processes this many rows at a time (bounds its rows x trees arrays).
 NUMPY_CHUNK_ROWS = 2048
 _ARRAYS = ("feature", "threshold", "child", "value", "roots", "depths")
@@ -144,8 +147,11 @@ class ForestEngine:
             raise ValueError("malformed forest arrays")
         if int(self.feature.max()) >= self.width or int(self.child.max()) >= len(self.child):
             raise ValueError("forest arrays do not match the preprocessing width")
+        if len(self.child) >= 1 << 24 or self.width > 256:
+            raise ValueError("forest too large for the engine (2**24 nodes, 256 features)")
         self.probe_expected = probe_expected
         self.info = dict(info or {})
+        self._words: np.ndarray | None = None  # the kernel's packed nodes, built on first use
 
     # -- building -----------------------------------------------------------------------------
 
@@ -367,17 +373,18 @@ class ForestEngine:
 
     def _walk_kernel(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         kernel = _kernel()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.empty(len(x), dtype=np.float64)
-        threads = threads or _cpu_count()
-        parts = _split(len(x), threads)
-        args = (self.feature, self.threshold, self.child, self.value, self.roots, self.depths)
+        if self._words is None:
+            self._words = _node_words(self.feature, self.threshold, self.child)
+        keys = _float_keys(np.ascontiguousarray(x, dtype=np.float32))
+        out = np.empty(len(keys), dtype=np.float64)
+        parts = _split(len(keys), threads or _cpu_count())
+        args = (self._words, self.value, self.roots, self.depths)
         if len(parts) == 1:
-            kernel(x, *args, out, BLOCK_ROWS)
+            kernel(keys, *args, out, BLOCK_ROWS)
             return out
         with ThreadPoolExecutor(len(parts)) as pool:
             futures = [
-                pool.submit(kernel, x[lo:hi], *args, out[lo:hi], BLOCK_ROWS) for lo, hi in parts
+                pool.submit(kernel, keys[lo:hi], *args, out[lo:hi], BLOCK_ROWS) for lo, hi in parts
             ]
             for f in futures:
                 f.result()
@@ -623,8 +630,26 @@ def _pack_forest(forest: Any) -> dict[str, np.ndarray]:
 # -- the compiled kernel -----------------------------------------------------------------------
 
 
-def _walk_blocks(x, feature, threshold, child, value, roots, depths, out, block_rows):  # noqa: ANN001, ANN202
-    """out[i] = mean over trees of the reached leaf's value (numba-compiled; see module doc)."""
+def _float_keys(x: np.ndarray) -> np.ndarray:
+    """Signed int32 keys ordered like the float32 values (no NaN; -0.0 is read as +0.0)."""
+    bits = (x + np.float32(0.0)).view(np.int32)  # + 0.0 turns -0.0 into +0.0
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+
+
+def _node_words(feature: np.ndarray, threshold: np.ndarray, child: np.ndarray) -> np.ndarray:
+    """One int64 per node: threshold key (high 32 bits), feature (8 bits), child (24 bits)."""
+    keys = _float_keys(threshold.astype(np.float32))
+    keys[np.isposinf(threshold)] = np.iinfo(np.int32).max  # leaves: never go right
+    low = child.astype(np.int64) | (feature.astype(np.int64) << 24)
+    return (keys.astype(np.int64) << 32) | low
+
+
+def _walk_words(x, word, value, roots, depths, out, block_rows):  # noqa: ANN001, ANN202
+    """out[i] = mean over trees of the reached leaf's value (numba-compiled; see module doc).
+
+    ``x``: int32 keys of the float32 features; ``word``: :func:`_node_words`. Rows go through
+    a tree in blocks, eight rows at a time (independent chains of loads for the CPU to overlap).
+    """
     n = x.shape[0]
     n_trees = roots.shape[0]
     for lo in range(0, n, block_rows):
@@ -632,28 +657,42 @@ def _walk_blocks(x, feature, threshold, child, value, roots, depths, out, block_
         for i in range(lo, hi):
             out[i] = 0.0
         for t in range(n_trees):
-            root = roots[t]
+            r = roots[t]
             depth = depths[t]
             i = lo
-            while i + 4 <= hi:
-                a = root
-                b = root
-                c = root
-                d = root
+            while i + 8 <= hi:
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = r
                 for _ in range(depth):
-                    a = child[a] + (1 if x[i, feature[a]] > threshold[a] else 0)
-                    b = child[b] + (1 if x[i + 1, feature[b]] > threshold[b] else 0)
-                    c = child[c] + (1 if x[i + 2, feature[c]] > threshold[c] else 0)
-                    d = child[d] + (1 if x[i + 3, feature[d]] > threshold[d] else 0)
-                out[i] += value[a]
-                out[i + 1] += value[b]
-                out[i + 2] += value[c]
-                out[i + 3] += value[d]
-                i += 4
+                    w = word[a0]
+                    a0 = (w & 0xFFFFFF) + (x[i, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a1]
+                    a1 = (w & 0xFFFFFF) + (x[i + 1, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a2]
+                    a2 = (w & 0xFFFFFF) + (x[i + 2, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a3]
+                    a3 = (w & 0xFFFFFF) + (x[i + 3, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a4]
+                    a4 = (w & 0xFFFFFF) + (x[i + 4, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a5]
+                    a5 = (w & 0xFFFFFF) + (x[i + 5, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a6]
+                    a6 = (w & 0xFFFFFF) + (x[i + 6, (w >> 24) & 0xFF] > (w >> 32))
+                    w = word[a7]
+                    a7 = (w & 0xFFFFFF) + (x[i + 7, (w >> 24) & 0xFF] > (w >> 32))
+                out[i] += value[a0]
+                out[i + 1] += value[a1]
+                out[i + 2] += value[a2]
+                out[i + 3] += value[a3]
+                out[i + 4] += value[a4]
+                out[i + 5] += value[a5]
+                out[i + 6] += value[a6]
+                out[i + 7] += value[a7]
+                i += 8
             while i < hi:
-                a = root
+                a = r
                 for _ in range(depth):
-                    a = child[a] + (1 if x[i, feature[a]] > threshold[a] else 0)
+                    w = word[a]
+                    a = (w & 0xFFFFFF) + (x[i, (w >> 24) & 0xFF] > (w >> 32))
                 out[i] += value[a]
                 i += 1
         for i in range(lo, hi):
@@ -665,14 +704,14 @@ _KERNEL_LOCK = threading.Lock()
 
 
 def _kernel() -> Any:
-    """The numba-compiled :func:`_walk_blocks` (imported and compiled, or read from numba's
+    """The numba-compiled :func:`_walk_words` (imported and compiled, or read from numba's
     on-disk cache, on first use)."""
     global _KERNEL
     with _KERNEL_LOCK:
         if _KERNEL is None:
             import numba
 
-            _KERNEL = numba.njit(nogil=True, cache=True, boundscheck=False)(_walk_blocks)
+            _KERNEL = numba.njit(nogil=True, cache=True, boundscheck=False)(_walk_words)
     return _KERNEL
 
 
