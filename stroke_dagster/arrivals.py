@@ -1,18 +1,20 @@
 """Which day files are waiting in a drop directory, and which are skipped and why.
 
 A day's file is ``<dir>/<YYYY-MM-DD><suffix>``. Its version is a hash of its modification time and
-size, so a replaced file is a new version and an untouched one is not. Files that cannot be a
-day's file (bad name, wrong suffix, a day outside ``first_day``..``last_day``) are listed with
-their reason instead of raising, so one bad file never holds back the others.
+size (of its ETag in object storage), so a replaced file is a new version and an untouched one is
+not. The directory is one of the platform's file storage (:mod:`stroke_dagster.storage`). Files that
+cannot be a day's file (bad name, wrong suffix, a day outside ``first_day``..``last_day``) are
+listed with their reason instead of raising, so one bad file never holds back the others.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
+
+from stroke_dagster.storage import Storage, StoragePath, storage_for
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class DayFile:
     """The file holding one day's data and its version."""
 
     day: str
-    path: Path
+    path: StoragePath
     version: str
     size: int
     mtime_ns: int
@@ -34,25 +36,31 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)  # file name -> reason
 
 
-def file_version(path: Path) -> tuple[str, int, int]:
-    """``(version, size, mtime_ns)``: the version hashes modification time and size."""
-    stat = path.stat()
-    digest = hashlib.sha1(f"{stat.st_mtime_ns}:{stat.st_size}".encode(), usedforsecurity=False)
-    return digest.hexdigest()[:16], stat.st_size, stat.st_mtime_ns
+def file_version(path: Path, storage: Storage | None = None) -> tuple[str, int, int]:
+    """``(version, size, mtime_ns)``: the version hashes modification time and size (ETag)."""
+    info = storage_for(path, storage).info(path)
+    if info is None:
+        raise FileNotFoundError(str(path))
+    return info.version, info.size, info.mtime_ns
 
 
 def scan(
-    directory: Path, suffixes: Sequence[str], *, first_day: dt.date, last_day: dt.date
+    directory: PurePath,
+    suffixes: Sequence[str],
+    *,
+    first_day: dt.date,
+    last_day: dt.date,
+    storage: Storage | None = None,
 ) -> Scan:
-    """The day files in ``directory``; when a day has several suffixes, the first one wins."""
+    """The day files in ``directory``; when a day has several suffixes, the first one wins.
+
+    One listing gives every file's size and version (no further request per file).
+    """
     result = Scan()
-    if not directory.is_dir():
-        return result
     chosen: dict[str, DayFile] = {}
-    for path in sorted(directory.iterdir()):
+    for info in storage_for(directory, storage).list_files(directory):
+        path = info.path
         name = path.name
-        if name.startswith(".") or not path.is_file():
-            continue
         if path.suffix.lower() not in suffixes:
             result.skipped[name] = f"not a {' or '.join(suffixes)} file"
             continue
@@ -78,10 +86,8 @@ def scan(
             continue
         if previous is not None:
             result.skipped[previous.path.name] = f"{name} is the file of {key}"
-        try:
-            version, size, mtime = file_version(path)
-        except FileNotFoundError:  # removed while scanning
-            continue
-        chosen[key] = DayFile(day=key, path=path, version=version, size=size, mtime_ns=mtime)
+        chosen[key] = DayFile(
+            day=key, path=path, version=info.version, size=info.size, mtime_ns=info.mtime_ns
+        )
     result.files.extend(chosen[key] for key in sorted(chosen))
     return result

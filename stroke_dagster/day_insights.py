@@ -90,12 +90,12 @@ def explain_high_tier(
     """
     from stroke_dagster import registry, warehouse
     from stroke_dagster.explain import explain
-    from stroke_dagster.scoring import current_cohort
+    from stroke_dagster.scoring import current_cohort, read_cohort
 
     scored = _day_scores(day, settings, tier)
     frames, worst = [], 0.0
     if len(scored):
-        cohort = pd.read_parquet(current_cohort(settings, day).path)
+        cohort = read_cohort(settings, current_cohort(settings, day))
         cohort[ID] = cohort[ID].astype(str)
         for version, group in scored.groupby("model_version", sort=True):
             patients = group.merge(cohort, left_on="patient_id", right_on=ID, how="inner")

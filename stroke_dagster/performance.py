@@ -1,16 +1,17 @@
 """Realized performance once outcomes arrive, and the labelled cohorts retraining learns from.
 
-Outcome labels of day D arrive as ``STROKE_HOME/labels/D.csv`` with columns ``id,stroke``. Joined
-with that day's ``scores`` they give the realized ROC AUC and Brier score of the model that scored
-the day (``performance_metrics``); joined with the day's cohort file they give labelled patients
-in the raw schema for the next training run (:func:`labeled_cohorts`).
+Outcome labels of day D arrive as ``STROKE_HOME/labels/D.csv`` with columns ``id,stroke`` (in the
+file storage: ``STROKE_HOME`` or ``storage.url``). Joined with that day's ``scores`` they give the
+realized ROC AUC and Brier score of the model that scored the day (``performance_metrics``); joined
+with the day's cohort file they give labelled patients in the raw schema for the next training run
+(:func:`labeled_cohorts`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -19,23 +20,23 @@ from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import canonical_column, read_patient_file
 from stroke_dagster.schema import ID, MISSING_MARKERS, RAW_COLUMNS, REQUIRED_COLUMNS, TARGET
 from stroke_dagster.settings import Settings
+from stroke_dagster.storage import Storage, StoragePath, storage_for
 
 log = logging.getLogger(__name__)
 
 TABLE = "performance_metrics"
 
 
-def labels_file(day: str, settings: Settings) -> Path | None:
+def labels_file(day: str, settings: Settings) -> StoragePath | None:
     path = settings.labels_dir / f"{day}.csv"
-    return path if path.is_file() else None
+    return path if settings.files.is_file(path) else None
 
 
 def labelled_days(settings: Settings) -> list[str]:
     """Every ``YYYY-MM-DD`` with a labels file, oldest first."""
-    if not settings.labels_dir.is_dir():
-        return []
     days = []
-    for path in settings.labels_dir.glob("*.csv"):
+    for info in settings.files.list_files(settings.labels_dir, "*.csv"):
+        path = info.path
         try:
             dt.date.fromisoformat(path.stem)
         except ValueError:
@@ -44,11 +45,18 @@ def labelled_days(settings: Settings) -> list[str]:
     return sorted(days)
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
-    """``id`` (text) and ``stroke`` (0/1 as float; NaN when not 0/1) of a labels file."""
-    path = Path(path)
+def _read_csv_text(path: PurePath, storage: Storage | None) -> pd.DataFrame:
+    with storage_for(path, storage).open(path, "rb") as handle:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False)
+
+
+def read_labels(path: str | PurePath, storage: Storage | None = None) -> pd.DataFrame:
+    """``id`` (text) and ``stroke`` (0/1 as float; NaN when not 0/1) of a labels file
+    (``storage``: the file storage holding it; default, a local file)."""
+    path = storage.as_path(path) if storage is not None and isinstance(path, str) else path
+    path = Path(path) if isinstance(path, str) else path
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = _read_csv_text(path, storage)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"cannot read labels {path.name}: {exc}") from None
     raw.columns = [canonical_column(c) for c in raw.columns]
@@ -68,7 +76,8 @@ def day_performance(day: str, settings: Settings) -> pd.DataFrame | None:
     path = labels_file(day, settings)
     if path is None:
         return None
-    labels = read_labels(path).dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
+    labels = read_labels(path, settings.files)
+    labels = labels.dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
     scores = warehouse.query_df(
         "SELECT patient_id, stroke_probability, model_name, model_version FROM scores"
         " WHERE cohort_date = ?",
@@ -125,6 +134,7 @@ def labeled_cohorts(settings: Settings) -> pd.DataFrame:
     seen on several days, or an id reused by another source, is not dropped as a duplicate.
     """
     frames = []
+    files = settings.files
     for day in labelled_days(settings):
         cohort_path = settings.incoming_file(day)
         if cohort_path is None:
@@ -132,14 +142,15 @@ def labeled_cohorts(settings: Settings) -> pd.DataFrame:
                 "labels for %s have no cohort file in %s: skipped", day, settings.incoming_dir
             )
             continue
-        cohort = read_patient_file(cohort_path)
+        with files.local_copy(cohort_path) as local:
+            cohort = read_patient_file(local)
         missing = [c for c in REQUIRED_COLUMNS if c not in cohort.columns]
         if missing:
             log.warning("cohort %s lacks %s: skipped", cohort_path.name, ", ".join(missing))
             continue
         cohort = cohort[list(REQUIRED_COLUMNS)].copy()
         cohort["_key"] = cohort[ID].astype(str).str.strip()
-        labels = pd.read_csv(settings.labels_dir / f"{day}.csv", dtype=str, keep_default_na=False)
+        labels = _read_csv_text(settings.labels_dir / f"{day}.csv", files)
         labels.columns = [canonical_column(c) for c in labels.columns]
         if ID not in labels.columns or TARGET not in labels.columns:
             log.warning("labels %s.csv lack id/stroke columns: skipped", day)

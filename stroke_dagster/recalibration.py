@@ -363,12 +363,13 @@ def labelled_patients(settings: Any, days: list[str] | None = None) -> tuple[pd.
         dt.date.fromisoformat(day)
         labels_path = settings.labels_dir / f"{day}.csv"
         cohort_path = settings.incoming_file(day)
-        if not labels_path.is_file():
+        if not settings.files.is_file(labels_path):
             raise InputError(f"no labels for {day} in {settings.labels_dir}")
         if cohort_path is None:
             raise InputError(f"no cohort file for {day} in {settings.incoming_dir}")
-        labels = read_labels(labels_path).drop_duplicates(subset=[ID], keep="last")
-        cohort = read_patient_file(cohort_path)
+        labels = read_labels(labels_path, settings.files).drop_duplicates(subset=[ID], keep="last")
+        with settings.files.local_copy(cohort_path) as local:
+            cohort = read_patient_file(local)
         cohort = cohort.drop(columns=[TARGET], errors="ignore")
         cohort["_key"] = cohort[ID].astype(str).str.strip()
         labels = labels.rename(columns={ID: "_key"})

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +43,7 @@ from stroke_dagster.schema import (
     TARGET,
 )
 from stroke_dagster.settings import Settings
+from stroke_dagster.storage import RemotePath, Storage, StoragePath, storage_for
 from stroke_dagster.validation import SeenIds, validate_patients
 
 SCORES_TABLE = "scores"
@@ -98,13 +99,14 @@ class CohortSummary:
     rows_in: int
     rows_valid: int
     rows_quarantined: int
+    source_version: str | None = None  # the input file's version (see storage.FileInfo)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def read(cls, path: Path) -> CohortSummary:
-        return cls(**json.loads(path.read_text()))
+    def read(cls, path: Path | PurePath, storage: Storage | None = None) -> CohortSummary:
+        return cls(**json.loads(storage_for(path, storage).read_text(path)))
 
 
 @dataclass
@@ -212,8 +214,9 @@ def _day(cohort_date: str | dt.date | None) -> str | None:
 
 @contextmanager
 def _staging_dir(settings: Settings) -> Iterator[Path]:
-    """A private directory under ``STROKE_HOME/tmp`` removed afterwards, whatever happens."""
-    path = settings.home / "tmp" / f"stage-{uuid.uuid4().hex}"
+    """A private local directory removed afterwards, whatever happens: under the storage's
+    scratch directory (``STROKE_HOME/tmp`` by default, never the shared object store)."""
+    path = settings.files.scratch / f"stage-{uuid.uuid4().hex}"
     path.mkdir(parents=True)
     try:
         yield path
@@ -449,9 +452,18 @@ def _write_warehouse(
             warehouse.replace_quarantine_rows(con, rejected_path, source, day, now)
 
 
-def cohort_path(settings: Settings, day: str) -> Path:
-    """Where the typed, validated rows of ``day``'s cohort are kept (``cohorts/<day>.parquet``)."""
-    return settings.home / "cohorts" / f"{day}.parquet"
+def cohort_path(settings: Settings, day: str) -> StoragePath:
+    """Where the typed, validated rows of ``day``'s cohort are kept (``cohorts/<day>.parquet`` of
+    the file storage)."""
+    return settings.files.path("cohorts", f"{day}.parquet")
+
+
+def read_cohort(settings: Settings, summary: CohortSummary) -> pd.DataFrame:
+    """The typed valid rows of a validated cohort (from the file storage)."""
+    files = settings.files
+    if files.is_local:
+        return pd.read_parquet(summary.path)
+    return pd.read_parquet(files.key(summary.path), filesystem=files.arrow_filesystem())
 
 
 def validate_day(settings: Settings, day: str) -> CohortSummary:
@@ -469,23 +481,35 @@ def current_cohort(settings: Settings, day: str) -> CohortSummary:
 
     Scoring and drift of one day both read this typed copy instead of each re-validating the file.
     """
+    files = settings.files
     summary_path = cohort_path(settings, day).with_suffix(".json")
     source = settings.incoming_file(day)
-    if summary_path.is_file() and cohort_path(settings, day).is_file():
-        summary = CohortSummary.read(summary_path)
-        stale = source is not None and (
-            str(source.resolve()) != summary.source_file
-            or source.stat().st_mtime_ns > summary_path.stat().st_mtime_ns
-        )
+    summary_info = files.info(summary_path)
+    if summary_info is not None and files.is_file(cohort_path(settings, day)):
+        summary = CohortSummary.read(summary_path, files)
+        stale = False
+        if source is not None:
+            source_info = files.info(source)
+            stale = source_info is None or _source_name(source) != summary.source_file
+            if not stale and summary.source_version is not None:
+                stale = source_info.version != summary.source_version
+            elif not stale:
+                stale = source_info.mtime_ns > summary_info.mtime_ns
         if not stale:
             return summary
     return validate_day(settings, day)
 
 
+def _source_name(path: str | PurePath) -> str:
+    if isinstance(path, RemotePath):
+        return str(path)
+    return str(Path(path).resolve())
+
+
 def validate_cohort(
-    path: str | Path,
+    path: str | PurePath,
     cohort_date: str | dt.date,
-    dest: str | Path,
+    dest: str | PurePath,
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str = COHORT_SOURCE,
@@ -493,20 +517,31 @@ def validate_cohort(
 ) -> CohortSummary:
     """Validate a day's cohort file into a typed Parquet file at ``dest`` (+ ``.json`` summary).
 
+    ``path`` and ``dest`` may be in the file storage (``settings.files``: paths or URLs) or local.
     Rejected rows replace the day's rows of ``quarantine_source`` in the warehouse. ``dest`` is
     replaced atomically, so readers see the previous or the new cohort, never a partial one.
     """
     day = _day(cohort_date)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    source = settings.files.as_path(path) if isinstance(path, str) else path
+    dest = settings.files.as_path(dest) if isinstance(dest, str) else dest
+    inputs = storage_for(source, settings.files if isinstance(source, RemotePath) else None)
+    files = storage_for(dest, settings.files if isinstance(dest, RemotePath) else None)
+    if settings.files.is_local and not isinstance(dest, RemotePath):
+        files = settings.files  # its fsync setting
+    source_info = inputs.info(source)
+    if source_info is None and isinstance(source, RemotePath):
+        raise InputError(f"input file not found: {source}")
     rows_valid = rows_quarantined = 0
     writer: pq.ParquetWriter | None = None
-    with _staging_dir(settings) as stage:
+    with (
+        _staging_dir(settings) as stage,
+        inputs.local_copy(source) if source_info is not None else _as_local(source) as local,
+        files.staged_file(".tmp", near=dest.parent) as tmp,
+    ):
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         try:
             schema: pa.Schema | None = None
-            for valid, quarantine in iter_validated(path, batch_rows):
+            for valid, quarantine in iter_validated(local, batch_rows):
                 rows_valid += len(valid)
                 rows_quarantined += len(quarantine)
                 if len(quarantine):
@@ -523,22 +558,26 @@ def validate_cohort(
             from stroke_dagster import warehouse
 
             warehouse.write_quarantine(rejected.close(), quarantine_source, day, settings=settings)
-            os.replace(tmp, dest)
+            files.publish(tmp, dest, fsync=False)
         finally:
             if writer is not None:
                 writer.close()
-            if tmp.exists():
-                tmp.unlink()
     summary = CohortSummary(
         cohort_date=day,
-        source_file=str(Path(path).resolve()),
+        source_file=_source_name(source),
         path=str(dest),
         rows_in=rows_valid + rows_quarantined,
         rows_valid=rows_valid,
         rows_quarantined=rows_quarantined,
+        source_version=source_info.version if source_info is not None else None,
     )
-    dest.with_suffix(".json").write_text(json.dumps(summary.to_dict(), indent=2))
+    files.write_text(dest.with_suffix(".json"), json.dumps(summary.to_dict(), indent=2))
     return summary
+
+
+@contextmanager
+def _as_local(path: PurePath) -> Iterator[Path]:
+    yield Path(path)
 
 
 def _typed_schema(schema: pa.Schema) -> pa.Schema:

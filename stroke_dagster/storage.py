@@ -115,8 +115,10 @@ def _mtime_ns(info: dict[str, Any]) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _remote_filesystem(
-    protocol: str, endpoint_url: str | None, region: str | None
+    protocol: str, endpoint_url: str | None, region: str | None, pid: int
 ) -> fsspec.AbstractFileSystem:
+    """One filesystem per configuration and process (s3fs's event loop does not survive a fork:
+    a forked step process builds its own)."""
     import fsspec
 
     options: dict[str, Any] = {}
@@ -220,7 +222,7 @@ class Storage:
             from fsspec.implementations.local import LocalFileSystem
 
             return LocalFileSystem()
-        return _remote_filesystem(self.protocol, self.endpoint_url, self.region)
+        return _remote_filesystem(self.protocol, self.endpoint_url, self.region, os.getpid())
 
     @property
     def scratch(self) -> Path:

@@ -602,6 +602,15 @@ def _resolve(settings: Settings | Warehouse) -> Warehouse:
     return Warehouse.from_settings(settings)
 
 
+def exists(settings: Settings | Warehouse) -> bool:
+    """Whether anything was written to the warehouse yet (its entry point here, or, on object
+    storage, data files that another machine wrote)."""
+    wh = _resolve(settings)
+    if wh.entry_path.exists():
+        return True
+    return not wh.files.is_local and bool(wh.files.list_dirs(wh.data_dir))
+
+
 def warehouse_path(settings: Settings | Warehouse) -> Path:
     """The entry point file analysts open (``STROKE_HOME/warehouse.duckdb``)."""
     return _resolve(settings).entry_path

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import _s3
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _s3 import MotoS3
 
+from stroke_dagster.risk import RiskThresholds
+from stroke_dagster.schema import FEATURES
 from stroke_dagster.settings import SettingsError, load_settings
+from stroke_dagster.simulate import simulate_patients
 from stroke_dagster.storage import RemotePath, Storage
+
+DAY = "2026-01-05"
 
 moto_s3 = _s3.moto_s3  # fixtures: one moto S3 server per session, a fresh bucket per test
 s3_bucket = _s3.s3_bucket
@@ -155,3 +163,160 @@ def test_warehouse_days_live_in_the_bucket(
         assert con.execute("SELECT count(*) FROM inference_log").fetchone() == (0,)
     finally:
         con.close()
+
+
+@dataclass
+class SmallModel:
+    """A fitted pipeline with what scoring and the drift store read of a registered version."""
+
+    pipeline: Any
+    reference: pd.DataFrame
+    name: str = "StrokeRF"
+    version: str = "9"
+    thresholds: RiskThresholds = RiskThresholds(elevated=0.05, high=0.15)
+
+    def reference_frame(self) -> pd.DataFrame:
+        return self.reference
+
+    def holdout_predictions(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def small_model() -> SmallModel:
+    from stroke_dagster.training import build_pipeline
+    from stroke_dagster.validation import validate_patients
+
+    train = validate_patients(simulate_patients(800, seed=11), require_label=True).valid
+    pipeline = build_pipeline({"n_estimators": 10, "max_depth": 4, "n_jobs": 1})
+    pipeline.fit(train[list(FEATURES)], train["stroke"])
+    return SmallModel(pipeline, train)
+
+
+def _upload_cohort(files: Storage, day: str, n: int = 300) -> int:
+    """A cohort of ``n`` rows (3 of them bad) put in ``incoming/`` of the storage; bad rows."""
+    df = simulate_patients(n, seed=5, with_label=False).astype({"age": object})
+    df.loc[3, "age"] = "200"  # out of range
+    df.loc[10, "gender"] = "Robot"  # unknown category
+    df.loc[n - 1, "id"] = df.loc[0, "id"]  # duplicate
+    with files.staged_file(".csv") as tmp:
+        df.to_csv(tmp, index=False, na_rep="N/A")
+        files.publish(tmp, files.path("incoming", f"{day}.csv"))
+    return 3
+
+
+def test_the_daily_loop_runs_on_object_storage(
+    s3_bucket: str,
+    moto_s3: MotoS3,
+    stroke_home: Path,
+    small_model: SmallModel,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Arrival, typed copy, scoring, SQL, drift, labels, telemetry and vacuum, all in the bucket."""
+    import argparse
+    import datetime as dt
+    import json
+
+    from stroke_dagster import arrivals, performance, scoring, warehouse
+    from stroke_dagster.api.telemetry import TelemetryWriter, compact_telemetry, read_day
+    from stroke_dagster.cli import sql as cli_sql
+    from stroke_dagster.cli import warehouse as cli_warehouse
+    from stroke_dagster.drift.daily import check_day
+    from stroke_dagster.drift.store import detector_for_model, fit_for_model
+    from stroke_dagster.settings import COHORT_SUFFIXES, DriftSettings
+
+    settings = load_settings()
+    files = settings.files
+    assert not files.is_local and str(files.root) == f"s3://{s3_bucket}/stroke"
+    before = set(_home_files(stroke_home))
+
+    # Arrival: one listing gives the day and a version that changes when the file is replaced.
+    bad = _upload_cohort(files, DAY)
+    bounds = {"first_day": dt.date(2026, 1, 1), "last_day": dt.date(2026, 1, 31)}
+    [arrival] = arrivals.scan(settings.incoming_dir, COHORT_SUFFIXES, storage=files, **bounds).files
+    assert arrival.day == DAY and str(arrival.path).startswith("s3://")
+    assert settings.incoming_file(DAY) == arrival.path
+
+    # The typed copy and its summary go to the bucket; an unchanged input is not validated again.
+    cohort = scoring.current_cohort(settings, DAY)
+    assert (cohort.rows_in, cohort.rows_quarantined) == (300, bad)
+    assert cohort.path == f"s3://{s3_bucket}/stroke/cohorts/{DAY}.parquet"
+    assert scoring.current_cohort(settings, DAY) == cohort
+    assert len(scoring.read_cohort(settings, cohort)) == cohort.rows_valid
+
+    # Scoring from the typed copy into the warehouse in the bucket; every row accounted for.
+    with files.local_copy(cohort.path) as local:
+        scored = scoring.score_file(
+            local, small_model, cohort_date=DAY, quarantine_source=None, settings=settings
+        )
+    assert scored.rows_scored + cohort.rows_quarantined == cohort.rows_in
+    con = warehouse.connect(settings)
+    try:
+        n_scores, n_quarantined = con.execute(
+            "SELECT (SELECT count(*) FROM scores WHERE cohort_date = $d),"
+            " (SELECT count(*) FROM quarantine WHERE cohort_date = $d)",
+            {"d": dt.date.fromisoformat(DAY)},
+        ).fetchone()
+    finally:
+        con.close()
+    assert (n_scores, n_quarantined) == (scored.rows_scored, bad)
+
+    # Drift: the detector is saved to and loaded from the bucket; the check reads the typed copy.
+    config = DriftSettings(backend="scipy")
+    fitted = fit_for_model(small_model, config, settings)
+    assert str(fitted.path) == f"s3://{s3_bucket}/stroke/models/9/drift_scipy.pkl"
+    loaded = detector_for_model("9", config, settings=settings)
+    assert not loaded.fitted_now and loaded.path == fitted.path
+    result = check_day(DAY, config=config, settings=settings, loaded=loaded)
+    assert result.rows_valid == cohort.rows_valid and result.prediction_note == "ok"
+
+    # Labels in the bucket give the realized performance of the day.
+    labels = simulate_patients(300, seed=5)[["id", "stroke"]]
+    files.write_text(files.path("labels", f"{DAY}.csv"), labels.to_csv(index=False))
+    assert performance.labelled_days(settings) == [DAY]
+    [realized] = performance.day_performance(DAY, settings).to_dict("records")
+    assert realized["n_scored"] == scored.rows_scored and realized["model_version"] == "9"
+    assert len(performance.labeled_cohorts(settings)) == 300  # raw rows, read from the bucket
+
+    # Telemetry: segments written to the bucket, compacted, read through the view.
+    writer = TelemetryWriter(stroke_home, storage=files)
+    yesterday = dt.datetime(2026, 1, 4, 12, tzinfo=dt.UTC)
+    for i in range(3):
+        writer.record({"ts": yesterday, "request_id": f"r{i}", "status_code": 200})
+        writer.flush()
+    summary = compact_telemetry(
+        warehouse.of(settings).telemetry_dir, storage=files, today=dt.date(2026, 1, 5)
+    )
+    assert summary["compacted"] == {"2026-01-04": 3}
+    assert len(read_day(settings, "2026-01-04")) == 3
+
+    # A rescored day: the superseded version stays for the grace period, then goes.
+    with files.local_copy(cohort.path) as local:
+        scoring.score_file(
+            local, small_model, cohort_date=DAY, quarantine_source=None, settings=settings
+        )
+    day_dir = warehouse.of(settings).partition_dir("scores", dt.date.fromisoformat(DAY))
+    assert len(files.list_files(day_dir)) == 2
+    no_grace = settings.replace(warehouse={"grace_seconds": 0})
+    assert warehouse.of(no_grace).vacuum() >= 1
+    assert len(files.list_files(day_dir)) == 1
+
+    # The command line reads the same warehouse.
+    cli_sql.run(
+        argparse.Namespace(
+            file=None,
+            sql_text="SELECT count(*) AS n FROM inference_log",
+            param=[],
+            format="json",
+        )
+    )
+    assert json.loads(capsys.readouterr().out) == [{"n": 3}]
+    cli_warehouse.run(argparse.Namespace(action="info"))
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["rows"]["scores"] == scored.rows_scored and info["storage"] == files.url
+
+    keys = moto_s3.keys(s3_bucket, "stroke/")
+    for prefix in ("incoming/", "labels/", "cohorts/", "models/9/", "warehouse/", "telemetry/"):
+        assert any(key.startswith(f"stroke/{prefix}") for key in keys), prefix
+    # Only the file of views (and no data) was added under STROKE_HOME.
+    assert set(_home_files(stroke_home)) - before == set()

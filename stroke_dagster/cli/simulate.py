@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stroke_dagster.storage import Storage
 
 MAX_COHORT_ROWS = 10_000_000  # ids of a dated cohort are YYYYMMDD + 7 digits
 
@@ -72,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if date is None and args.labels:
         raise InputError("--labels needs --date")
     settings = load_settings()
-    output: Path = args.output if args.output is not None else settings.incoming_dir / f"{date}.csv"
-    if output.is_dir():
+    output = args.output if args.output is not None else settings.incoming_dir / f"{date}.csv"
+    if isinstance(output, Path) and output.is_dir():
         if date is None:
             raise InputError(f"--output is a directory: {output}")
         output = output / f"{date}.csv"
@@ -96,10 +103,25 @@ def run(args: argparse.Namespace) -> int:
     labels = patients[["id", "stroke"]]
     if not with_label:
         patients = patients.drop(columns="stroke")
-    write_patients(patients, output)
+    files = settings.files
+    _write(write_patients, patients, output, files)
     summary = {"output": str(output), "rows": len(patients), "seed": seed, "with_label": with_label}
     if args.labels:
-        labels_path = write_patients(labels, settings.labels_dir / f"{date}.csv")
+        labels_path = _write(write_patients, labels, settings.labels_dir / f"{date}.csv", files)
         summary["labels"] = str(labels_path)
     print(json.dumps(summary))
     return 0
+
+
+def _write(
+    write: Callable[[pd.DataFrame, Path], Path], df: pd.DataFrame, target: PurePath, files: Storage
+) -> PurePath:
+    """Write ``df`` to ``target``: a local path, or a path in object storage (uploaded whole)."""
+    from stroke_dagster.storage import RemotePath
+
+    if not isinstance(target, RemotePath):
+        return write(df, Path(target))
+    with files.staged_file(target.suffix) as tmp:
+        write(df, tmp)
+        files.publish(tmp, target)
+    return target

@@ -25,7 +25,7 @@ READ_TIMEOUT_S = 20.0
 def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, bool]]:
     from stroke_dagster import warehouse
 
-    if not warehouse.warehouse_path(settings).exists():
+    if not warehouse.exists(settings):
         return []
     frame = warehouse.query_df(
         "SELECT strftime(cohort_date, '%Y-%m-%d') AS day, is_drift FROM drift_summary "

@@ -102,9 +102,10 @@ def cohort_scores(
     settings = stroke.settings()
     cohort = _cohort(settings, day, revalidate=False)
     model = scoring.load_serving_model("champion", settings=settings)
-    scored = scoring.score_file(
-        cohort.path, model, cohort_date=day, quarantine_source=None, settings=settings
-    )
+    with settings.files.local_copy(cohort.path) as cohort_file:  # a download on object storage
+        scored = scoring.score_file(
+            cohort_file, model, cohort_date=day, quarantine_source=None, settings=settings
+        )
     rows_in = cohort.rows_in
     accounted = scored.rows_scored + cohort.rows_quarantined
     context.log.info(

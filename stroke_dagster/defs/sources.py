@@ -1,9 +1,10 @@
 """What arrives from outside: cohort files, label files and the champion alias.
 
 * ``incoming_cohort`` and ``cohort_labels`` are external daily assets: the files
-  ``STROKE_HOME/incoming/<day>.csv|.parquet`` and ``STROKE_HOME/labels/<day>.csv``. The
-  ``file_arrivals`` sensor runs nothing: it reports each new or replaced file as a
-  materialization of its day (data version = hash of modification time and size), and the
+  ``STROKE_HOME/incoming/<day>.csv|.parquet`` and ``STROKE_HOME/labels/<day>.csv`` (or the same
+  names under ``storage.url`` on object storage). The ``file_arrivals`` sensor runs nothing: it
+  reports each new or replaced file as a materialization of its day (data version = hash of
+  modification time and size; of the ETag on object storage), and the
   automation conditions downstream do the rest. A badly named or future-dated file is skipped
   with its reason (tick skip message and log); it never fails the tick or holds back others.
   The same sensor marks today's cohort overdue once ``scoring.cohort_due_hour`` (UTC) has
@@ -164,8 +165,9 @@ def file_arrivals(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -
     state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
     now = dt.datetime.now(dt.UTC)
     bounds = {"first_day": _first_day(), "last_day": now.date()}
-    cohorts = arrivals.scan(settings.incoming_dir, COHORT_SUFFIXES, **bounds)
-    labels = arrivals.scan(settings.labels_dir, (".csv",), **bounds)
+    files = settings.files
+    cohorts = arrivals.scan(settings.incoming_dir, COHORT_SUFFIXES, storage=files, **bounds)
+    labels = arrivals.scan(settings.labels_dir, (".csv",), storage=files, **bounds)
     events: list[Any] = _arrival_events(
         incoming_cohort.key, cohorts, state.setdefault("incoming", {})
     )

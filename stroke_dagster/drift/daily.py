@@ -18,7 +18,7 @@ import pandas as pd
 from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.report import DriftReport
 from stroke_dagster.drift.store import LoadedDetector, detector_for_model
-from stroke_dagster.scoring import current_cohort
+from stroke_dagster.scoring import current_cohort, read_cohort
 from stroke_dagster.settings import Settings
 
 METRICS_TABLE = "drift_metrics"
@@ -56,7 +56,7 @@ def day_predictions(day: str, model_version: str, settings: Settings) -> tuple[p
     from stroke_dagster import warehouse
 
     empty = pd.DataFrame({"stroke_probability": [], "risk_tier": []})
-    if not warehouse.warehouse_path(settings).exists():
+    if not warehouse.exists(settings):
         return empty, "no warehouse yet"
     scores = warehouse.query_df(
         "SELECT stroke_probability, risk_tier, model_version FROM scores WHERE cohort_date = ?",
@@ -87,7 +87,7 @@ def check_day(
     # The day's typed valid rows as scoring validated them (validated now if not yet).
     summary = current_cohort(settings, day)
     loaded = loaded or detector_for_model(config=config, settings=settings)
-    cohort = pd.read_parquet(summary.path)
+    cohort = read_cohort(settings, summary)
     predictions, note = day_predictions(day, loaded.version, settings)
     report = loaded.detector.check(
         cohort, predictions if not predictions.empty else None, config=config

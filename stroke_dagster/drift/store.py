@@ -1,4 +1,5 @@
-"""Fitted detectors kept per model version: ``<models_dir>/<version>/drift_<backend>.pkl``.
+"""Fitted detectors kept per model version: ``models/<version>/drift_<backend>.pkl`` of the file
+storage (``STROKE_HOME`` by default, ``storage.url`` on object storage).
 
 A detector is fitted once from the version's reference data (its training split) and holdout
 predictions, both MLflow artifacts of the version's run, then loaded by every later check. The file
@@ -9,17 +10,16 @@ that no longer loads or was fitted with other settings is refitted and replaced.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from stroke_dagster.drift.config import DriftConfig
 from stroke_dagster.drift.detector import TabularDriftDetector
 from stroke_dagster.errors import InputError
 from stroke_dagster.settings import Settings
+from stroke_dagster.storage import Storage, StoragePath, storage_for
 
 if TYPE_CHECKING:
     from stroke_dagster.registry import ServingModel
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def detector_path(version: str, backend: str, settings: Settings) -> Path:
-    return settings.models_dir / str(version) / f"drift_{backend}.pkl"
+def detector_path(version: str, backend: str, settings: Settings) -> StoragePath:
+    return settings.files.path("models", str(version), f"drift_{backend}.pkl")
 
 
 def _fit_signature(config: DriftConfig) -> dict[str, Any]:
@@ -42,28 +42,30 @@ def _fit_signature(config: DriftConfig) -> dict[str, Any]:
     }
 
 
-def save_detector(detector: TabularDriftDetector, path: Path) -> Path:
+def save_detector(
+    detector: TabularDriftDetector, path: PurePath, storage: Storage | None = None
+) -> StoragePath:
     """Write the fitted detector atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = storage_for(path, storage)
     payload = {"signature": _fit_signature(detector.config), "detector": detector}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    with storage.staged_file(".tmp", near=path.parent) as tmp:
+        with open(tmp, "wb") as handle:
             pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        storage.publish(tmp, path, fsync=False)
     return path
 
 
-def load_detector(path: Path, config: DriftConfig) -> TabularDriftDetector | None:
+def load_detector(
+    path: PurePath, config: DriftConfig, storage: Storage | None = None
+) -> TabularDriftDetector | None:
     """The stored detector with ``config`` applied, or ``None`` if absent, stale or unreadable."""
-    if not path.is_file():
+    storage = storage_for(path, storage)
+    try:
+        data = storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError):
         return None
     try:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)  # noqa: S301 - a file this platform wrote for itself
+        payload = pickle.loads(data)  # noqa: S301 - a file this platform wrote for itself
     except Exception as exc:  # a pickle from other library versions: refit instead of failing
         log.warning("cannot load drift detector %s (%s): refitting", path, exc)
         return None
@@ -80,7 +82,7 @@ class LoadedDetector:
 
     detector: TabularDriftDetector
     version: str
-    path: Path
+    path: StoragePath
     fitted_now: bool
 
 
@@ -91,7 +93,8 @@ def fit_for_model(model: ServingModel, config: DriftConfig, settings: Settings) 
         model.holdout_predictions(),
         reference_version=str(model.version),
     )
-    path = save_detector(detector, detector_path(model.version, config.backend, settings))
+    path = detector_path(model.version, config.backend, settings)
+    save_detector(detector, path, settings.files)
     log.info("fitted drift detector for %s v%s -> %s", model.name, model.version, path)
     return LoadedDetector(detector, str(model.version), path, fitted_now=True)
 
@@ -115,7 +118,7 @@ def detector_for_model(
         if version is None:
             raise InputError(registry.NO_CHAMPION)
     path = detector_path(version, config.backend, settings)
-    detector = load_detector(path, config)
+    detector = load_detector(path, config, settings.files)
     if detector is not None:
         return LoadedDetector(detector, str(version), path, fitted_now=False)
     model = registry.load_model(str(version), settings=settings)
