@@ -458,12 +458,22 @@ def _codes(column: Any, block: _Block, j: int) -> np.ndarray:
     categories = block.categories[j]  # type: ignore[index]
     if isinstance(column, np.ndarray) and column.dtype.kind in "OU":
         return _codes_python(column, categories)  # (pa.array would import pandas)
+    if type(column).__module__.startswith("pandas") and column.dtype == object:
+        import pandas as pd  # a hash lookup in C; -1 for anything not a category
+
+        return pd.Categorical(column, categories=categories).codes.astype(np.int64)
     try:
         array = column if _is_arrow(column) else pa.array(column, from_pandas=True)
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
-        if pa.types.is_dictionary(array.type):
-            array = array.cast(array.type.value_type)
+        if pa.types.is_dictionary(array.type):  # map the dictionary, then take
+            if block.value_sets[j] is None:
+                block.value_sets[j] = pa.array(categories, type=pa.string())
+            words = array.dictionary.cast(pa.string())
+            mapped = pc.fill_null(pc.index_in(words, value_set=block.value_sets[j]), -1)
+            lookup = np.append(mapped.to_numpy(zero_copy_only=False), -1).astype(np.int64)
+            indices = pc.fill_null(array.indices, len(words)).to_numpy(zero_copy_only=False)
+            return lookup[indices]
         if pa.types.is_large_string(array.type):
             array = array.cast(pa.string())
         if not pa.types.is_string(array.type):
@@ -713,6 +723,13 @@ def _kernel() -> Any:
 
             _KERNEL = numba.njit(nogil=True, cache=True, boundscheck=False)(_walk_words)
     return _KERNEL
+
+
+def preload_kernel() -> None:
+    """Import numba and load the compiled kernel in a daemon thread (e.g. while a large input
+    is being read), so that the first large batch does not wait for it."""
+    if _KERNEL is None:
+        threading.Thread(target=_kernel, daemon=True, name="engine-kernel-load").start()
 
 
 def _cpu_count() -> int:

@@ -62,12 +62,44 @@ def iter_patient_batches(
     columns keep their types (validation accepts both). ``arrow_strings`` keeps text columns
     Arrow-backed (``string[pyarrow]`` rather than Python objects): same values, read faster.
     """
+    for table in _iter_tables(path, batch_rows):
+        if isinstance(table, list):  # a CSV with a header only
+            yield pd.DataFrame({canonical_column(c): pd.Series(dtype=object) for c in table})
+        else:
+            yield _to_text_frame(table, arrow_strings)
+
+
+def iter_patient_tables(
+    path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[pa.Table]:
+    """:func:`iter_patient_batches` as Arrow tables (schema spelling of the column names, CSV
+    columns as strings): the same batches without building DataFrames."""
+    for table in _iter_tables(path, batch_rows):
+        if isinstance(table, list):
+            names = list(dict.fromkeys(canonical_column(c) for c in table))
+            yield pa.table({n: pa.array([], pa.string()) for n in names})
+        else:
+            yield canonical_table(table)
+
+
+def canonical_table(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    """``table`` with :func:`canonical_column` names; duplicate columns raise ``InputError``."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    names = [canonical_column(c) for c in table.column_names]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"duplicate columns in input: {', '.join(dupes)}")
+    return table.rename_columns(names)
+
+
+def _iter_tables(path: str | Path, batch_rows: int) -> Iterator[pa.Table | pa.RecordBatch | list]:
+    """Raw batches of a patient file (or the header list of a CSV without rows)."""
     path = Path(path)
     _check_path(path)
     try:
         if _is_parquet(path):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-                yield _to_text_frame(batch, arrow_strings)
+            yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
             return
         header = _read_header(path)
         convert = pacsv.ConvertOptions(
@@ -88,14 +120,14 @@ def iter_patient_batches(
                 emitted = True
                 table = pa.Table.from_batches(pending)
                 for offset in range(0, table.num_rows - table.num_rows % batch_rows, batch_rows):
-                    yield _to_text_frame(table.slice(offset, batch_rows), arrow_strings)
+                    yield table.slice(offset, batch_rows)
                 rest = table.num_rows % batch_rows
                 pending = table.slice(table.num_rows - rest).to_batches() if rest else []
                 pending_rows = rest
         if pending_rows:
-            yield _to_text_frame(pa.Table.from_batches(pending), arrow_strings)
+            yield pa.Table.from_batches(pending)
         elif not emitted:
-            yield pd.DataFrame({canonical_column(c): pd.Series(dtype=object) for c in header})
+            yield header
     except InputError:
         raise
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:

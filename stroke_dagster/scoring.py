@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stroke_dagster.errors import InputError
-from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches
+from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches, iter_patient_tables
 from stroke_dagster.risk import TIERS, RiskThresholds, assign_tiers
 from stroke_dagster.schema import (
     BINARY_FEATURES,
@@ -44,7 +44,7 @@ from stroke_dagster.schema import (
 )
 from stroke_dagster.settings import Settings
 from stroke_dagster.storage import RemotePath, Storage, StoragePath, storage_for
-from stroke_dagster.validation import SeenIds, validate_patients
+from stroke_dagster.validation import SeenIds, validate_patients, validate_table
 
 SCORES_TABLE = "scores"
 COHORT_SOURCE = "cohort"
@@ -195,15 +195,29 @@ def load_serving_model(reference: str = "champion", *, settings: Settings) -> An
     return model
 
 
-def predict_probabilities(model: ScoringModel, valid: pd.DataFrame) -> np.ndarray:
-    """Stroke probability of each valid row: the model's compiled ``engine`` when it has one
-    (:class:`stroke_dagster.engine.ForestEngine`, exact), else its ``predict_proba``."""
+def predict_probabilities(model: ScoringModel, valid: pd.DataFrame | pa.Table) -> np.ndarray:
+    """Stroke probability of each valid row (a DataFrame, or an Arrow table from
+    :func:`stroke_dagster.validation.validate_table`): the model's compiled ``engine`` when it
+    has one (:class:`stroke_dagster.engine.ForestEngine`, exact), else its ``predict_proba``."""
     if len(valid) == 0:
         return np.empty(0, dtype="float64")
     engine = getattr(model, "engine", None)
     if engine is not None:
+        if isinstance(valid, pa.Table):
+            return engine.predict_columns({name: valid[name] for name in FEATURES})
         return engine.predict_frame(valid)
+    if isinstance(valid, pa.Table):
+        valid = _table_frame(valid)
     return np.asarray(model.pipeline.predict_proba(valid[list(FEATURES)])[:, 1], dtype="float64")
+
+
+def _table_frame(table: pa.Table) -> pd.DataFrame:
+    """A typed valid table as the DataFrame ``validate_patients`` gives (text as objects)."""
+    columns = {
+        name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    }
+    return pa.table(columns).to_pandas()
 
 
 def _day(cohort_date: str | dt.date | None) -> str | None:
@@ -262,6 +276,34 @@ def iter_validated(
         result = validate_patients(raw, seen_ids=seen, row_offset=offset)
         offset += len(raw)
         yield result.valid, result.quarantine
+
+
+def _iter_for_scoring(
+    path: str | Path, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[tuple[pd.DataFrame | pa.Table, pd.DataFrame | None]]:
+    """:func:`iter_validated` for scoring: a batch whose rows are all valid and plainly spelled
+    comes as a typed Arrow table (no quarantine), without pandas; any other batch as
+    :func:`iter_validated` gives it. Duplicate ids are caught across both kinds of batch."""
+    seen = SeenIds()
+    offset = 0
+    for table in iter_patient_tables(path, batch_rows):
+        valid = validate_table(table, seen_ids=seen)
+        if valid is not None:
+            yield valid, None
+        else:
+            if table.num_rows == 0:
+                raw = pd.DataFrame({c: pd.Series(dtype=object) for c in table.column_names})
+            else:
+                raw = table.to_pandas(types_mapper=_arrow_text)
+            result = validate_patients(raw, seen_ids=seen, row_offset=offset)
+            yield result.valid, result.quarantine
+        offset += table.num_rows
+
+
+def _arrow_text(arrow_type: pa.DataType) -> pd.StringDtype | None:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    return None
 
 
 _DONE = object()
@@ -364,17 +406,25 @@ def score_file(
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
         csv_writer = None
         try:
-            for valid, quarantine in prefetch(iter_validated(path, batch_rows)):
+            if _file_size(path) > 4 << 20:  # a large input: numba loads while the file is read
+                from stroke_dagster.engine import preload_kernel
+
+                preload_kernel()
+            for valid, quarantine in prefetch(_iter_for_scoring(path, batch_rows)):
                 if pending is not None:
                     model, pending = pending.result(), None
                 summary.model_name, summary.model_version = model.name, str(model.version)
+                rejects = 0 if quarantine is None else len(quarantine)
                 probs = predict_probabilities(model, valid)
                 tiers = assign_tiers(probs, model.thresholds)
-                summary.rows_in += len(valid) + len(quarantine)
+                summary.rows_in += len(valid) + rejects
                 summary.rows_scored += len(valid)
-                summary.rows_quarantined += len(quarantine)
+                summary.rows_quarantined += rejects
                 _count_tiers(summary.tier_counts, probs, model.thresholds)
-                ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
+                if isinstance(valid, pa.Table):
+                    ids = valid[ID]
+                else:
+                    ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
                 prob_arr = pa.array(probs, type=pa.float64())
                 tier_arr = pa.array(tiers, type=pa.string())
                 if csv_tmp is not None:
@@ -386,7 +436,7 @@ def score_file(
                     scores.write(
                         pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
                     )
-                if len(quarantine):
+                if rejects:
                     rejected.write(_quarantine_table(quarantine))
             if csv_tmp is not None:
                 if csv_writer is None:
@@ -405,6 +455,13 @@ def score_file(
                 csv_tmp.unlink()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _count_tiers(counts: dict[str, int], probs: np.ndarray, thresholds: RiskThresholds) -> None:

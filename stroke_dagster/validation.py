@@ -66,6 +66,21 @@ class SeenIds:
             found[~integral] = text[~integral].isin(list(self._other)).to_numpy(dtype=bool)
         return found
 
+    def contains_integers(self, numbers: np.ndarray) -> np.ndarray:
+        """:meth:`contains` for ids given as their int64 values (canonical integer ids)."""
+        found = np.zeros(len(numbers), dtype=bool)
+        for run in self._runs:
+            pos = np.searchsorted(run, numbers).clip(max=len(run) - 1)
+            found |= run[pos] == numbers
+        return found
+
+    def update_integers(self, numbers: np.ndarray) -> None:
+        """:meth:`update` for canonical integer ids given as their int64 values."""
+        self._runs.append(np.unique(numbers))
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            last = self._runs.pop()
+            self._runs[-1] = np.union1d(self._runs[-1], last)
+
     def update(self, ids: list[str] | pd.Series) -> None:
         text, integral = self._split(pd.Series(ids, dtype=object))
         if integral.any():
@@ -280,3 +295,103 @@ def _quarantine_frame(
             "record": records,
         }
     )
+
+
+# -- the all-valid fast path --------------------------------------------------------------------
+
+_MARKERS = pa.array(sorted(MISSING_MARKERS), type=pa.string())
+
+
+def validate_table(table: pa.Table, *, seen_ids: SeenIds | None = None) -> pa.Table | None:
+    """The typed valid rows of a batch whose rows are *all* valid and plainly spelled, without
+    pandas; ``None`` (and ``seen_ids`` untouched) when any row needs :func:`validate_patients`.
+
+    Plainly spelled: ids are canonical integers (no sign, no leading zero, at most 15 digits),
+    and no value needs stripping. On such a batch :func:`validate_patients` accepts every row
+    with these values: the same numbers (Arrow's float parsing, which it also uses), missing
+    markers, ranges, 0/1 flags, case-insensitive categories (given in the schema's spelling, as
+    dictionary-encoded strings) and duplicate checks (within the batch and against
+    ``seen_ids``). Files with a ``stroke`` column always take the general path.
+    """
+    names = set(table.column_names)
+    if not set(REQUIRED_COLUMNS) <= names or TARGET in names or table.num_rows == 0:
+        return None
+    ids = _plain(table[ID])
+    if pa.types.is_integer(ids.type):
+        if ids.null_count or pc.any(pc.less(ids, 0)).as_py():
+            return None
+        ids = pc.cast(ids, pa.string())
+    if not pa.types.is_string(ids.type) or ids.null_count:
+        return None
+    if not pc.all(pc.match_substring_regex(ids, _INTEGER_ID)).as_py():
+        return None
+    numbers = pc.cast(ids, pa.int64()).to_numpy()
+    if len(np.unique(numbers)) != len(numbers):
+        return None
+    if seen_ids is not None and seen_ids.contains_integers(numbers).any():
+        return None
+    out: dict[str, pa.Array] = {ID: ids}
+    for field in (*NUMERIC_FIELDS, *BINARY_FIELDS):
+        values = _plain_numbers(_plain(table[field.name]))
+        if values is None:
+            return None
+        missing = np.isnan(values)
+        if missing.any() and (not field.nullable or field in BINARY_FIELDS):
+            return None
+        present = values[~missing] if missing.any() else values
+        if field in BINARY_FIELDS:
+            if not np.isin(present, (0.0, 1.0)).all():
+                return None
+            out[field.name] = pa.array(values.astype(np.int64))
+        else:
+            if len(present) and (present.min() < field.low or present.max() > field.high):
+                return None
+            out[field.name] = pa.array(values, type=pa.float64())
+    for field in CATEGORICAL_FIELDS:
+        text = _plain(table[field.name])
+        if not pa.types.is_string(text.type):
+            return None
+        lowered = pa.array([c.lower() for c in field.categories], type=pa.string())
+        codes = pc.index_in(pc.utf8_lower(text), value_set=lowered)
+        if codes.null_count:
+            return None
+        out[field.name] = pa.DictionaryArray.from_arrays(
+            codes, pa.array(field.categories, type=pa.string())
+        )
+    if seen_ids is not None:
+        seen_ids.update_integers(numbers)
+    return pa.table({name: out[name] for name in (ID, *FEATURES)})
+
+
+def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One contiguous array (large strings as strings)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_large_string(column.type):
+        column = column.cast(pa.string())
+    return column
+
+
+def _plain_numbers(column: pa.Array) -> np.ndarray | None:
+    """float64 values, NaN where missing; ``None`` when a value is not a plain finite number."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return None if np.isinf(values).any() else values
+    if not pa.types.is_string(column.type) or column.null_count:
+        return None
+    marked = pc.is_in(column, value_set=_MARKERS)
+    text = (
+        pc.if_else(marked, pa.scalar(None, pa.string()), column)
+        if pc.any(marked).as_py()
+        else column
+    )
+    try:
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(
+        values[~marked.to_numpy(zero_copy_only=False)]
+    ).all():  # nan / inf spelled out
+        return None
+    return values

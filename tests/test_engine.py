@@ -246,3 +246,31 @@ def test_score_file_with_the_engine_writes_the_pipeline_probabilities(
         expected = pipeline.predict_proba(df[list(FEATURES)])[:, 1]
         # the CSV carries the shortest repr of each float64: parsing it back is exact
         assert np.array_equal(written["stroke_probability"].to_numpy(), expected)
+
+
+def test_all_valid_batches_skip_pandas_with_the_same_rows(tmp_path: Path) -> None:
+    from stroke_dagster.ingest import iter_patient_batches, iter_patient_tables
+    from stroke_dagster.scoring import _table_frame
+    from stroke_dagster.validation import SeenIds, validate_patients, validate_table
+
+    df = simulate_patients(300, seed=41, with_label=False)
+    df.loc[df.index % 5 == 0, "gender"] = df["gender"].str.upper()  # any case is accepted
+    path = tmp_path / "cohort.csv"
+    df.to_csv(path, index=False, na_rep="N/A")
+    seen_fast, seen_slow = SeenIds(), SeenIds()
+    tables = list(iter_patient_tables(path, batch_rows=100))
+    frames = list(iter_patient_batches(path, batch_rows=100, arrow_strings=True))
+    for table, frame in zip(tables, frames, strict=True):
+        fast = validate_table(table, seen_ids=seen_fast)
+        assert fast is not None
+        slow = validate_patients(frame, seen_ids=seen_slow).valid
+        pd.testing.assert_frame_equal(_table_frame(fast), slow)
+    # a later batch repeating an id, a spelling that needs stripping, a bad value: general path
+    assert validate_table(tables[0], seen_ids=seen_fast) is None
+    for column, value in (("bmi", " 31.5"), ("age", "130"), ("work_type", "N/A"), ("id", "007")):
+        text = tables[1].column(column).to_pylist()
+        text[4] = value
+        changed = tables[1].set_column(
+            tables[1].column_names.index(column), column, pa.array(text, pa.string())
+        )
+        assert validate_table(changed, seen_ids=SeenIds()) is None, column
