@@ -219,6 +219,8 @@ class Services:
                 "--no-dashboard",
                 "--local-directory",
                 str(workdir),
+                "--preload",  # dask_setup below: the platform imported before the first step
+                str(Path(__file__).resolve()),
             ],
             self.logs,
             env=self.worker_env(home),
@@ -231,18 +233,16 @@ class Services:
         return worker
 
     def wait_for_workers(self) -> None:
-        from distributed import Client
-
+        """Until every running worker has registered (read from the scheduler's log: a client
+        here would leave Dask's event-loop thread behind in a process that forks)."""
+        scheduler = next(p for p in self.processes if p.name == "dask-scheduler")
         alive = {w.name for w in self.workers if w.process.popen.poll() is None}
-        with Client(self.scheduler, timeout=30) as client:
-            wait_until(
-                lambda: (
-                    alive
-                    <= {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-                ),
-                f"dask workers {sorted(alive)}",
-                timeout=120,
-            )
+
+        def registered() -> bool:
+            text = scheduler.log.read_text(errors="replace")
+            return all("Register worker addr: " in text and f"name: {n}\n" in text for n in alive)
+
+        wait_until(registered, f"dask workers {sorted(alive)}", timeout=120)
 
     def worker(self, name: str) -> Worker:
         return next(w for w in self.workers if w.name == name)
@@ -472,6 +472,17 @@ def production_services(
             if data_dir is not None:
                 shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def dask_setup(worker: object) -> None:
+    """Worker preload: import the code location and the libraries its steps use, once, while
+    the worker starts (as a production image's workers would be warmed)."""
+    import mlflow  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+
+    from stroke_dagster.definitions import defs
+
+    defs()
 
 
 def main() -> None:
