@@ -192,7 +192,8 @@ def labelled_scores(day: str, settings: Any) -> pd.DataFrame | None:
     path = labels_file(day, settings)
     if path is None:
         return None
-    labels = read_labels(path).dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
+    labels = read_labels(path, settings.files)
+    labels = labels.dropna(subset=[TARGET]).drop_duplicates(subset=[ID], keep="last")
     return _day_scores(day, settings).merge(labels, left_on="patient_id", right_on=ID, how="inner")
 
 

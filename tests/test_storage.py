@@ -320,3 +320,47 @@ def test_the_daily_loop_runs_on_object_storage(
         assert any(key.startswith(f"stroke/{prefix}") for key in keys), prefix
     # Only the file of views (and no data) was added under STROKE_HOME.
     assert set(_home_files(stroke_home)) - before == set()
+
+
+def test_file_arrivals_sensor_versions_bucket_files(s3_bucket: str, stroke_home: Path) -> None:
+    """The sensor reports a file put in the bucket once, and again when it is replaced."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from stroke_dagster.defs.resources import StrokeSettings
+    from stroke_dagster.defs.sources import DATA_VERSION_TAG, file_arrivals
+
+    files = load_settings().files
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    _upload_cohort(files, today, n=20)
+    files.write_text(files.path("labels", f"{today}.csv"), "id,stroke\n1,0\n")
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        with dg.instance_for_test() as instance:
+            context = dg.build_sensor_context(
+                instance=instance,
+                cursor=cursor,
+                resources={"stroke": StrokeSettings(cohort_due_hour=23)},
+            )
+            return file_arrivals(context)
+
+    def _arrived(result: dg.SensorResult) -> list[dg.AssetMaterialization]:
+        return [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+
+    first = tick(None)
+    reported = {
+        (e.asset_key.to_user_string(), e.partition): e.tags[DATA_VERSION_TAG]
+        for e in _arrived(first)
+    }
+    assert set(reported) == {("incoming_cohort", today), ("cohort_labels", today)}
+    assert not [
+        e for e in tick(first.cursor).asset_events if isinstance(e, dg.AssetMaterialization)
+    ]
+    files.write_text(files.path("labels", f"{today}.csv"), "id,stroke\n1,1\n")
+    again = [e for e in tick(first.cursor).asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert [(e.asset_key.to_user_string(), e.partition) for e in again] == [
+        ("cohort_labels", today)
+    ]
+    assert again[0].tags[DATA_VERSION_TAG] != reported[("cohort_labels", today)]
+    assert not (stroke_home / "incoming").exists() and not (stroke_home / "labels").exists()
