@@ -19,8 +19,8 @@ A :class:`RemotePath` refuses ``os.fspath``: handing one to ``open()``, pandas o
 this module's filesystem fails loudly instead of writing a stray local file.
 
 Private scratch files (a step's staged Parquet, a downloaded copy) go to :attr:`Storage.scratch`,
-a local directory that is never shared: ``STROKE_HOME/tmp`` by default on a local root, the
-system temporary directory with object storage, or ``storage.scratch_dir`` when set.
+a local directory that is never shared: ``STROKE_HOME/tmp`` by default on a local root,
+``<system temp>/stroke-scratch-<uid>`` with object storage, or ``storage.scratch_dir`` when set.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class Storage:
     @property
     def scratch(self) -> Path:
         """A local directory for private temporary files (created on demand)."""
-        base = self._scratch or Path(tempfile.gettempdir()) / "stroke-scratch"
+        base = self._scratch or Path(tempfile.gettempdir()) / f"stroke-scratch-{os.getuid()}"
         base.mkdir(parents=True, exist_ok=True)
         return base
 

@@ -476,8 +476,9 @@ class Warehouse:
             _remove_stale_tmp(local_dir)
         else:  # a private scratch file: published by one upload
             local_dir = self.files.scratch
+            _remove_stale_tmp(local_dir)  # left by writers killed before their upload
         tmp = local_dir / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
-        con = duckdb.connect()
+        con = self.files.register(duckdb.connect())  # ``data`` may name a file of the storage
         try:
             con.execute(ddl)
             rows = insert_rows(con, table, data, {**(extra or {}), PARTITION_COLUMN: day})
@@ -493,7 +494,7 @@ class Warehouse:
             con.close()
         return StagedFile(tmp, directory, key, rows)
 
-    def publish(self, staged: StagedFile, version: int | None = None) -> Path:
+    def publish(self, staged: StagedFile, version: int | None = None) -> StoragePath:
         """Give a staged file its version name: from now on it is the partition's current file.
 
         ``version`` (default: now, in ns) orders the versions; the migration publishes with
