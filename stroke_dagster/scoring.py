@@ -406,13 +406,16 @@ def score_file(
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
         csv_writer = None
         try:
-            if _file_size(path) > 4 << 20:  # a large input: numba loads while the file is read
+            large = _file_size(path) > 4 << 20
+            if large:  # numba loads while the file is read
                 from stroke_dagster.engine import preload_kernel
 
                 preload_kernel()
             for valid, quarantine in prefetch(_iter_for_scoring(path, batch_rows)):
                 if pending is not None:
                     model, pending = pending.result(), None
+                if large and not hasattr(model, "engine"):
+                    model = _with_engine(model)
                 summary.model_name, summary.model_version = model.name, str(model.version)
                 rejects = 0 if quarantine is None else len(quarantine)
                 probs = predict_probabilities(model, valid)
@@ -455,6 +458,31 @@ def score_file(
                 csv_tmp.unlink()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+@dataclass
+class _EngineModel:
+    pipeline: Any
+    engine: Any
+    name: str
+    version: str
+    thresholds: RiskThresholds
+
+
+def _with_engine(model: ScoringModel) -> ScoringModel:
+    """A model that carries no ``engine`` attribute, with its pipeline compiled and checked
+    against the pipeline on the probe patients (unchanged when that is not possible)."""
+    from stroke_dagster import engine as forest
+
+    if hasattr(model, "engine"):
+        return model
+    try:
+        engine = forest.ForestEngine.compile(model.pipeline)
+        if engine is None or not forest.parity(engine, model.pipeline) <= forest.PARITY_TOLERANCE:
+            return model
+    except Exception:  # an unforeseen pipeline detail: the pipeline itself always works
+        return model
+    return _EngineModel(model.pipeline, engine, model.name, str(model.version), model.thresholds)
 
 
 def _file_size(path: Path) -> int:

@@ -274,3 +274,21 @@ def test_all_valid_batches_skip_pandas_with_the_same_rows(tmp_path: Path) -> Non
             tables[1].column_names.index(column), column, pa.array(text, pa.string())
         )
         assert validate_table(changed, seen_ids=SeenIds()) is None, column
+
+
+def test_a_model_without_an_engine_gets_a_checked_one(patients: pd.DataFrame) -> None:
+    from stroke_dagster.scoring import _with_engine
+
+    pipeline = build_pipeline({"n_estimators": 10, "n_jobs": 1})
+    pipeline.fit(patients[list(FEATURES)], patients["stroke"])
+    thresholds = RiskThresholds(elevated=0.05, high=0.15)
+    model = _with_engine(EngineModel(pipeline, None, thresholds=thresholds))
+    assert model.engine is None  # it has the attribute: left as it is
+    bare = type("Bare", (), {"pipeline": pipeline, "name": "StrokeRF", "version": "4"})()
+    bare.thresholds = thresholds
+    compiled = _with_engine(bare)
+    assert compiled.engine is not None and compiled.engine.self_check() == 0.0
+    odd = type(
+        "Odd", (), {"pipeline": _custom("passthrough", DecisionTreeClassifier()), **vars(bare)}
+    )
+    assert not hasattr(_with_engine(odd()), "engine")
