@@ -218,7 +218,12 @@ def test_the_daily_loop_runs_on_object_storage(
     import json
 
     from stroke_dagster import arrivals, performance, scoring, warehouse
-    from stroke_dagster.api.telemetry import TelemetryWriter, compact_telemetry, read_day
+    from stroke_dagster.api.telemetry import (
+        TelemetryWriter,
+        compact_telemetry,
+        read_day,
+        request_cohort,
+    )
     from stroke_dagster.cli import sql as cli_sql
     from stroke_dagster.cli import warehouse as cli_warehouse
     from stroke_dagster.drift.daily import check_day
@@ -279,11 +284,15 @@ def test_the_daily_loop_runs_on_object_storage(
     assert len(performance.labeled_cohorts(settings)) == 300  # raw rows, read from the bucket
 
     # Telemetry: segments written to the bucket, compacted, read through the view.
-    writer = TelemetryWriter(stroke_home, storage=files)
+    writer = TelemetryWriter(stroke_home, storage=files, store_features=True)
     yesterday = dt.datetime(2026, 1, 4, 12, tzinfo=dt.UTC)
-    for i in range(3):
-        writer.record({"ts": yesterday, "request_id": f"r{i}", "status_code": 200})
+    patients = simulate_patients(3, seed=1, with_label=False).to_dict("records")
+    for i, patient in enumerate(patients):
+        feature_row = {**patient, "id": str(patient["id"]), "ts": yesterday, "row_in_request": 0}
+        feature_row["request_id"] = f"r{i}"
+        writer.record({"ts": yesterday, "request_id": f"r{i}", "status_code": 200}, [feature_row])
         writer.flush()
+    assert request_cohort(settings, "2026-01-04")["id"].tolist() == [str(p["id"]) for p in patients]
     summary = compact_telemetry(
         warehouse.of(settings).telemetry_dir, storage=files, today=dt.date(2026, 1, 5)
     )
@@ -316,7 +325,7 @@ def test_the_daily_loop_runs_on_object_storage(
     assert info["rows"]["scores"] == scored.rows_scored and info["storage"] == files.url
 
     keys = moto_s3.keys(s3_bucket, "stroke/")
-    for prefix in ("incoming/", "labels/", "cohorts/", "models/9/", "warehouse/", "telemetry/"):
+    for prefix in ("incoming/", "labels/", "cohorts/", "models/9/", "warehouse/", "telemetry"):
         assert any(key.startswith(f"stroke/{prefix}") for key in keys), prefix
     # Only the file of views (and no data) was added under STROKE_HOME.
     assert set(_home_files(stroke_home)) - before == set()
