@@ -373,3 +373,32 @@ def test_file_arrivals_sensor_versions_bucket_files(s3_bucket: str, stroke_home:
     ]
     assert again[0].tags[DATA_VERSION_TAG] != reported[("cohort_labels", today)]
     assert not (stroke_home / "incoming").exists() and not (stroke_home / "labels").exists()
+
+
+def test_dagster_scores_a_bucket_cohort(
+    s3_bucket: str, moto_s3: MotoS3, champion_home: Path
+) -> None:
+    """The daily_cohort and cohort_scores assets of one day, with every file in the bucket."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from stroke_dagster import warehouse
+    from stroke_dagster.defs.resources import StrokeSettings
+    from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
+
+    settings = load_settings()
+    bad = _upload_cohort(settings.files, DAY, n=120)
+    result = dg.materialize(
+        [daily_cohort, cohort_scores], partition_key=DAY, resources={"stroke": StrokeSettings()}
+    )
+    assert result.success
+    [scored] = result.asset_materializations_for_node("cohort_scores")
+    n = warehouse.query_df(
+        "SELECT count(*) AS n FROM scores WHERE cohort_date = ?",
+        [dt.date.fromisoformat(DAY)],
+        settings=settings,
+    )["n"].item()
+    assert n == 120 - bad == scored.metadata["rows_scored"].value
+    assert f"stroke/cohorts/{DAY}.parquet" in moto_s3.keys(s3_bucket)
+    assert not (champion_home / "cohorts").exists() and not (champion_home / "warehouse").exists()
