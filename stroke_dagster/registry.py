@@ -7,7 +7,9 @@
   raw input example), its metrics, plots, risk thresholds and reference data, as a new version.
 - :func:`set_alias` records the gate's decision (:mod:`stroke_dagster.gate` decides): the
   ``champion`` or ``challenger`` alias. Aliases, never stages.
-- :func:`load_model` / :func:`resolve_alias` are what scoring, drift and the API use.
+- :func:`load_model` / :func:`resolve_alias`: the model loader of
+  :mod:`stroke_dagster.model_store` (always asking the registry), for the gate, drift and the
+  assets; the command line and the API use the store directly with a cached alias resolution.
 
 Every function takes the platform's :class:`~stroke_dagster.settings.Settings` (``settings=``)
 and points MLflow's tracking and registry URIs at its store; none reads the environment.
@@ -20,19 +22,28 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from stroke_dagster import model_store
 from stroke_dagster.errors import InputError
 from stroke_dagster.features import feature_frame
-from stroke_dagster.risk import RiskThresholds
+from stroke_dagster.model_store import (  # noqa: F401 (re-exported)
+    CHAMPION,
+    HOLDOUT_ARTIFACT,
+    NO_CHAMPION,
+    REFERENCE_ARTIFACT,
+    SKOPS_TRUSTED_TYPES,
+    SPLIT_IDS_ARTIFACT,
+    THRESHOLDS_TAG,
+    ModelStore,
+    StoredModel,
+)
 from stroke_dagster.schema import FEATURES, ID, TARGET
 from stroke_dagster.settings import MODEL_NAME, Settings
 
@@ -44,21 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "stroke-risk"
-CHAMPION = "champion"
 CHALLENGER = "challenger"
-THRESHOLDS_TAG = "risk_thresholds"
-REFERENCE_ARTIFACT = "reference/train.parquet"
-HOLDOUT_ARTIFACT = "reference/holdout_predictions.parquet"
-# Which patients (by id) the version trained on and was held out on: the gate's fairness evidence.
-SPLIT_IDS_ARTIFACT = "reference/split_ids.parquet"
 MODEL_ARTIFACT = "model"
-NO_CHAMPION = "no champion model registered: run `stroke train` first"
-# What skops reports as untrusted in this pipeline (it only allows sklearn types it knows by
-# default); loading refuses any other type.
-SKOPS_TRUSTED_TYPES: list[str] = [
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",
-]
 
 
 def configure_mlflow(settings: Settings) -> str:
@@ -270,120 +268,47 @@ def log_params_once(params: dict[str, Any], run_id: str | None = None) -> None:
 
 
 def set_alias(version: str, alias: str, reason: str, *, settings: Settings) -> None:
-    """Point ``alias`` at ``version`` and record the gate's decision and reason on the version."""
+    """Point ``alias`` at ``version`` and record the gate's decision and reason on the version.
+
+    The model cache's resolution of ``alias`` is replaced at once (write-through), so every
+    later load on this machine sees the new target without waiting for its time to live.
+    """
     client = _client(settings)
     client.set_registered_model_alias(MODEL_NAME, alias, str(version))
     client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
     client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
+    try:
+        ModelStore(settings).remember_alias(alias, str(version))
+    except (OSError, InputError) as exc:  # the registry is right; the cache catches up by TTL
+        log.warning("model cache keeps its old %r resolution: %s", alias, exc)
     log.info("StrokeRF v%s -> %s: %s", version, alias, reason)
 
 
 def resolve_alias(alias: str = CHAMPION, *, settings: Settings) -> str | None:
-    """The version number the alias points at, or ``None`` (no model or no such alias)."""
-    from mlflow.exceptions import MlflowException
+    """The version number the alias points at now, or ``None`` (no model or no such alias).
 
+    Always asks the registry (the answer also refreshes the model cache's resolution).
+    """
     try:
-        return str(_client(settings).get_model_version_by_alias(MODEL_NAME, alias).version)
-    except MlflowException:
+        return ModelStore(settings).resolve(alias, max_age=0.0).version
+    except InputError:
         return None
 
 
-@dataclass
-class ServingModel:
-    """One registered version, ready to score raw patient columns."""
-
-    pipeline: Pipeline
-    name: str
-    version: str
-    thresholds: RiskThresholds
-    run_id: str
-    tracking_uri: str  # the store it was loaded from (its artifacts are read there)
-    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-
-    def predict_proba(self, df: pd.DataFrame) -> Any:
-        """Stroke probability for each row of a frame holding the feature columns."""
-        return self.pipeline.predict_proba(feature_frame(df))[:, 1]
-
-    def _artifact_frame(self, path: str) -> pd.DataFrame:
-        if path not in self._frames:
-            import mlflow
-
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=self.run_id,
-                    artifact_path=path,
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                )
-                self._frames[path] = pd.read_parquet(local)
-        return self._frames[path].copy()
-
-    def reference_frame(self) -> pd.DataFrame:
-        """The typed training split this version was fit on (features + stroke)."""
-        return self._artifact_frame(REFERENCE_ARTIFACT)
-
-    def split_ids(self) -> pd.DataFrame | None:
-        """``id``/``split`` of the patients it trained and was held out on (None: not stored)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self._artifact_frame(SPLIT_IDS_ARTIFACT)
-        except (MlflowException, OSError):
-            return None
-
-    def holdout_predictions(self) -> pd.DataFrame:
-        """Holdout ``id``, ``stroke_probability``, ``risk_tier``, ``stroke`` at training time."""
-        return self._artifact_frame(HOLDOUT_ARTIFACT)
-
-
-_CACHE: dict[tuple[str, str], ServingModel] = {}
-_CACHE_LOCK = threading.Lock()
+# One registered version loaded through the model cache (see :mod:`stroke_dagster.model_store`).
+ServingModel = StoredModel
 
 
 def load_model(alias_or_version: str = CHAMPION, *, settings: Settings) -> ServingModel:
-    """Load a version (``"3"``) or an alias (``"champion"``) of ``StrokeRF``; cached per version.
+    """Load a version (``"3"``) or an alias (``"champion"``, resolved afresh) of ``StrokeRF``.
 
-    Raises :class:`InputError` when the alias or version does not exist.
+    Through the model cache (:func:`stroke_dagster.model_store.load_model`); kept per version in
+    the process too. Raises :class:`InputError` when the alias or version does not exist.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    uri = _set_uris(settings)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    ref = str(alias_or_version)
-    try:
-        if ref.isdigit():
-            mv = client.get_model_version(MODEL_NAME, ref)
-        else:
-            mv = client.get_model_version_by_alias(MODEL_NAME, ref)
-    except MlflowException:
-        if ref == CHAMPION:
-            raise InputError(NO_CHAMPION) from None
-        raise InputError(f"model {MODEL_NAME} has no version or alias {ref!r}") from None
-    key = (uri, str(mv.version))
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-    if cached is not None:
-        return cached
-    tags = mv.tags or {}
-    run_id = tags.get("run_id") or mv.run_id
-    if THRESHOLDS_TAG not in tags:
-        raise InputError(f"{MODEL_NAME} v{mv.version} has no {THRESHOLDS_TAG} tag")
-    pipeline = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{mv.version}")
-    model = ServingModel(
-        pipeline=pipeline,
-        name=MODEL_NAME,
-        version=str(mv.version),
-        thresholds=RiskThresholds.from_json(tags[THRESHOLDS_TAG]),
-        run_id=run_id,
-        tracking_uri=uri,
-    )
-    with _CACHE_LOCK:
-        _CACHE[key] = model
-    return model
+    _set_uris(settings)
+    return model_store.load_model(str(alias_or_version), settings=settings, max_age=0.0)
 
 
 def clear_cache() -> None:
-    """Forget loaded models (tests switch between stores)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    """Forget the models loaded in this process (tests switch between stores)."""
+    model_store.clear_cache()

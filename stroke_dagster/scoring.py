@@ -11,7 +11,6 @@ Results are appended batch by batch to an output CSV and/or to a Parquet file st
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -63,7 +62,7 @@ _SCORE_SCHEMA = pa.schema(
 
 
 class ScoringModel(Protocol):
-    """What scoring needs of a model (``registry.ServingModel`` provides it)."""
+    """What scoring needs of a model (``model_store.StoredModel`` provides it)."""
 
     pipeline: Any
     name: str
@@ -107,92 +106,6 @@ class CohortSummary:
     @classmethod
     def read(cls, path: Path | PurePath, storage: Storage | None = None) -> CohortSummary:
         return cls(**json.loads(storage_for(path, storage).read_text(path)))
-
-
-@dataclass
-class CachedModel:
-    """A registered version read back from the local serving cache (see ``load_serving_model``)."""
-
-    pipeline: Any
-    name: str
-    version: str
-    thresholds: RiskThresholds
-    run_id: str
-
-
-def _registry_lookup(reference: str, settings: Settings) -> tuple[str, str, str | None] | None:
-    """``(version, run_id, thresholds tag)`` of an alias or version, read straight from a sqlite
-    MLflow store (milliseconds, no MLflow import); ``None`` when that is not possible."""
-    import sqlite3
-
-    from stroke_dagster.settings import MODEL_NAME
-
-    uri = settings.mlflow_tracking_uri
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri[len("sqlite:///") :])
-    if not db.is_file():
-        return None
-    where = "mv.version = ?" if reference.isdigit() else "a.alias = ?"
-    sql = f"""
-        SELECT mv.version, mv.run_id, t.value
-        FROM model_versions AS mv
-        LEFT JOIN registered_model_aliases AS a
-          ON a.name = mv.name AND a.version = mv.version AND a.workspace = mv.workspace
-        LEFT JOIN model_version_tags AS t
-          ON t.name = mv.name AND t.version = mv.version AND t.workspace = mv.workspace
-         AND t.key = 'risk_thresholds'
-        WHERE mv.name = ? AND {where} AND mv.status = 'READY'
-    """
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-            rows = con.execute(sql, [MODEL_NAME, reference]).fetchall()
-    except sqlite3.Error:
-        return None
-    if len({r[:2] for r in rows}) != 1 or not rows[0][1]:
-        return None
-    version, run_id, thresholds = rows[0]
-    return str(version), str(run_id), thresholds
-
-
-def load_serving_model(reference: str = "champion", *, settings: Settings) -> Any:
-    """``registry.load_model(reference)`` through a local cache of registered versions.
-
-    A registered version never changes, so its pipeline is kept as a pickle under
-    ``STROKE_HOME/models/serving/`` keyed by version *and* MLflow run id (a re-created store
-    cannot hit a stale entry). The alias is still resolved on every call, from the registry's
-    sqlite store, and the risk thresholds are read from the version's tag each time: scoring
-    starts in a fraction of a second instead of importing MLflow and skops. Other stores
-    (``MLFLOW_TRACKING_URI`` pointing at a server) always go through ``registry.load_model``.
-    """
-    import pickle
-
-    found = _registry_lookup(str(reference), settings)
-    cache = None
-    if found is not None:
-        version, run_id, thresholds = found
-        cache = settings.models_dir / "serving" / f"StrokeRF-v{version}-{run_id}.pkl"
-        if cache.is_file() and thresholds:
-            with open(cache, "rb") as handle:
-                stored = pickle.load(handle)
-            return CachedModel(
-                pipeline=stored["pipeline"],
-                name=stored["name"],
-                version=version,
-                thresholds=RiskThresholds.from_json(thresholds),
-                run_id=stored["run_id"],
-            )
-    from stroke_dagster import registry
-
-    model = registry.load_model(str(reference), settings=settings)
-    if cache is not None and found[0] == str(model.version):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")
-        stored = {"pipeline": model.pipeline, "name": model.name, "run_id": model.run_id}
-        with open(tmp, "wb") as handle:
-            pickle.dump(stored, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache)
-    return model
 
 
 def predict_probabilities(model: ScoringModel, valid: pd.DataFrame | pa.Table) -> np.ndarray:

@@ -233,6 +233,20 @@ class ExecutionSettings(_Section):
         return None if isinstance(value, str) and not value.strip() else value
 
 
+class ModelCacheSettings(_Section):
+    """The local cache of downloaded model versions (see :mod:`stroke_dagster.model_store`).
+
+    - ``dir`` (default ``<home>/models/cache``): where entries and alias resolutions are kept.
+    - ``max_bytes`` (default 2 GiB): least recently used entries are removed beyond this size.
+    - ``alias_ttl_seconds`` (default 60): how long the command line and the API reuse a cached
+      alias resolution (the Dagster assets and the gate always ask the registry).
+    """
+
+    dir: Path | None = None  # default: <home>/models/cache
+    max_bytes: int = Field(2 * 1024**3, ge=0)
+    alias_ttl_seconds: float = Field(60.0, ge=0.0)
+
+
 # Environment variable -> (field path, what a valid value looks like).
 ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_HOME": (("home",), "a directory path"),
@@ -282,6 +296,12 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_SCRATCH_DIR": (("storage", "scratch_dir"), "a local directory path"),
     "STROKE_EXECUTOR": (("execution", "executor"), f"one of {', '.join(EXECUTORS)}"),
     "STROKE_DASK_SCHEDULER": (("execution", "dask_scheduler"), "a Dask scheduler address"),
+    "STROKE_MODEL_CACHE_DIR": (("model_cache", "dir"), "a directory path"),
+    "STROKE_MODEL_CACHE_MAX_BYTES": (
+        ("model_cache", "max_bytes"),
+        "an integer number of bytes >= 0",
+    ),
+    "STROKE_MODEL_ALIAS_TTL": (("model_cache", "alias_ttl_seconds"), "a number of seconds >= 0"),
 }
 _BY_PATH = {path: (name, hint) for name, (path, hint) in ENV_VARS.items()}
 
@@ -333,6 +353,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     storage: StorageSettings = StorageSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    model_cache: ModelCacheSettings = ModelCacheSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -412,6 +433,12 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Local side files kept per model version (always under ``home``)."""
         return self.home / "models"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """The model cache (``model_cache.dir``, default ``<home>/models/cache``)."""
+        configured = self.model_cache.dir
+        return configured.expanduser().resolve() if configured else self.models_dir / "cache"
 
     def ensure_dirs(self) -> None:
         files = self.files

@@ -24,7 +24,7 @@ def _score_day(home: Path, n: int = 600, seed: int = 5) -> pd.DataFrame:
     cohort = scoring.current_cohort(settings, DAY)
     scoring.score_file(
         cohort.path,
-        scoring.load_serving_model("champion", settings=load_settings()),
+        registry.load_model("champion", settings=load_settings()),
         cohort_date=DAY,
         settings=load_settings(),
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from stroke_dagster import scoring, warehouse
+from stroke_dagster import registry, scoring, warehouse
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import load_settings
@@ -22,7 +22,7 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     cohort = scoring.current_cohort(load_settings(), DAY)
     scoring.score_file(
         cohort.path,
-        scoring.load_serving_model("champion", settings=load_settings()),
+        registry.load_model("champion", settings=load_settings()),
         cohort_date=DAY,
         settings=load_settings(),
     )

@@ -241,7 +241,7 @@ def test_an_open_analyst_session_waits_for_nothing_and_sees_each_new_day_whole(
     champion_home: Path,
 ) -> None:
     """The pipeline scores, checks drift and records telemetry beside one open analyst session."""
-    from stroke_dagster import scoring
+    from stroke_dagster import registry, scoring
     from stroke_dagster.api.telemetry import TelemetryWriter
     from stroke_dagster.drift import DriftConfig
     from stroke_dagster.drift.daily import check_day
@@ -253,7 +253,7 @@ def test_an_open_analyst_session_waits_for_nothing_and_sees_each_new_day_whole(
     try:
         _wait_for_line(analyst, "open")
         assert _ask(analyst, "SELECT count(*) FROM scores") == [[0]]
-        model = scoring.load_serving_model("champion", settings=load_settings())
+        model = registry.load_model("champion", settings=load_settings())
         config = DriftConfig(backend="scipy")
         telemetry = TelemetryWriter(champion_home)
         for i, day in enumerate(["2026-02-01", "2026-02-02"]):

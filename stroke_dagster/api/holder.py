@@ -1,5 +1,9 @@
 """The served model: the ``champion`` alias, re-resolved periodically and swapped atomically.
 
+Models come from the model cache (:mod:`stroke_dagster.model_store`). The periodic check reuses an
+alias resolution younger than ``model_cache.alias_ttl_seconds``; :meth:`ModelHolder.refresh`
+called directly (``POST /admin/reload``) asks the registry.
+
 A request reads :attr:`ModelHolder.current` once and scores with that object to the end, so a
 swap (one attribute assignment) never affects a request in flight. Loading a new version happens
 beside the served one; only a fully loaded, checked model replaces it. A registry that cannot be
@@ -28,7 +32,7 @@ CHAMPION = "champion"
 class LoadedModel:
     """A registered version ready to score: the registry's ServingModel plus its scorer."""
 
-    model: Any  # stroke_dagster.registry.ServingModel
+    model: Any  # stroke_dagster.model_store.StoredModel
     scorer: Scorer
     loaded_at: dt.datetime
 
@@ -45,16 +49,29 @@ class LoadedModel:
         return self.model.thresholds
 
 
-def registry_resolver(settings: Settings) -> Callable[[str], str | None]:
-    """Resolves an alias in the registry of ``settings``."""
-    from stroke_dagster.registry import resolve_alias
+Resolver = Callable[..., "str | None"]  # (alias, *, fresh: bool) -> version or None
 
-    return functools.partial(resolve_alias, settings=settings)
+
+def registry_resolver(settings: Settings) -> Resolver:
+    """Resolves an alias through the model cache of ``settings`` (``fresh``: ask the registry,
+    else reuse a resolution younger than ``model_cache.alias_ttl_seconds``)."""
+    ttl = settings.model_cache.alias_ttl_seconds
+
+    def resolve(alias: str, *, fresh: bool = True) -> str | None:
+        from stroke_dagster.errors import InputError
+        from stroke_dagster.model_store import ModelStore
+
+        try:
+            return ModelStore(settings).resolve(alias, max_age=0.0 if fresh else ttl).version
+        except InputError:
+            return None
+
+    return resolve
 
 
 def registry_loader(settings: Settings) -> Callable[[str], Any]:
-    """Loads a version from the registry of ``settings``."""
-    from stroke_dagster.registry import load_model
+    """Loads a version through the model cache of ``settings``."""
+    from stroke_dagster.model_store import load_model
 
     return functools.partial(load_model, settings=settings)
 
@@ -66,7 +83,7 @@ class ModelHolder:
         self,
         *,
         alias: str = CHAMPION,
-        resolver: Callable[[str], str | None],
+        resolver: Resolver,
         loader: Callable[[str], Any],
         reload_seconds: float = 30.0,
     ) -> None:
@@ -81,12 +98,15 @@ class ModelHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> bool:
-        """Resolve the alias; load and swap in its version if it moved. True when swapped."""
+    def refresh(self, *, fresh: bool = True) -> bool:
+        """Resolve the alias; load and swap in its version if it moved. True when swapped.
+
+        ``fresh=False`` (the periodic check) accepts a recently cached resolution.
+        """
         with self._refresh_lock:
             self.last_check = dt.datetime.now(dt.UTC)
             try:
-                version = self.resolver(self.alias)
+                version = self.resolver(self.alias, fresh=fresh)
                 if version is None:
                     self.last_error = f"no model has the '{self.alias}' alias yet"
                     return False
@@ -123,11 +143,11 @@ class ModelHolder:
         self._thread.start()
 
     def _loop(self) -> None:
-        self.refresh()
+        self.refresh(fresh=False)
         if self.reload_seconds <= 0:
             return
         while not self._stop.wait(self.reload_seconds):
-            self.refresh()
+            self.refresh(fresh=False)
 
     def stop(self) -> None:
         self._stop.set()

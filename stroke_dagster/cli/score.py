@@ -50,14 +50,17 @@ def run(args: argparse.Namespace) -> int:
     cohort_date = parse_day(args.cohort_date, "--cohort-date") if args.cohort_date else None
     reference = parse_model_uri(args.model_uri)
 
-    from stroke_dagster.scoring import load_serving_model, score_file
+    from stroke_dagster.model_store import load_model
+    from stroke_dagster.scoring import score_file
     from stroke_dagster.settings import load_settings
 
     settings = load_settings()
+    # an alias resolution younger than STROKE_MODEL_ALIAS_TTL is reused from the model cache
+    max_age = settings.model_cache.alias_ttl_seconds
     summary = score_file(
         args.input,
         # loaded in the background while the first batch is read and validated
-        lambda: load_serving_model(reference, settings=settings),
+        lambda: load_model(reference, settings=settings, max_age=max_age),
         cohort_date=cohort_date,
         output_csv=args.output,
         batch_rows=args.batch_rows,

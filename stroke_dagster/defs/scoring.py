@@ -17,7 +17,7 @@ import json
 
 import dagster as dg
 
-from stroke_dagster import scoring
+from stroke_dagster import registry, scoring
 from stroke_dagster.defs.automation import on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
@@ -101,7 +101,7 @@ def cohort_scores(
     day = context.partition_key
     settings = stroke.settings()
     cohort = _cohort(settings, day, revalidate=False)
-    model = scoring.load_serving_model("champion", settings=settings)
+    model = registry.load_model(registry.CHAMPION, settings=settings)  # resolved afresh
     with settings.files.local_copy(cohort.path) as cohort_file:  # a download on object storage
         scored = scoring.score_file(
             cohort_file, model, cohort_date=day, quarantine_source=None, settings=settings
