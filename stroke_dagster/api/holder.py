@@ -115,7 +115,8 @@ class ModelHolder:
                     self.last_error = None
                     return False
                 model = self.loader(str(version))
-                loaded = LoadedModel(model, Scorer(model.pipeline), dt.datetime.now(dt.UTC))
+                scorer = Scorer(model.pipeline, engine=getattr(model, "engine", None))
+                loaded = LoadedModel(model, scorer, dt.datetime.now(dt.UTC))
             except Exception as exc:  # keep serving what we have
                 self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 log.warning("model refresh failed: %s", self.last_error)
