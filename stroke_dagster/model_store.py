@@ -149,11 +149,13 @@ class ModelStore:
         return found
 
     def _remember(self, ref: str, found: Resolution) -> None:
-        complete = found.thresholds is not None
-        if not ref.isdigit():
-            _write_json(self._resolution_path(ref), asdict(found))
-        if complete:  # a version's record is kept for good: only once it is complete
-            _write_json(self._resolution_path(found.version), asdict(found))
+        try:
+            if not ref.isdigit():
+                _write_json(self._resolution_path(ref), asdict(found))
+            if found.thresholds is not None:  # a version's record is kept for good: if complete
+                _write_json(self._resolution_path(found.version), asdict(found))
+        except OSError as exc:  # a read-only cache still loads models; it asks more often
+            log.warning("model cache cannot keep the resolution of %r: %s", ref, exc)
 
     def _resolution_path(self, ref: str) -> Path:
         registry = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
@@ -269,12 +271,12 @@ class ModelStore:
         import mlflow
         from mlflow.models import Model
 
+        # The version's storage location, asked of this store's client (a ``models:/`` URI
+        # would be resolved against MLflow's process-wide registry URI instead).
+        location = self.client().get_model_version_download_uri(MODEL_NAME, version)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{MODEL_NAME}/{version}",
-                dst_path=scratch,
-                tracking_uri=self.uri,
-                registry_uri=self.uri,
+                artifact_uri=location, dst_path=scratch, tracking_uri=self.uri
             )
             os.replace(local, target)
         flavor = Model.load(str(target)).flavors.get("sklearn") or {}

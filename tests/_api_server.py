@@ -46,6 +46,7 @@ def server_env(home: Path, **overrides: str) -> dict[str, str]:
         DAGSTER_HOME=str(home / "dagster"),
         STROKE_TELEMETRY_FLUSH_SECONDS="0.2",
         STROKE_API_RELOAD_SECONDS="1",
+        STROKE_MODEL_ALIAS_TTL="0",  # alias moves made behind the model cache's back: seen at once
     )
     env.update(overrides)
     return env
