@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from stroke_dagster.settings import Settings
 
 REMOTE_PROTOCOLS = ("s3", "s3a", "memory")
+QUERY_LISTING_SECONDS = 2.0  # how long DuckDB's filesystem keeps a listing (see Storage.query_fs)
 StoragePath = PurePath  # a Path on a local root, a RemotePath on object storage
 
 
@@ -115,16 +116,24 @@ def _mtime_ns(info: dict[str, Any]) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _remote_filesystem(
-    protocol: str, endpoint_url: str | None, region: str | None, pid: int
+    protocol: str,
+    endpoint_url: str | None,
+    region: str | None,
+    pid: int,
+    listings_seconds: float | None = None,
 ) -> fsspec.AbstractFileSystem:
     """One filesystem per configuration and process (s3fs's event loop does not survive a fork:
-    a forked step process builds its own)."""
+    a forked step process builds its own). ``listings_seconds``: keep listings that long (the
+    query filesystem); ``None``: never (a listing shows what was published a moment ago)."""
     import fsspec
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"skip_instance_cache": True}
     if protocol in ("s3", "s3a"):
-        # No listing cache: a listing must show what was published a moment ago elsewhere.
-        options["use_listings_cache"] = False
+        if listings_seconds:
+            options["use_listings_cache"] = True
+            options["listings_expiry_time"] = listings_seconds
+        else:
+            options["use_listings_cache"] = False
         if endpoint_url:
             options["endpoint_url"] = endpoint_url
         if region:
@@ -223,6 +232,25 @@ class Storage:
 
             return LocalFileSystem()
         return _remote_filesystem(self.protocol, self.endpoint_url, self.region, os.getpid())
+
+    @property
+    def query_fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem registered on DuckDB connections: the same store, with listings kept
+        for :data:`QUERY_LISTING_SECONDS`. DuckDB asks for a file's size and time several times
+        per query (a ``HEAD`` each without a cache); with it, one listing per directory answers
+        them all. :meth:`register` (each new connection) and the writes of this process clear
+        it, so a new connection sees every published file; a connection kept open sees another
+        machine's new file at most that many seconds late."""
+        if self.is_local:
+            return self.fs
+        return _remote_filesystem(
+            self.protocol, self.endpoint_url, self.region, os.getpid(), QUERY_LISTING_SECONDS
+        )
+
+    def _changed(self) -> None:
+        """Forget the query filesystem's listings after a write of this process."""
+        if not self.is_local:
+            self.query_fs.invalidate_cache()
 
     @property
     def scratch(self) -> Path:
@@ -427,6 +455,7 @@ class Storage:
         path = self.as_path(path)
         if not self.is_local:
             self.fs.put_file(str(local_file), self.key(path))
+            self._changed()
             if move:
                 local_file.unlink(missing_ok=True)
             return
@@ -456,6 +485,7 @@ class Storage:
         path = self.as_path(path)
         if not self.is_local:
             self.fs.pipe_file(self.key(path), data)
+            self._changed()
             return
         with self.staged_file(suffix=".tmp", near=path.parent) as tmp:
             tmp.write_bytes(data)
@@ -497,6 +527,7 @@ class Storage:
             self.fs.rm_file(self.key(path))
         except FileNotFoundError:
             return False
+        self._changed()
         return True
 
     def delete_tree(self, directory: str | PurePath) -> None:
@@ -507,6 +538,7 @@ class Storage:
             return
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.key(directory), recursive=True)
+        self._changed()
 
     # -- other libraries ---------------------------------------------------------------------
 
@@ -521,7 +553,9 @@ class Storage:
     def register(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """Let DuckDB read this storage's URLs on ``con`` (no-op on a local root)."""
         if not self.is_local:
-            con.register_filesystem(self.fs)
+            fs = self.query_fs
+            fs.invalidate_cache()  # a new connection starts from fresh listings
+            con.register_filesystem(fs)
         return con
 
     def read_parquet(self, path: str | PurePath, **kwargs: Any) -> Any:
