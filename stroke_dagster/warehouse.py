@@ -32,6 +32,9 @@ version name (S3 shows an object whole or not at all), listings come from the bu
 views of the entry point glob ``s3://`` URLs. ``warehouse.duckdb`` stays a local file of views per
 reader (under ``STROKE_HOME``); :meth:`Warehouse.connect` registers the storage's fsspec filesystem
 on each connection, through which DuckDB reads the files (its ``httpfs`` extension is not used).
+That filesystem keeps a directory listing for two seconds (instead of one ``HEAD`` request per
+size or time lookup); each new connection starts from fresh listings, so a connection kept open
+sees another machine's new day at most two seconds late.
 
 The views are (re)built from ``sql/ddl`` only when their definition changes (a fingerprint of the
 DDL and the home path kept in ``warehouse_meta``): written to a temporary file and renamed over the
