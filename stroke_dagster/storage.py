@@ -144,9 +144,10 @@ def _remote_filesystem(
 class Storage:
     """The platform's files under one root (see the module docstring).
 
-    Build it with :meth:`from_settings` (the ``storage`` section of the platform settings) or
-    :meth:`local` / :meth:`from_url`. Methods take :data:`StoragePath` values made by
-    :meth:`path` (``str`` is accepted too: a local path or a ``s3://`` URL).
+    Build it with :meth:`from_settings` (the ``storage`` section of the platform settings),
+    :meth:`local`, or from a URL (``Storage("s3://bucket/prefix", endpoint_url=...)``). Methods
+    take :data:`StoragePath` values made by :meth:`path` (``str`` is accepted too: a local path
+    or a ``s3://`` URL).
     """
 
     def __init__(
