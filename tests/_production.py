@@ -474,15 +474,43 @@ def production_services(
         shutil.rmtree(root, ignore_errors=True)
 
 
+# What the steps import on first use (in their bodies): imported by each worker as it starts.
+WARM_MODULES = (
+    "mlflow",
+    "optuna",
+    "matplotlib.pyplot",
+    "skops.io",
+    "duckdb",
+    "stroke_dagster.scoring",
+    "stroke_dagster.warehouse",
+    "stroke_dagster.drift.daily",
+    "stroke_dagster.performance",
+    "stroke_dagster.model_card",
+    "stroke_dagster.evidence",
+    "stroke_dagster.explain",
+    "stroke_dagster.label_free",
+    "stroke_dagster.day_insights",
+    "stroke_dagster.engine",
+    "stroke_dagster.gate",
+    "stroke_dagster.calibration",
+    "stroke_dagster.subgroups",
+    "stroke_dagster.decision_curve",
+    "stroke_dagster.version_docs",
+    "stroke_dagster.model_store",
+)
+
+
 def dask_setup(worker: object) -> None:
-    """Worker preload: import the code location and the libraries its steps use, once, while
-    the worker starts (as a production image's workers would be warmed)."""
-    import mlflow  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
+    """Worker preload: the code location and the modules its steps use, imported while the
+    worker starts (as a production image's workers are warmed), not in the first steps."""
+    import importlib
 
     from stroke_dagster.definitions import defs
 
     defs()
+    for name in WARM_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def main() -> None:

@@ -115,7 +115,6 @@ class RunScopedDaskExecutor(DaskExecutor):
             yield from super().execute(plan_context, execution_plan)
             return
         import dask.distributed
-        from dagster._core.errors import raise_execution_interrupts
 
         if not plan_context.instance.is_persistent:
             raise dg.DagsterInvariantViolationError(
@@ -125,48 +124,61 @@ class RunScopedDaskExecutor(DaskExecutor):
             cluster: Any = self.cluster_configuration["address"]
         else:
             cluster = dask.distributed.LocalCluster(**self.build_dict(plan_context.job_name))
+        try:
+            with dask.distributed.Client(cluster) as client:
+                yield from self._execute_levels(client, plan_context, execution_plan)
+        finally:
+            if not isinstance(cluster, str):  # this run's own local cluster
+                cluster.close()
+
+    def _execute_levels(
+        self, client: Any, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        """One level of the plan at a time, its steps in parallel.
+
+        A task gets no upstream task as a dependency: the results of finished steps are never
+        needed again on a worker, so a worker that dies loses its running step only (rescheduled
+        on another worker), never makes the scheduler recompute finished steps that it held.
+        """
+        import dask.distributed
+        from dagster._core.errors import raise_execution_interrupts
+
         run = plan_context.dagster_run
         instance_ref = plan_context.instance.get_ref()
         failed: set[str] = set()
-        with dask.distributed.Client(cluster) as client:
-            # One level at a time, its steps in parallel. A task gets no upstream task as a
-            # dependency: the results of finished steps are never needed again on a worker, so
-            # a worker that dies loses its running step only (rescheduled on another worker),
-            # never makes the scheduler recompute finished steps that it happened to hold.
-            for level in execution_plan.get_steps_to_execute_by_level():
-                futures = {}
-                for step in level:
-                    upstream = failed & set(step.get_execution_dependency_keys())
-                    if upstream:
-                        failed.add(step.key)
-                        plan_context.instance.report_engine_event(
-                            f"Step {step.key} not executed: upstream step "
-                            f"{sorted(upstream)[0]} failed",
-                            run,
-                            step_key=step.key,
-                        )
-                        continue
-                    task = _StepTask(
-                        plan_context.reconstructable_job,
+        for level in execution_plan.get_steps_to_execute_by_level():
+            futures = {}
+            for step in level:
+                upstream = failed & set(step.get_execution_dependency_keys())
+                if upstream:
+                    failed.add(step.key)
+                    plan_context.instance.report_engine_event(
+                        f"Step {step.key} not executed: upstream step {sorted(upstream)[0]} failed",
                         run,
-                        plan_context.run_config,
-                        step.key,
-                        instance_ref,
-                        execution_plan.known_state,
+                        step_key=step.key,
                     )
-                    futures[step.key] = client.submit(
-                        task,
-                        key=f"{plan_context.job_name}.{step.key}.{run.run_id}",
-                        resources=get_dask_resource_requirements(step.tags),
-                        pure=False,
-                    )
-                by_future = {future.key: key for key, future in futures.items()}
-                completed = dask.distributed.as_completed(list(futures.values()), with_results=True)
-                for future, events in iterate_with_context(raise_execution_interrupts, completed):
-                    if not any(event.is_step_success for event in events):
-                        failed.add(by_future[future.key])
-                    yield from events
-                    future.release()
+                    continue
+                task = _StepTask(
+                    plan_context.reconstructable_job,
+                    run,
+                    plan_context.run_config,
+                    step.key,
+                    instance_ref,
+                    execution_plan.known_state,
+                )
+                futures[step.key] = client.submit(
+                    task,
+                    key=f"{plan_context.job_name}.{step.key}.{run.run_id}",
+                    resources=get_dask_resource_requirements(step.tags),
+                    pure=False,
+                )
+            by_future = {future.key: key for key, future in futures.items()}
+            completed = dask.distributed.as_completed(list(futures.values()), with_results=True)
+            for future, events in iterate_with_context(raise_execution_interrupts, completed):
+                if not any(event.is_step_success for event in events):
+                    failed.add(by_future[future.key])
+                yield from events
+                future.release()
 
 
 @dg.executor(
