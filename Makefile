@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export STROKE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
 
-.PHONY: install instance run ui mlflow-ui serve prod-services test test-slow lint format build bench lock clean
+.PHONY: install instance instance-production run ui mlflow-ui serve prod-services test test-slow lint format build bench lock clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 instance: install
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance concurrency set model_registry 1 >/dev/null
+
+## instance-production: the Dagster instance on PostgreSQL (deploy/dagster.production.yaml,
+## connection from DAGSTER_PG_HOST/PORT/USER/PASSWORD/DB), replacing $(DAGSTER_HOME)/dagster.yaml.
+instance-production: install
+	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster.production.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster instance concurrency set model_registry 1 >/dev/null
 
 ## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.

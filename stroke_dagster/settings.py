@@ -206,7 +206,7 @@ class StorageSettings(_Section):
         return bool(self.url) and self.url.partition("://")[0] not in ("", "file")
 
 
-EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "dask")
+EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "dask", "k8s")
 
 
 class ExecutionSettings(_Section):
@@ -215,11 +215,13 @@ class ExecutionSettings(_Section):
     - ``executor`` (default ``in_process``): ``in_process`` runs every step in the run's own
       process; ``multiprocess`` one process per step on the same machine; ``dask`` sends each step
       to a worker of a Dask ``distributed`` cluster (``dask worker`` processes on any machine).
+      ``k8s`` runs each step as a Kubernetes Job (dagster-k8s; runs launched in the cluster by
+      its ``K8sRunLauncher``).
     - ``dask_scheduler``: the cluster's scheduler address (``tcp://host:8786``); without it the
       ``dask`` executor starts a local cluster for each run.
     """
 
-    executor: Literal["in_process", "multiprocess", "dask"] = "in_process"
+    executor: Literal["in_process", "multiprocess", "dask", "k8s"] = "in_process"
     dask_scheduler: str | None = None
 
     @field_validator("executor", mode="before")

@@ -48,6 +48,8 @@ N_DAYS, SHIFT_FROM, ROWS, BAD_ROWS = 4, 2, 200, 3
 TODAY = dt.datetime.now(dt.UTC).date()
 DAYS = [(TODAY - dt.timedelta(days=N_DAYS - i)).isoformat() for i in range(N_DAYS)]
 ASSET_JOB = "__ASSET_JOB"
+# The daily loop's assets run here (the automation also requests the day's insights).
+LOOP_ASSETS = {"daily_cohort", "cohort_scores", "drift_metrics", "performance_metrics"}
 TRAINING = {
     "ops": {
         "tuned_model": {"config": {"n_trials": 2, "cv_folds": 3, "n_estimators": [20, 40, 20]}}
@@ -297,6 +299,8 @@ def test_daily_loop_on_postgres_s3_and_two_dask_workers(
         automation_cursor = result.cursor
         by_day: dict[str, list[dg.AssetKey]] = defaultdict(list)
         for item in result.results:
+            if item.key.to_user_string() not in LOOP_ASSETS:
+                continue  # explanations, label-free estimates: covered by their own tests
             for key in item.true_subset.expensively_compute_partition_keys():
                 by_day[key].append(item.key)
         # The days' runs at once: their steps share the two workers.
@@ -433,6 +437,7 @@ def killer_day(instance: dg.DagsterInstance, run_id: str) -> str:
         ({}, "in_process"),
         ({"STROKE_EXECUTOR": "multiprocess"}, "multiprocess"),
         ({"STROKE_EXECUTOR": "dask", "STROKE_DASK_SCHEDULER": "tcp://10.0.0.5:8786"}, "dask"),
+        ({"STROKE_EXECUTOR": "k8s"}, "k8s"),
     ],
 )
 def test_executor_follows_the_settings(env: dict[str, str], name: str) -> None:

@@ -4,6 +4,8 @@
   steps (validate, score, drift, performance); a process per step would re-import the platform
   for each of them, which costs more than the steps themselves.
 * ``multiprocess``: one process per step on the run's machine.
+* ``k8s``: one Kubernetes Job per step (dagster-k8s; the runs launched in the cluster by its
+  ``K8sRunLauncher``).
 * ``dask``: each step is a task on a Dask ``distributed`` cluster (``STROKE_DASK_SCHEDULER``, or a
   local cluster per run without it). Workers are long-lived ``dask worker`` processes on any
   machine; a worker that dies mid-step has its task rescheduled on another worker by the
@@ -196,6 +198,10 @@ def executor_from_settings(execution: ExecutionSettings) -> dg.ExecutorDefinitio
     """The executor the ``execution`` settings select."""
     if execution.executor == "multiprocess":
         return dg.multiprocess_executor
+    if execution.executor == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
     if execution.executor == "dask":
         cluster: dict[str, Any] = (
             {"existing": {"address": execution.dask_scheduler}}
