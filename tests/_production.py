@@ -524,8 +524,15 @@ def main() -> None:
         print(
             f"# Dask workers: {', '.join(w.name for w in services.workers)}; logs: {services.logs}"
         )
-        print("# DAGSTER_HOME needs deploy/dagster.production.yaml as dagster.yaml. Ctrl-C stops.")
+        print("# DAGSTER_HOME needs deploy/dagster.production.yaml as dagster.yaml (make")
+        print("# instance-production). Ctrl-C (or SIGTERM) stops them all.")
         sys.stdout.flush()
+
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, stop)  # also when started in the background (SIGINT ignored)
+        signal.signal(signal.SIGTERM, stop)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 
