@@ -32,14 +32,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _s3 import AWS_TEST_ENV  # tests/ is on sys.path (pytest; a script or a preload: its dir)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "stroke-platform"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+# moto's dummy credentials, as the storage tests use them (botocore reads them like real ones).
+AWS_ENV = dict(AWS_TEST_ENV)
 
 
 class ServicesUnavailable(RuntimeError):
@@ -319,6 +318,7 @@ def _start_postgres(root: Path, logs: Path, registry: list[Process]) -> int:
 
 
 def _start_s3(logs: Path, registry: list[Process]) -> str:
+    """moto's S3 server as a service process like the others (own process group, log file)."""
     port = free_port()
     process = start(
         "s3",
