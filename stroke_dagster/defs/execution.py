@@ -17,8 +17,9 @@ The ``dask`` executor here is dagster-dask 0.29's, changed where it fails with t
 * the Dask task of a step is keyed by the run id too: dagster-dask keys it by job and step only,
   so two concurrent runs of one job (two days of the daily loop) would share one task on the
   scheduler and the second run's step would never execute (dagster issue 21418);
-* a task's arguments travel in one object: dask 2024.12+ iterates tuple arguments, and a
-  ``DagsterRun`` (a named tuple whose fields refuse iteration) fails the submission;
+* a task's arguments travel in one object: the locked dask (2026.8) parses task arguments and
+  iterates tuples, and a ``DagsterRun`` (a named tuple whose fields refuse iteration) fails the
+  submission of every step;
 * the plan runs one level at a time and tasks take no upstream task as a dependency, so a worker
   that dies loses only the step it runs (rescheduled elsewhere), and the steps after a failed
   step are not executed (dagster-dask runs them, to fail on their missing inputs);
@@ -58,9 +59,9 @@ WORKER_KEY = "dask_worker"
 class _StepTask:
     """The Dask task of one step: what dagster-dask passes as task arguments, held in one object.
 
-    dask 2024.12+ parses task arguments recursively and iterates tuples, and a ``DagsterRun`` is
-    a named tuple whose fields refuse iteration: passed as plain arguments (as dagster-dask does)
-    they fail the submission. Only the dependencies (futures) go as an argument.
+    The locked dask (2026.8) parses task arguments recursively and iterates tuples, and a
+    ``DagsterRun`` is a named tuple whose fields refuse iteration: passed as plain arguments (as
+    dagster-dask does) they fail the submission. The task object itself is the callable.
     """
 
     recon_job: Any
