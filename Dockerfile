@@ -8,6 +8,8 @@
 #   docker run -v stroke-data:/data stroke-dagster stroke train     (any `stroke` command)
 #
 # All state (MLflow store, warehouse, telemetry, Dagster instance) lives in the /data volume.
+# The production profile (deploy/compose.yaml, deploy/helm/values.yaml) runs the same image with
+# DAGSTER_YAML=/app/deploy/dagster.production.yaml and its state on PostgreSQL and object storage.
 
 # ---- build: the same steps as `make install` (uv pip sync of requirements.lock, then -e .) ----
 FROM python:3.11-slim AS build
@@ -31,13 +33,14 @@ COPY --from=build --chown=stroke:stroke /app /app
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     STROKE_HOME=/data \
-    DAGSTER_HOME=/data/dagster
+    DAGSTER_HOME=/data/dagster \
+    DAGSTER_YAML=/app/dagster.yaml
 WORKDIR /app
 USER stroke
 VOLUME ["/data"]
 EXPOSE 8080 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status != 200)"]
-# Like `make ui`: the Dagster instance settings go into DAGSTER_HOME on first start.
-ENTRYPOINT ["/bin/sh", "-c", "mkdir -p \"$DAGSTER_HOME\" && { [ -f \"$DAGSTER_HOME/dagster.yaml\" ] || cp /app/dagster.yaml \"$DAGSTER_HOME/\"; } && exec \"$@\"", "--"]
+# Like `make ui`: the Dagster instance settings (DAGSTER_YAML) go into DAGSTER_HOME on first start.
+ENTRYPOINT ["/bin/sh", "-c", "mkdir -p \"$DAGSTER_HOME\" && { [ -f \"$DAGSTER_HOME/dagster.yaml\" ] || cp \"$DAGSTER_YAML\" \"$DAGSTER_HOME/dagster.yaml\"; } && exec \"$@\"", "--"]
 CMD ["stroke", "serve", "--host", "0.0.0.0", "--port", "8080"]
