@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from stroke_dagster.errors import InputError
+from stroke_dagster.errors import InputError, RegistryUnavailableError
 from stroke_dagster.risk import RiskThresholds
 from stroke_dagster.settings import MODEL_NAME, Settings
 
@@ -179,7 +179,10 @@ class ModelStore:
                 mv = client.get_model_version_by_alias(MODEL_NAME, ref)
         except MlflowException as exc:
             if exc.error_code not in _NOT_FOUND:
-                raise
+                reason = str(exc.message).strip().splitlines()[0][:300] if exc.message else ""
+                raise RegistryUnavailableError(
+                    f"model registry {_redact(self.uri)} unavailable: {_redact(reason)}"
+                ) from exc
             if ref == CHAMPION:
                 raise InputError(NO_CHAMPION) from None
             raise InputError(f"model {MODEL_NAME} has no version or alias {ref!r}") from None
@@ -582,3 +585,8 @@ def _entry_bytes(path: Path) -> int:
         with contextlib.suppress(KeyError, TypeError):
             return int(meta["sizes"]["total_bytes"])
     return _tree_bytes(path)
+
+
+def _redact(uri: str) -> str:
+    """``uri`` without a password (``postgresql://user:secret@host`` -> ``user:***@host``)."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", uri)

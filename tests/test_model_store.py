@@ -261,3 +261,27 @@ def model_store_features() -> tuple[str, ...]:
     from stroke_dagster.schema import FEATURES
 
     return FEATURES
+
+
+def test_unreachable_registry_is_one_line_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stroke_dagster.cli import main
+    from stroke_dagster.errors import RegistryUnavailableError
+    from stroke_dagster.simulate import simulate_patients, write_patients
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own client setting
+    uri = "http://stroke:s3cret@127.0.0.1:9"  # nothing listens on port 9
+    store = ModelStore(Settings(home=tmp_path / "home", mlflow_tracking_uri=uri))
+    with pytest.raises(RegistryUnavailableError) as caught:
+        store.resolve("champion", max_age=0)
+    assert "s3cret" not in str(caught.value) and "stroke:***@" in str(caught.value)
+
+    patients = write_patients(simulate_patients(5, seed=3), tmp_path / "p.csv")
+    monkeypatch.setenv("STROKE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code = main(["score", "--input", str(patients), "--output", str(tmp_path / "out.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("stroke score: error: model registry") and "\n" not in err
+    assert "s3cret" not in err and not (tmp_path / "out.csv").exists()

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.errors import InputError, RegistryUnavailableError
 
     module = importlib.import_module(f"stroke_dagster.cli.{args.command.replace('-', '_')}")
     try:
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"stroke {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RegistryUnavailableError as exc:
+        print(f"stroke {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
