@@ -8,14 +8,17 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stroke_dagster.errors import InputError
 from stroke_dagster.schema import RAW_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_BATCH_ROWS = 100_000
 _CANONICAL = {c.lower(): c for c in RAW_COLUMNS}
@@ -28,12 +31,15 @@ def canonical_column(name: str) -> str:
 
 
 def _arrow_strings(arrow_type: pa.DataType) -> pd.StringDtype | None:
+    import pandas as pd
+
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return pd.StringDtype("pyarrow")
     return None
 
 
 def _to_text_frame(table: pa.Table | pa.RecordBatch, arrow_strings: bool = False) -> pd.DataFrame:
+
     frame = table.to_pandas(types_mapper=_arrow_strings if arrow_strings else None)
     frame.columns = [canonical_column(c) for c in frame.columns]
     if frame.columns.duplicated().any():
@@ -62,6 +68,8 @@ def iter_patient_batches(
     columns keep their types (validation accepts both). ``arrow_strings`` keeps text columns
     Arrow-backed (``string[pyarrow]`` rather than Python objects): same values, read faster.
     """
+    import pandas as pd
+
     for table in _iter_tables(path, batch_rows):
         if isinstance(table, list):  # a CSV with a header only
             yield pd.DataFrame({canonical_column(c): pd.Series(dtype=object) for c in table})
@@ -146,5 +154,7 @@ def _read_header(path: Path) -> list[str]:
 
 def read_patient_file(path: str | Path) -> pd.DataFrame:
     """Read a whole patient file (CSV or Parquet) into one DataFrame."""
+    import pandas as pd
+
     frames = list(iter_patient_batches(path, batch_rows=1 << 40))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -23,16 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches, iter_patient_tables
-from stroke_dagster.risk import TIERS, RiskThresholds, assign_tiers
+from stroke_dagster.risk import TIERS, RiskThresholds
 from stroke_dagster.schema import (
     BINARY_FEATURES,
     CATEGORICAL_FEATURES,
@@ -44,6 +43,9 @@ from stroke_dagster.schema import (
 from stroke_dagster.settings import Settings
 from stroke_dagster.storage import RemotePath, Storage, StoragePath, storage_for
 from stroke_dagster.validation import SeenIds, validate_patients, validate_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCORES_TABLE = "scores"
 COHORT_SOURCE = "cohort"
@@ -204,6 +206,8 @@ def _iter_for_scoring(
         if valid is not None:
             yield valid, None
         else:
+            import pandas as pd
+
             if table.num_rows == 0:
                 raw = pd.DataFrame({c: pd.Series(dtype=object) for c in table.column_names})
             else:
@@ -214,6 +218,8 @@ def _iter_for_scoring(
 
 
 def _arrow_text(arrow_type: pa.DataType) -> pd.StringDtype | None:
+    import pandas as pd
+
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return pd.StringDtype("pyarrow")
     return None
@@ -332,7 +338,6 @@ def score_file(
                 summary.model_name, summary.model_version = model.name, str(model.version)
                 rejects = 0 if quarantine is None else len(quarantine)
                 probs = predict_probabilities(model, valid)
-                tiers = assign_tiers(probs, model.thresholds)
                 summary.rows_in += len(valid) + rejects
                 summary.rows_scored += len(valid)
                 summary.rows_quarantined += rejects
@@ -342,7 +347,7 @@ def score_file(
                 else:
                     ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
                 prob_arr = pa.array(probs, type=pa.float64())
-                tier_arr = pa.array(tiers, type=pa.string())
+                tier_arr = _tier_array(probs, model.thresholds)
                 if csv_tmp is not None:
                     batch = pa.Table.from_arrays([ids, prob_arr, tier_arr], names=OUTPUT_COLUMNS)
                     if csv_writer is None:
@@ -396,6 +401,12 @@ def _with_engine(model: ScoringModel) -> ScoringModel:
     except Exception:  # an unforeseen pipeline detail: the pipeline itself always works
         return model
     return _EngineModel(model.pipeline, engine, model.name, str(model.version), model.thresholds)
+
+
+def _tier_array(probs: np.ndarray, thresholds: RiskThresholds) -> pa.Array:
+    """``assign_tiers`` as an Arrow string array (the same rule; no Python objects)."""
+    index = np.searchsorted([thresholds.elevated, thresholds.high], probs, side="right")
+    return pa.array(TIERS, type=pa.string()).take(pa.array(index))
 
 
 def _file_size(path: Path) -> int:
@@ -458,6 +469,8 @@ def cohort_path(settings: Settings, day: str) -> StoragePath:
 
 def read_cohort(settings: Settings, summary: CohortSummary) -> pd.DataFrame:
     """The typed valid rows of a validated cohort (from the file storage)."""
+    import pandas as pd
+
     files = settings.files
     if files.is_local:
         return pd.read_parquet(summary.path)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,6 +25,9 @@ from stroke_dagster.schema import (
     REQUIRED_COLUMNS,
     TARGET,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 QUARANTINE_COLUMNS = ("row_number", "patient_id", "reason", "record")
 
@@ -47,6 +50,7 @@ class SeenIds:
         return sum(len(r) for r in self._runs) + len(self._other)
 
     def _split(self, ids: pd.Series) -> tuple[pd.Series, np.ndarray]:
+
         text = ids.astype("string[pyarrow]")
         integral = text.str.match(self._INTEGER).fillna(False).to_numpy(dtype=bool)
         return text, integral
@@ -82,6 +86,8 @@ class SeenIds:
             self._runs[-1] = np.union1d(self._runs[-1], last)
 
     def update(self, ids: list[str] | pd.Series) -> None:
+        import pandas as pd
+
         text, integral = self._split(pd.Series(ids, dtype=object))
         if integral.any():
             self._runs.append(np.unique(text[integral].astype("int64").to_numpy()))
@@ -94,6 +100,7 @@ class SeenIds:
 
 def _seen_before(ids: pd.Series, seen_ids: set[str] | SeenIds) -> np.ndarray:
     """Mask of ``ids`` already in ``seen_ids`` (cost proportional to the batch, not the set)."""
+
     present = ids.notna().to_numpy(dtype=bool)
     found = np.zeros(len(ids), dtype=bool)
     if not present.any():
@@ -119,12 +126,15 @@ class ValidationResult:
 
 def _text(series: pd.Series) -> pd.Series:
     """Stripped text with every missing marker turned into NA."""
+
     text = series.astype("string[pyarrow]").str.strip()
     return text.mask(text.isin(MISSING_MARKERS) | text.isna())
 
 
 def _to_float(text: pd.Series) -> pd.Series:
     """``pd.to_numeric(text, errors="coerce")`` as float64; Arrow's cast when every value parses."""
+    import pandas as pd
+
     try:
         values = pc.cast(text.array._pa_array, pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, AttributeError):
@@ -147,6 +157,8 @@ def _canonical_category(
 ) -> tuple[pd.Series, np.ndarray]:
     """Case-insensitive match of ``text`` to ``categories``: the category's spelling (or NA),
     and the mask of values that match none (missing ones included)."""
+    import pandas as pd
+
     lowered = pc.utf8_lower(text.array._pa_array)
     index = pc.index_in(lowered, value_set=pa.array([c.lower() for c in categories]))
     codes = pc.fill_null(index, -1).to_numpy(zero_copy_only=False)
@@ -184,6 +196,8 @@ def validate_patients(
     caught; it is updated in place with the ids accepted here. ``row_offset`` numbers rows across
     batches (1-based data-row numbers, header excluded).
     """
+    import pandas as pd
+
     check_columns(raw.columns, require_label=require_label)
     raw = raw.reset_index(drop=True)
     n = len(raw)
@@ -269,6 +283,8 @@ def _ordered(columns: pd.Index) -> list[str]:
 
 
 def _join_reasons(reasons: list[pd.Series], n: int) -> pd.Series:
+    import pandas as pd
+
     if not reasons:
         return pd.Series(np.full(n, None, dtype=object))
     stacked = pd.concat(reasons, axis=1)
@@ -279,6 +295,8 @@ def _join_reasons(reasons: list[pd.Series], n: int) -> pd.Series:
 def _quarantine_frame(
     rows: pd.DataFrame, ids: pd.Series, reasons: pd.Series, row_offset: int
 ) -> pd.DataFrame:
+    import pandas as pd
+
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS}).astype(
             {"row_number": "int64"}
