@@ -53,6 +53,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -94,6 +95,10 @@ _ready: set[tuple[Path, str]] = set()
 _ready_guard = threading.Lock()
 
 Data = pd.DataFrame | pa.Table | Path | str  # a Path or str: a local Parquet file
+
+
+# DuckDB's memory while it types and checks one partition before writing it (it spills beyond).
+STAGE_MEMORY_LIMIT = "256MB"
 
 
 class WarehouseBusyError(TimeoutError):
@@ -481,7 +486,10 @@ class Warehouse:
             local_dir = self.files.scratch
             _remove_stale_tmp(local_dir)  # left by writers killed before their upload
         tmp = local_dir / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
-        con = self.files.register(duckdb.connect())  # ``data`` may name a file of the storage
+        # A bounded buffer that spills to private scratch: memory stays flat however big the day.
+        spill = Path(self.files.scratch) / f"spill-{uuid.uuid4().hex[:12]}"
+        config = {"memory_limit": STAGE_MEMORY_LIMIT, "temp_directory": str(spill)}
+        con = self.files.register(duckdb.connect(config=config))  # ``data`` may be in storage
         try:
             con.execute(ddl)
             rows = insert_rows(con, table, data, {**(extra or {}), PARTITION_COLUMN: day})
@@ -495,6 +503,7 @@ class Warehouse:
             raise
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
         return StagedFile(tmp, directory, key, rows)
 
     def publish(self, staged: StagedFile, version: int | None = None) -> StoragePath:
