@@ -32,13 +32,13 @@ threads (the kernel releases the GIL). Small batches and single records use a ve
 numpy walk (all rows and trees one level at a time), which needs no compilation.
 
 Why this engine (``benchmarks/engines.py``: the same fitted pipeline, 1M rows, the default forest
-and the deepest of the search space, 350 trees of depth 12, on the shared 2-core machine): the
-numba kernel took 13.6 s / 13.2 s against 35.4 s / 35.8 s for scikit-learn's ``predict_proba``
-(132 M / 190 M node visits per second), within 1.1e-16 of it. ONNX Runtime through skl2onnx was
-slower (46.8 s / 149 s) and not exact (float32 thresholds and sums: up to 2.7e-7). treelite 4.8's
-GTIL was exact but an interpreter, the slowest (192 s / 348 s; its compiled path needs a C
-toolchain where a model loads). The numpy walk (121 s / 266 s) stays for small batches and single
-records, where numba's import and dispatch would cost more than the walk.
+and the deepest of the search space, 350 trees of depth 12, 2 cores): the numba kernel took
+2.90 s / 3.34 s against 8.40 s / 10.66 s for scikit-learn's ``predict_proba`` (618 M / 750 M node
+visits per second), within 1.1e-16 of it. ONNX Runtime through skl2onnx was about as fast as
+scikit-learn (8.21 s / 9.52 s) and not exact (float32 thresholds and sums: up to 2.7e-7).
+treelite 4.8's GTIL was exact but an interpreter (33.6 s / 44.3 s; its compiled path needs a C
+toolchain where a model loads). The numpy walk (30.4 s / 51.8 s) stays for small batches and
+single records, where numba's import and dispatch would cost more than the walk.
 """
 
 from __future__ import annotations
