@@ -33,9 +33,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from engines import node_visits  # the sibling benchmark (this script's directory)
 
 BIN = Path(sys.executable).parent
 
@@ -64,24 +64,6 @@ def run_score(path: Path, *extra: str) -> tuple[float, float, dict, float]:
     if int(code) != 0:
         raise SystemExit(f"stroke score failed ({code}): {done.stderr.strip()}")
     return float(wall), int(rss_kb) / 1024, json.loads(lines[-2]), float(cpu)
-
-
-def node_visits(forest: Any, x: np.ndarray, chunk: int = 50_000) -> int:
-    """Sum over rows and trees of the depth of the leaf each row reaches."""
-    depths = []
-    for estimator in forest.estimators_:
-        tree = estimator.tree_
-        depth = np.zeros(tree.node_count, dtype=np.int64)
-        for node in range(tree.node_count):  # parents come before their children
-            if tree.children_left[node] >= 0:
-                depth[tree.children_left[node]] = depth[tree.children_right[node]] = depth[node] + 1
-        depths.append(depth)
-    total = 0
-    for lo in range(0, len(x), chunk):
-        leaves = forest.apply(x[lo : lo + chunk])
-        for t, depth in enumerate(depths):
-            total += int(depth[leaves[:, t]].sum())
-    return total
 
 
 def gap(ids: np.ndarray, probs: np.ndarray, by_id: dict[str, float]) -> tuple[float, int]:

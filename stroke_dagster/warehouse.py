@@ -66,7 +66,7 @@ import pandas as pd
 import pyarrow as pa
 
 from stroke_dagster.settings import SQL_DIR
-from stroke_dagster.storage import Storage, StoragePath
+from stroke_dagster.storage import Storage, StoragePath, fsync_dir
 from stroke_dagster.warehouse_files import (
     VERSION_SEP,
     remove_superseded,
@@ -209,14 +209,6 @@ def insert_rows(
     with contextlib.suppress(duckdb.Error):
         con.unregister(source)
     return int(inserted)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -519,7 +511,7 @@ class Warehouse:
                     os.fsync(handle.fileno())
             os.rename(staged.tmp, target)
             if self.config.fsync:
-                _fsync_dir(Path(staged.directory))
+                fsync_dir(Path(staged.directory))
         else:  # one PUT: the object appears whole
             self.files.publish(staged.tmp, target)
         remove_superseded(staged.directory, staged.key, self.config.grace_seconds, self.files)
