@@ -81,9 +81,18 @@ class SeenIds:
     def update_integers(self, numbers: np.ndarray) -> None:
         """:meth:`update` for canonical integer ids given as their int64 values."""
         self._runs.append(np.unique(numbers))
+        self._merge()
+
+    def _merge(self) -> None:
+        """Merge runs of similar size: O(log n) runs, O(n log n) total work. A merge holds the
+        two runs and their union only (an in-place sort, not ``np.union1d``'s four arrays); a
+        repeated id would only repeat an entry, never change membership."""
         while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
             last = self._runs.pop()
-            self._runs[-1] = np.union1d(self._runs[-1], last)
+            merged = np.concatenate((self._runs.pop(), last))
+            del last
+            merged.sort(kind="stable")
+            self._runs.append(merged)
 
     def update(self, ids: list[str] | pd.Series) -> None:
         import pandas as pd
@@ -91,10 +100,7 @@ class SeenIds:
         text, integral = self._split(pd.Series(ids, dtype=object))
         if integral.any():
             self._runs.append(np.unique(text[integral].astype("int64").to_numpy()))
-            # Merge runs of similar size: O(log n) runs, O(n log n) total work.
-            while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
-                last = self._runs.pop()
-                self._runs[-1] = np.union1d(self._runs[-1], last)
+            self._merge()
         self._other.update(text[~integral].tolist())
 
 
