@@ -30,7 +30,11 @@ class RiskThresholds:
         return cls(elevated=float(data["elevated"]), high=float(data["high"]))
 
 
+def tier_index(probabilities: np.ndarray, thresholds: RiskThresholds) -> np.ndarray:
+    """The position in ``TIERS`` of each probability's tier (the one tiering rule)."""
+    return np.searchsorted([thresholds.elevated, thresholds.high], probabilities, side="right")
+
+
 def assign_tiers(probabilities: np.ndarray, thresholds: RiskThresholds) -> np.ndarray:
     """Vectorised tier labels (object array of ``TIERS`` values) for an array of probabilities."""
-    index = np.searchsorted([thresholds.elevated, thresholds.high], probabilities, side="right")
-    return np.asarray(TIERS, dtype=object)[index]
+    return np.asarray(TIERS, dtype=object)[tier_index(probabilities, thresholds)]

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches, iter_patient_tables
-from stroke_dagster.risk import TIERS, RiskThresholds
+from stroke_dagster.risk import TIERS, RiskThresholds, tier_index
 from stroke_dagster.schema import (
     BINARY_FEATURES,
     CATEGORICAL_FEATURES,
@@ -341,13 +341,14 @@ def score_file(
                 summary.rows_in += len(valid) + rejects
                 summary.rows_scored += len(valid)
                 summary.rows_quarantined += rejects
-                _count_tiers(summary.tier_counts, probs, model.thresholds)
+                tiers = tier_index(probs, model.thresholds)
+                _count_tiers(summary.tier_counts, tiers)
                 if isinstance(valid, pa.Table):
                     ids = valid[ID]
                 else:
                     ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
                 prob_arr = pa.array(probs, type=pa.float64())
-                tier_arr = _tier_array(probs, model.thresholds)
+                tier_arr = pa.array(TIERS, type=pa.string()).take(pa.array(tiers))
                 if csv_tmp is not None:
                     batch = pa.Table.from_arrays([ids, prob_arr, tier_arr], names=OUTPUT_COLUMNS)
                     if csv_writer is None:
@@ -403,12 +404,6 @@ def _with_engine(model: ScoringModel) -> ScoringModel:
     return _EngineModel(model.pipeline, engine, model.name, str(model.version), model.thresholds)
 
 
-def _tier_array(probs: np.ndarray, thresholds: RiskThresholds) -> pa.Array:
-    """``assign_tiers`` as an Arrow string array (the same rule; no Python objects)."""
-    index = np.searchsorted([thresholds.elevated, thresholds.high], probs, side="right")
-    return pa.array(TIERS, type=pa.string()).take(pa.array(index))
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -416,10 +411,9 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def _count_tiers(counts: dict[str, int], probs: np.ndarray, thresholds: RiskThresholds) -> None:
-    """Add the batch's patients per tier (the same rule as ``assign_tiers``)."""
-    index = np.searchsorted([thresholds.elevated, thresholds.high], probs, side="right")
-    for name, count in zip(TIERS, np.bincount(index, minlength=len(TIERS)), strict=True):
+def _count_tiers(counts: dict[str, int], tiers: np.ndarray) -> None:
+    """Add the batch's patients per tier (``tiers``: positions in ``TIERS``)."""
+    for name, count in zip(TIERS, np.bincount(tiers, minlength=len(TIERS)), strict=True):
         counts[name] += int(count)
 
 
