@@ -68,6 +68,22 @@ def overdue_text(day: str, due_hour: int) -> str:
     )
 
 
+def unscored_text(day: str, minutes: float) -> str:
+    """A day's cohort arrived but is still unscored (the runbook says what to do)."""
+    return (
+        f":warning: Stroke cohort for {day} arrived {minutes:.0f} min ago and is not scored yet; "
+        "the platform is requesting it again (runbook: an unscored day)"
+    )
+
+
+def retrain_failed_text(champion: str, window: str, attempts: int) -> str:
+    """The drift retraining of a policy window failed every attempt."""
+    return (
+        f":x: Drift retraining against champion v{champion} (days {window}) failed "
+        f"{attempts} time(s); no further attempt for this window (runbook: a failed retraining)"
+    )
+
+
 def run_failure_text(
     job_name: str, run_id: str, error: str | None, *, dagster_url: str | None = None
 ) -> str:

@@ -36,6 +36,19 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)  # file name -> reason
 
 
+def parse_day(text: str) -> str | None:
+    """``text`` if it is a date spelled exactly ``YYYY-MM-DD``, else ``None``.
+
+    Stricter than :meth:`datetime.date.fromisoformat`, which also accepts ``2026-W10-1`` or
+    ``20260302``: a day's name must read back as the day it stands for.
+    """
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return text if day.isoformat() == text else None
+
+
 def file_version(path: Path, storage: Storage | None = None) -> tuple[str, int, int]:
     """``(version, size, mtime_ns)``: the version hashes modification time and size (ETag)."""
     info = storage_for(path, storage).info(path)
@@ -64,14 +77,10 @@ def scan(
         if path.suffix.lower() not in suffixes:
             result.skipped[name] = f"not a {' or '.join(suffixes)} file"
             continue
-        try:
-            day = dt.date.fromisoformat(path.stem)
-        except ValueError:
+        if parse_day(path.stem) is None:
             result.skipped[name] = "name is not a day (expected YYYY-MM-DD" + path.suffix + ")"
             continue
-        if len(path.stem) != 10:
-            result.skipped[name] = "name is not a day (expected YYYY-MM-DD" + path.suffix + ")"
-            continue
+        day = dt.date.fromisoformat(path.stem)
         if day > last_day:
             result.skipped[name] = f"dated in the future (last open day is {last_day})"
             continue

@@ -19,6 +19,7 @@ which also asks for :func:`calibration_gain_criterion` (clearly better calibrate
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from stroke_dagster.settings import GateSettings, Settings
+
+log = logging.getLogger(__name__)
 
 Z_95 = 1.959963984540054
 # Fewer unseen events than this and the two AUCs are not compared (the CI would be meaningless).
@@ -389,9 +392,35 @@ def gate_version(
     ``holdout_df`` its labelled holdout patients (with ``id``); ``settings`` the platform's
     settings (its ``gate`` section and its MLflow store).
     """
-    from stroke_dagster import registry
 
-    verdict = judge(_candidate_evidence(version, pipeline, holdout_df, settings), criteria)
-    registry.set_alias(verdict.version, verdict.alias, verdict.reason, settings=settings)
+    def decide() -> GateVerdict:
+        return judge(_candidate_evidence(version, pipeline, holdout_df, settings), criteria)
+
+    verdict = move_alias(decide, settings)
     record_verdict(verdict, settings)
     return verdict
+
+
+MAX_REJUDGE = 5
+
+
+def move_alias(decide: Callable[[], GateVerdict], settings: Settings) -> GateVerdict:
+    """Make a decision with ``decide`` and record its alias by compare-and-set: if the champion
+    moved meanwhile (another gate, a recalibration, a rollback), decide again against the new
+    champion, up to :data:`MAX_REJUDGE` times."""
+    from stroke_dagster import registry
+
+    for _ in range(MAX_REJUDGE):
+        verdict = decide()
+        try:
+            registry.set_alias(
+                verdict.version,
+                verdict.alias,
+                verdict.reason,
+                settings=settings,
+                expected_champion=verdict.champion_version,
+            )
+            return verdict
+        except registry.ChampionChangedError as exc:
+            log.warning("v%s: %s", verdict.version, exc)
+    raise RuntimeError(f"the champion kept moving: no decision after {MAX_REJUDGE} attempts")

@@ -33,15 +33,19 @@ def labels_file(day: str, settings: Settings) -> StoragePath | None:
 
 
 def labelled_days(settings: Settings) -> list[str]:
-    """Every ``YYYY-MM-DD`` with a labels file, oldest first."""
+    """Every ``YYYY-MM-DD`` with a labels file ``labels/YYYY-MM-DD.csv``, oldest first.
+
+    Other names (``2026-W10-1.csv``, ``20260302.csv``) are skipped with a log line, as the
+    ``file_arrivals`` sensor skips them.
+    """
+    from stroke_dagster.arrivals import parse_day
+
     days = []
     for info in settings.files.list_files(settings.labels_dir, "*.csv"):
-        path = info.path
-        try:
-            dt.date.fromisoformat(path.stem)
-        except ValueError:
+        if parse_day(info.path.stem) is None:
+            log.info("skipped labels/%s: name is not a day (expected YYYY-MM-DD.csv)", info.name)
             continue
-        days.append(path.stem)
+        days.append(info.path.stem)
     return sorted(days)
 
 

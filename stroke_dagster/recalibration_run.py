@@ -129,17 +129,27 @@ def gate_recalibrated(version: str, champion: Any, fit: RecalibrationFit, settin
 
     judge_df = fit.judge if fit.judge is not None else pd.DataFrame()
     x = feature_frame(judge_df)
-    evidence = gate.Evidence(
-        y=judge_df["stroke"].to_numpy(dtype=int),
-        p_candidate=fit.model.predict_proba(x)[:, 1],
-        p_champion=champion.pipeline.predict_proba(x)[:, 1],
-        settings=settings.gate,
-        candidate_version=str(version),
-        champion_version=str(champion.version),
-        rule=JUDGED_ON,
-    )
-    verdict = gate.judge(evidence, gate.RECALIBRATION_CRITERIA)
-    registry.set_alias(verdict.version, verdict.alias, verdict.reason, settings=settings)
+    p_candidate = fit.model.predict_proba(x)[:, 1]
+    against = {"model": champion}
+
+    def decide() -> Any:
+        # Compare-and-set (gate.move_alias): if the champion moved meanwhile, judge against it.
+        current = registry.resolve_alias(registry.CHAMPION, settings=settings)
+        if current not in (None, str(version), str(against["model"].version)):
+            against["model"] = registry.load_model(current, settings=settings)
+        model = against["model"]
+        evidence = gate.Evidence(
+            y=judge_df["stroke"].to_numpy(dtype=int),
+            p_candidate=p_candidate,
+            p_champion=model.pipeline.predict_proba(x)[:, 1],
+            settings=settings.gate,
+            candidate_version=str(version),
+            champion_version=str(model.version),
+            rule=JUDGED_ON,
+        )
+        return gate.judge(evidence, gate.RECALIBRATION_CRITERIA)
+
+    verdict = gate.move_alias(decide, settings)
     gate.record_verdict(verdict, settings)
     return verdict
 

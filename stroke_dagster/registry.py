@@ -267,16 +267,57 @@ def log_params_once(params: dict[str, Any], run_id: str | None = None) -> None:
         mlflow.log_params(fresh)
 
 
-def set_alias(version: str, alias: str, reason: str, *, settings: Settings) -> None:
+class ChampionChangedError(RuntimeError):
+    """The champion moved while a decision against it was being made: judge again."""
+
+    def __init__(self, expected: str | None, found: str | None) -> None:
+        super().__init__(
+            f"the champion is v{found} now, not v{expected} as judged: the decision is re-made"
+        )
+        self.expected = expected
+        self.found = found
+
+
+# Anything may be the champion: set_alias without a compare-and-set.
+ANY_CHAMPION = object()
+ALIAS_LOCK = "registry/champion.lock"
+
+
+@contextmanager
+def alias_lock(settings: Settings, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the one lock on moving ``StrokeRF``'s aliases (file storage: every process and
+    machine of the platform shares it; see :meth:`Storage.lock`)."""
+    with settings.files.lock(settings.files.path(*ALIAS_LOCK.split("/")), timeout=timeout):
+        yield
+
+
+def set_alias(
+    version: str,
+    alias: str,
+    reason: str,
+    *,
+    settings: Settings,
+    expected_champion: object = ANY_CHAMPION,
+) -> None:
     """Point ``alias`` at ``version`` and record the gate's decision and reason on the version.
+
+    Serialised by :func:`alias_lock`. With ``expected_champion`` (a version, or ``None`` for
+    "no champion yet") it is a compare-and-set: the alias moves only if the champion is still
+    the one the decision was made against (or already ``version``); otherwise
+    :class:`ChampionChangedError` is raised and nothing changes.
 
     The model cache's resolution of ``alias`` is replaced at once (write-through), so every
     later load on this machine sees the new target without waiting for its time to live.
     """
     client = _client(settings)
-    client.set_registered_model_alias(MODEL_NAME, alias, str(version))
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
+    with alias_lock(settings):
+        if expected_champion is not ANY_CHAMPION:
+            current = resolve_alias(CHAMPION, settings=settings)
+            if current not in (expected_champion, str(version)):
+                raise ChampionChangedError(expected_champion, current)  # type: ignore[arg-type]
+        client.set_registered_model_alias(MODEL_NAME, alias, str(version))
+        client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
+        client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
     try:
         ModelStore(settings).remember_alias(alias, str(version))
     except (OSError, InputError) as exc:  # the registry is right; the cache catches up by TTL

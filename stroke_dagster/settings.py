@@ -89,11 +89,13 @@ class DriftSettings(_Section):
 
 class RetrainSettings(_Section):
     """Retrain when ``drifted_days`` of the last ``window_days`` checked days drifted, at most
-    once per ``cooldown_hours``."""
+    once per ``cooldown_hours``; a failed retraining of a window is tried again, ``max_attempts``
+    times in all, then alerts."""
 
     drifted_days: int = Field(3, ge=1)
     window_days: int = Field(7, ge=1)
     cooldown_hours: float = Field(72.0, ge=0.0)
+    max_attempts: int = Field(3, ge=1)
 
 
 class WarehouseSettings(_Section):
@@ -158,6 +160,10 @@ class ScoringSettings(_Section):
 
     rescore_days: int = Field(1, ge=1)  # how many recent days a new champion rescores
     cohort_due_hour: int = Field(6, ge=0, le=23)  # UTC hour by which a day's cohort is overdue
+    # a day whose cohort arrived this long ago and is still unscored fails `scored_in_time`
+    unscored_after_minutes: float = Field(30.0, gt=0.0)
+    # runs requested for an unscored day (or a rescore) per file version (champion), in all
+    max_heal_attempts: int = Field(3, ge=1)
 
 
 class StorageSettings(_Section):
@@ -276,6 +282,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_RETRAIN_DRIFTED_DAYS": (("retrain", "drifted_days"), "an integer >= 1"),
     "STROKE_RETRAIN_WINDOW_DAYS": (("retrain", "window_days"), "an integer >= 1"),
     "STROKE_RETRAIN_COOLDOWN_HOURS": (("retrain", "cooldown_hours"), "a number >= 0"),
+    "STROKE_RETRAIN_MAX_ATTEMPTS": (("retrain", "max_attempts"), "an integer >= 1"),
     "STROKE_TELEMETRY_RETENTION_DAYS": (
         ("warehouse", "telemetry_retention_days"),
         "an integer number of days >= 1",
@@ -292,6 +299,8 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_API_BODY_TIMEOUT": (("api", "body_timeout"), "a number of seconds > 0"),
     "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
+    "STROKE_UNSCORED_AFTER_MINUTES": (("scoring", "unscored_after_minutes"), "a number > 0"),
+    "STROKE_MAX_HEAL_ATTEMPTS": (("scoring", "max_heal_attempts"), "an integer >= 1"),
     "STROKE_STORAGE_URL": (("storage", "url"), "s3://bucket/prefix or a local directory"),
     "STROKE_S3_ENDPOINT_URL": (("storage", "endpoint_url"), "the S3 API endpoint URL"),
     "STROKE_S3_REGION": (("storage", "region"), "an S3 region name"),

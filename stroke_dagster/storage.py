@@ -28,9 +28,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
     from stroke_dagster.settings import Settings
 
+log = logging.getLogger(__name__)
 REMOTE_PROTOCOLS = ("s3", "s3a", "memory")
 QUERY_LISTING_SECONDS = 2.0  # how long DuckDB's filesystem keeps a listing (see Storage.query_fs)
 StoragePath = PurePath  # a Path on a local root, a RemotePath on object storage
@@ -443,23 +448,33 @@ class Storage:
         *,
         move: bool = True,
         fsync: bool | None = None,
-    ) -> None:
+        exclusive: bool = False,
+    ) -> bool:
         """Make ``local_file`` the content of ``path`` in one step: readers see the old file or
         the new one, never a part.
 
         Local: copy (or move) beside the target, fsync, rename over it. Object storage: one
         upload (a ``PUT``; S3 shows an object only once it is complete). With ``move`` the local
         file is gone afterwards. ``fsync`` (default: the storage's setting) applies locally.
+        ``exclusive`` (object storage only): a conditional ``PUT`` that returns ``False``, and
+        publishes nothing, when ``path`` exists.
         """
         fsync = self.fsync if fsync is None else fsync
         local_file = Path(local_file)
         path = self.as_path(path)
         if not self.is_local:
-            self.fs.put_file(str(local_file), self.key(path))
+            try:
+                self.fs.put_file(
+                    str(local_file), self.key(path), mode="create" if exclusive else "overwrite"
+                )
+            except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+                return False
             self._changed()
             if move:
                 local_file.unlink(missing_ok=True)
-            return
+            return True
+        if exclusive:
+            raise ValueError("exclusive publish is for object storage (locally: os.link)")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -480,6 +495,7 @@ class Storage:
                 fsync_dir(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
+        return True
 
     def write_bytes(self, path: str | PurePath, data: bytes) -> None:
         """Replace ``path`` by ``data`` atomically (see :meth:`publish`)."""
@@ -512,6 +528,81 @@ class Storage:
             yield tmp
         finally:
             tmp.unlink(missing_ok=True)
+
+    def create_exclusive(self, path: str | PurePath, data: bytes) -> bool:
+        """Create ``path`` with ``data`` only if it does not exist; ``False`` if it does.
+
+        Local: ``O_CREAT | O_EXCL``. Object storage: a conditional ``PUT`` (``If-None-Match:
+        *``), which S3, MinIO and moto refuse with 412 when the key exists.
+        """
+        path = self.as_path(path)
+        if self.is_local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            return True
+        bucket, _, key = self.key(path).partition("/")
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+            return False
+        self._changed()
+        return True
+
+    @contextlib.contextmanager
+    def lock(
+        self, path: str | PurePath, *, timeout: float = 600.0, lease: float = 900.0
+    ) -> Iterator[None]:
+        """Hold an exclusive lock named ``path`` across processes and machines of this storage.
+
+        Local: ``flock`` on the file (released by the kernel if the holder dies). Object
+        storage: a lease object created by a conditional ``PUT``; a lease older than ``lease``
+        seconds (its holder died) is broken. Raises :class:`TimeoutError` after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        path = self.as_path(path)
+        if self.is_local:
+            import fcntl
+
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "a+b") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(
+                                f"lock {target} held for over {timeout:g} s"
+                            ) from None
+                        time.sleep(0.2)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return
+        holder = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+        ).encode()
+        while not self.create_exclusive(path, holder):
+            info = self.info(path)
+            if info is not None and time.time() - info.mtime_ns / 1e9 > lease:
+                log.warning("breaking the stale lock %s (older than %g s)", path, lease)
+                self.delete(path)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {path} held for over {timeout:g} s")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            self.delete(path)
 
     def delete(self, path: str | PurePath) -> bool:
         """Delete one file; ``False`` if it was already gone."""

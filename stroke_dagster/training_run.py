@@ -71,6 +71,7 @@ def run_training(
 
     from stroke_dagster import training
     from stroke_dagster.definitions import defs as load_defs
+    from stroke_dagster.defs.launcher import process_tags
     from stroke_dagster.defs.training import REGISTRY_POOL
 
     settings.ensure_dirs()
@@ -119,7 +120,8 @@ def run_training(
                 run_config=run_config,
                 instance=instance,
                 raise_on_error=False,
-                tags={"stroke/launched_by": "stroke train"},
+                # host and pid: run monitoring fails the run if this process dies mid-run
+                tags={"stroke/launched_by": "stroke train", **process_tags()},
             )
     finally:
         if temporary is not None:

@@ -70,7 +70,9 @@ from stroke_dagster.storage import Storage, StoragePath, fsync_dir
 from stroke_dagster.warehouse_files import (
     VERSION_SEP,
     remove_superseded,
+    sequence_name,
     version_name,
+    version_number,
     versions,
 )
 
@@ -501,21 +503,44 @@ class Warehouse:
     def publish(self, staged: StagedFile, version: int | None = None) -> StoragePath:
         """Give a staged file its version name: from now on it is the partition's current file.
 
-        ``version`` (default: now, in ns) orders the versions; the migration publishes with
-        version 0, so that any write made meanwhile stays current.
+        The version is the partition's next number (the newest version's plus one), claimed by
+        an exclusive create (a hard link locally, a conditional ``PUT`` on object storage): of
+        two writers that pick the same number, one wins and the other takes the next. So the
+        newest version is the last one published, whatever the clocks of their machines say.
+        ``version`` fixes the number instead (the migration publishes with version 0, so that
+        any write made meanwhile stays current).
         """
-        target = staged.directory / version_name(staged.key, version)
-        if self.files.is_local:
-            if self.config.fsync:
-                with open(staged.tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
-            os.rename(staged.tmp, target)
-            if self.config.fsync:
-                fsync_dir(Path(staged.directory))
-        else:  # one PUT: the object appears whole
-            self.files.publish(staged.tmp, target)
-        remove_superseded(staged.directory, staged.key, self.config.grace_seconds, self.files)
+        files = self.files
+        if version is not None:
+            target = staged.directory / version_name(staged.key, version)
+            self._publish_file(staged, target, exclusive=False)
+        else:
+            while True:
+                found = versions(staged.directory, staged.key, files)
+                number = version_number(found[-1]) + 1 if found else 1
+                target = staged.directory / sequence_name(staged.key, number)
+                if self._publish_file(staged, target, exclusive=True):
+                    break
+        remove_superseded(staged.directory, staged.key, self.config.grace_seconds, files)
         return target
+
+    def _publish_file(self, staged: StagedFile, target: StoragePath, *, exclusive: bool) -> bool:
+        if not self.files.is_local:  # one PUT: the object appears whole
+            return self.files.publish(staged.tmp, target, exclusive=exclusive)
+        if self.config.fsync:
+            with open(staged.tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        if exclusive:
+            try:
+                os.link(staged.tmp, target)
+            except FileExistsError:
+                return False
+            os.unlink(staged.tmp)
+        else:
+            os.rename(staged.tmp, target)
+        if self.config.fsync:
+            fsync_dir(Path(staged.directory))
+        return True
 
     def vacuum(self) -> int:
         """Delete every version superseded longer than the grace period; files removed."""

@@ -26,14 +26,13 @@ COMMANDS: dict[str, str] = {
 
 def parse_day(text: str, option: str) -> str:
     """``YYYY-MM-DD`` of an option's value, or an :class:`InputError` naming the option."""
-    import datetime as dt
-
+    from stroke_dagster.arrivals import parse_day as strict_day
     from stroke_dagster.errors import InputError
 
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+    day = strict_day(text.strip())
+    if day is None:
+        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}")
+    return day
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,20 @@ becomes missing, but only once its upstream data exist and nothing upstream is s
 Unlike ``AutomationCondition.eager()`` it is not limited to the latest day, so files dropped
 for several past days are all scored, and it does not forget updates seen before its first
 evaluation (no reset on the initial evaluation). A request is handled once (requested or
-materialized); a failed run is not retried until its upstream changes again.
+materialized).
+
+Failures heal without a person (docs/runbook.md):
+
+* a step's transient failure (the registry or the object store away for a minute) is retried
+  by :data:`TRANSIENT_RETRY`, with exponential backoff, a bounded number of times;
+* a permanent one (a file whose every row is invalid) raises :func:`permanent_failure`: no
+  step retry, and the ``unscored_days`` sensor does not request the day again until its file
+  changes;
+* a run whose worker died (crash, reboot) is failed by run monitoring and retried by run
+  retries (``dagster.yaml``, :mod:`.launcher`);
+* a day whose cohort arrived but is still unscored after ``scoring.unscored_after_minutes`` is
+  a failed ``scored_in_time`` check, alerts once and is requested again, at most
+  ``scoring.max_heal_attempts`` times per file version (:mod:`.healing`).
 """
 
 from collections.abc import Sequence
@@ -17,6 +30,23 @@ import dagster as dg
 from stroke_dagster.defs.resources import StrokeSettings
 
 AUTOMATION_SENSOR = "daily_loop_automation"
+PERMANENT_TAG = "stroke/permanent_failure"
+# 10 s, 20 s, 40 s (+-50%): outlasts a 60 s outage of the registry or the object store.
+TRANSIENT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+def permanent_failure(
+    context: dg.AssetExecutionContext, description: str, **metadata: object
+) -> dg.Failure:
+    """A failure that no retry can mend (bad input): tags the run and is never retried."""
+    context.instance.add_run_tags(
+        context.run_id, {PERMANENT_TAG: context.asset_key.to_user_string()}
+    )
+    return dg.Failure(description=description, metadata=dict(metadata), allow_retries=False)
+
+
 HANDLED = (
     dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
 ).with_label("requested or updated")
@@ -44,7 +74,9 @@ daily_loop_automation = dg.AutomationConditionSensorDefinition(
     AUTOMATION_SENSOR,
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    # With file_arrivals every 10 s, a file is scored and drift-checked about a minute after it
+    # lands (benchmarks/faults.py measures it).
+    minimum_interval_seconds=15,
     # One run per day (its cohort, scores, drift and performance steps), not a backfill.
     emit_backfills=False,
     description=(

@@ -18,7 +18,7 @@ import math
 
 import dagster as dg
 
-from stroke_dagster.defs.automation import on_new_upstream_data
+from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
@@ -38,9 +38,9 @@ CALIBRATION_Z = 3.0
     group_name=GROUP,
     kinds={"duckdb", "python", "mlflow"},
     owners=OWNERS,
-    pool="duckdb",
     deps=[dg.AssetKey("cohort_scores")],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             DRIFT_CHECK,
@@ -69,7 +69,7 @@ def drift_metrics(
     try:
         result = check_day(day, settings=settings, run_id=context.run_id)
     except InputError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise permanent_failure(context, f"{day}: {exc}", day=day) from None
     report = result.report
     context.log.info(
         f"{day}: drift={report.is_drift} ({', '.join(report.drifted_features) or 'none'}) "
@@ -179,9 +179,9 @@ def _markdown(report) -> str:  # noqa: ANN001 - DriftReport
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
-    pool="duckdb",
     deps=[dg.AssetKey("cohort_scores"), cohort_labels],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             CALIBRATION_CHECK,
@@ -207,9 +207,9 @@ def performance_metrics(
     try:
         frame = day_performance(day, settings)
     except InputError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise permanent_failure(context, f"{day}: {exc}", day=day) from None
     if frame is None:
-        raise dg.Failure(description=f"no labels file for {day} in {settings.labels_dir}")
+        raise permanent_failure(context, f"no labels file for {day} in {settings.labels_dir}")
     written = write_performance(day, frame, settings)
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
     return dg.MaterializeResult(

@@ -74,7 +74,6 @@ def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
     group_name=GROUP,
     kinds={"python", "pandas", "duckdb"},
     owners=OWNERS,
-    pool="duckdb",
     check_specs=[
         dg.AssetCheckSpec(
             "quarantine_share_within_limit",

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from stroke_dagster.defs.automation import on_new_upstream_data
+from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -175,9 +175,9 @@ class ExplanationConfig(dg.Config):
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
-    pool="duckdb",
     deps=[dg.AssetKey("cohort_scores")],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "Signed per-feature contributions (exact TreeSHAP in probability space) for every patient "
         "of the day's `high` tier, by the version that scored them; replaces the day's rows of "
@@ -198,9 +198,9 @@ def high_risk_explanations(
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
-    pool="duckdb",
     deps=[dg.AssetKey("cohort_scores")],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "Expected ROC AUC and stroke rate of the day from its scored probabilities alone "
         "(confidence-based estimation), before outcomes arrive; replaces the day's rows of the "
@@ -233,9 +233,9 @@ def label_free_estimates(
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
-    pool="duckdb",
     deps=[dg.AssetKey("performance_metrics")],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "Calibration of the day's scores once its labels arrived: O/E ratio, mean difference, "
         "calibration intercept and slope, ECE, Brier and log loss per scoring version; replaces "

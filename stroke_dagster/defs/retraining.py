@@ -37,32 +37,53 @@ def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, 
     return [(str(d), bool(f)) for d, f in zip(frame["day"], frame["is_drift"], strict=True)]
 
 
+WINDOW_TAG = "stroke/retrain_window"
+CHAMPION_TAG = "stroke/champion"
+
+
 def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRetrain | None
-    """The latest drift-triggered training: from the run history, or the cursor if newer."""
+    """The latest drift-triggered training that did not fail: from the run history, or the
+    cursor's request if newer and its run has not ended badly (a failed or cancelled
+    retraining neither starts the cooldown nor spends its window)."""
+    from stroke_dagster.defs.healing import ENDED_BADLY, IN_PROGRESS
     from stroke_dagster.retraining import LastRetrain
 
     candidates = []
     records = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=TRAINING_JOB, tags={TRIGGER_TAG: "drift"}), limit=1
+        filters=dg.RunsFilter(
+            job_name=TRAINING_JOB,
+            tags={TRIGGER_TAG: "drift"},
+            statuses=[dg.DagsterRunStatus.SUCCESS, *IN_PROGRESS],
+        ),
+        limit=1,
     )
     for record in records:
         tags = record.dagster_run.tags
         candidates.append(
             LastRetrain(
                 requested_at=record.create_timestamp.astimezone(dt.UTC),
-                champion=tags.get("stroke/champion", ""),
+                champion=tags.get(CHAMPION_TAG, ""),
                 latest_day=tags.get("stroke/latest_day", ""),
             )
         )
-    if context.cursor:
-        state = json.loads(context.cursor)
-        candidates.append(
-            LastRetrain(
-                requested_at=dt.datetime.fromisoformat(state["requested_at"]),
-                champion=state["champion"],
-                latest_day=state["latest_day"],
+    state = json.loads(context.cursor) if context.cursor else {}
+    if state.get("requested_at"):
+        key = state.get("run_key")
+        runs = (
+            context.instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/run_key": key}, statuses=ENDED_BADLY), limit=1
             )
+            if key
+            else []
         )
+        if not runs:
+            candidates.append(
+                LastRetrain(
+                    requested_at=dt.datetime.fromisoformat(state["requested_at"]),
+                    champion=state["champion"],
+                    latest_day=state["latest_day"],
+                )
+            )
     return max(candidates, key=lambda last: last.requested_at, default=None)
 
 
@@ -74,11 +95,15 @@ def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRe
     description=(
         "Starts training_job when retrain.drifted_days of the last retrain.window_days checked "
         "days drifted against the current champion: once per policy window, at most once per "
-        "retrain.cooldown_hours; a busy warehouse or a malformed setting skips the tick."
+        "retrain.cooldown_hours; a failed or cancelled retraining spends neither and is tried "
+        "again up to retrain.max_attempts times, then alerts; a busy warehouse or a malformed "
+        "setting skips the tick."
     ),
 )
 def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings):  # noqa: ANN201
     from stroke_dagster import registry, warehouse
+    from stroke_dagster.alerts import post_alert, retrain_failed_text
+    from stroke_dagster.defs.healing import ENDED_BADLY, count_runs
     from stroke_dagster.retraining import Policy, decide
     from stroke_dagster.settings import SettingsError
 
@@ -118,16 +143,41 @@ def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings
     decision = decide(verdicts, champion=champion, policy=policy, now=now, last=last)
     if not decision.retrain:
         return dg.SkipReason(decision.reason)
-    context.log.info(f"{decision.reason}: requesting {TRAINING_JOB}")
+    state = json.loads(context.cursor) if context.cursor else {}
+    window_tags = {TRIGGER_TAG: "drift", CHAMPION_TAG: champion, WINDOW_TAG: decision.key}
+    failed = count_runs(context.instance, window_tags, ENDED_BADLY)
+    max_attempts = settings.retrain.max_attempts
+    if failed >= max_attempts:
+        alerted = state.setdefault("alerted", [])
+        if decision.key not in alerted:
+            alerted.append(decision.key)
+            post_alert(
+                retrain_failed_text(champion, decision.key, failed), url=settings.alerts.webhook
+            )
+        return dg.SensorResult(
+            skip_reason=f"{decision.reason}, but the retraining of this window failed "
+            f"{failed} time(s) (retrain.max_attempts {max_attempts}): alerted, no further attempt",
+            cursor=json.dumps(state),
+        )
+    attempt = failed + 1
+    retry_note = f" (attempt {attempt} of {max_attempts})" if failed else ""
+    context.log.info(f"{decision.reason}: requesting {TRAINING_JOB}{retry_note}")
     latest = decision.window[-1]
-    state = {"requested_at": now.isoformat(), "champion": champion, "latest_day": latest}
+    run_key = f"retrain-v{champion}-{decision.key}-a{attempt}"
+    state.update(
+        {
+            "requested_at": now.isoformat(),
+            "champion": champion,
+            "latest_day": latest,
+            "run_key": run_key,
+        }
+    )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"retrain-v{champion}-{decision.key}",
+                run_key=run_key,
                 tags={
-                    TRIGGER_TAG: "drift",
-                    "stroke/champion": champion,
+                    **window_tags,
                     "stroke/latest_day": latest,
                     "stroke/drifted_days": ",".join(decision.drifted),
                 },

@@ -9,8 +9,8 @@ The assets are thin calls into :mod:`stroke_dagster.scoring` (the same code as `
 Both run as soon as the day's file is reported (``incoming_cohort``, see :mod:`.sources`) through
 their automation condition (:func:`.automation.on_new_upstream_data`); a new champion rescores
 ``cohort_scores`` only (``champion_rescoring`` sensor). Both write one warehouse file per day
-(no lock), so days of a backfill and runs started outside Dagster (``stroke score``) proceed in
-parallel; the ``duckdb`` pool only caps how many run at once (see ``dagster.yaml``).
+(no lock), so days of a backfill proceed in parallel; runs of the same day wait for each other
+(the instance's per-day run limit, ``dagster.yaml``).
 """
 
 import json
@@ -18,7 +18,7 @@ import json
 import dagster as dg
 
 from stroke_dagster import registry, scoring
-from stroke_dagster.defs.automation import on_new_upstream_data
+from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import champion_model, incoming_cohort
@@ -31,14 +31,20 @@ KINDS = {"duckdb", "python"}
 ROWS_CHECK = "rows_accounted"
 
 
-def _cohort(settings: Settings, day: str, *, revalidate: bool) -> scoring.CohortSummary:
-    """The day's validated cohort (validated now, or the current copy); a missing file fails."""
+def _cohort(
+    context: dg.AssetExecutionContext, settings: Settings, day: str, *, revalidate: bool
+) -> scoring.CohortSummary:
+    """The day's validated cohort (validated now, or the current copy).
+
+    A missing or unusable file is a permanent failure (one line naming the day and the problem,
+    no retry); anything else (the object store away) fails the step for its retry policy.
+    """
     try:
         if revalidate:
             return scoring.validate_day(settings, day)
         return scoring.current_cohort(settings, day)
     except InputError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise permanent_failure(context, f"cohort {day}: {exc}", day=day) from None
 
 
 @dg.asset(
@@ -46,9 +52,9 @@ def _cohort(settings: Settings, day: str, *, revalidate: bool) -> scoring.Cohort
     group_name=GROUP,
     kinds=KINDS,
     owners=OWNERS,
-    pool="duckdb",
     deps=[incoming_cohort],
     automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "The day's patient cohort from STROKE_HOME/incoming/<day>.csv|.parquet, validated against "
         "the patient schema into a typed Parquet file (STROKE_HOME/cohorts/<day>.parquet); every "
@@ -57,7 +63,7 @@ def _cohort(settings: Settings, day: str, *, revalidate: bool) -> scoring.Cohort
 )
 def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
     day = context.partition_key
-    summary = _cohort(stroke.settings(), day, revalidate=True)
+    summary = _cohort(context, stroke.settings(), day, revalidate=True)
     context.log.info(
         f"cohort {day}: {summary.rows_valid} valid, {summary.rows_quarantined} quarantined"
     )
@@ -77,10 +83,10 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     group_name=GROUP,
     kinds=KINDS,
     owners=OWNERS,
-    pool="duckdb",
     deps=[daily_cohort, champion_model],
     # A new champion rescores through the champion_rescoring sensor (recent days only).
     automation_condition=on_new_upstream_data(ignore=[champion_model.key]),
+    retry_policy=TRANSIENT_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             ROWS_CHECK,
@@ -100,7 +106,7 @@ def cohort_scores(
 ) -> dg.MaterializeResult:
     day = context.partition_key
     settings = stroke.settings()
-    cohort = _cohort(settings, day, revalidate=False)
+    cohort = _cohort(context, settings, day, revalidate=False)
     model = registry.load_model(registry.CHAMPION, settings=settings)  # resolved afresh
     with settings.files.local_copy(cohort.path) as cohort_file:  # a download on object storage
         scored = scoring.score_file(

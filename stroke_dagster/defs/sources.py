@@ -11,8 +11,10 @@
   passed without a file (the ``arrived_by_due_hour`` check) and alerts once per day.
 * ``champion_model`` is an observable source asset whose data version is the version the
   StrokeRF ``champion`` alias points to. The ``champion_rescoring`` sensor observes it and, when
-  the alias moves, rescores only ``cohort_scores`` of the ``scoring.rescore_days`` most recent
-  scored days from their typed cohort copy (drift then follows through automation). It is a
+  the alias moves (a rollback to an earlier version included), rescores only ``cohort_scores``
+  of the ``scoring.rescore_days`` most recent scored days that do not carry the champion, from
+  their typed cohort copy (drift then follows through automation). It waits while a run of the
+  day is under way, and requests a failed rescore again (bounded). It is a
   sensor, not a condition, because the window is a runtime setting of the ``stroke`` resource.
 """
 
@@ -31,6 +33,8 @@ GROUP = "sources"
 OWNERS = ["team:ml-platform"]
 DATA_VERSION_TAG = "dagster/data_version"
 OVERDUE_CHECK = "arrived_by_due_hour"
+TRIGGER_TAG = "stroke/trigger"
+CHAMPION_TAG = "stroke/champion"
 
 incoming_cohort = dg.AssetSpec(
     "incoming_cohort",
@@ -145,7 +149,7 @@ def arrived_by_due_hour(stroke: StrokeSettings) -> dg.AssetCheckResult:
 @dg.sensor(
     name="file_arrivals",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=10,
     description=(
         "Reports each new or replaced STROKE_HOME/incoming/<day>.* and labels/<day>.csv as the "
         "day's incoming_cohort / cohort_labels (runs nothing); skips badly named and "
@@ -225,21 +229,42 @@ def _scored_version(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) ->
     return str(value.value) if value is not None else None
 
 
+def _rescoring_state(
+    cursor: str | None, version: str, now: dt.datetime
+) -> tuple[dict[str, Any], bool]:
+    """``({"version", "since"}, changed)``: the champion, since when this sensor sees it as
+    champion, and whether that changed now."""
+    state: dict[str, Any] = {}
+    if cursor:
+        try:
+            state = json.loads(cursor)
+        except ValueError:  # a cursor of an older release: the bare version
+            state = {"version": cursor, "since": 0.0}
+        if not isinstance(state, dict):
+            state = {"version": str(state), "since": 0.0}
+    if state.get("version") != version:
+        return {"version": version, "since": now.timestamp()}, True
+    return state, False
+
+
 @dg.sensor(
     name="champion_rescoring",
     target=dg.AssetSelection.assets("cohort_scores"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description=(
-        "Observes the StrokeRF `champion` alias (champion_model); when it points to a new "
-        "version, rescores cohort_scores of the scoring.rescore_days most recent scored days "
-        "from their typed cohort copies (no revalidation)."
+        "Observes the StrokeRF `champion` alias (champion_model); rescores cohort_scores of the "
+        "scoring.rescore_days most recent scored days that do not carry the champion, from "
+        "their typed cohort copies: after every change, a rollback included; waits for a run "
+        "of the day under way; a failed rescore is requested again, at most "
+        "scoring.max_heal_attempts times per change."
     ),
 )
 def champion_rescoring(
     context: dg.SensorEvaluationContext, stroke: StrokeSettings
 ) -> dg.SensorResult:
     from stroke_dagster import registry
+    from stroke_dagster.defs.healing import ENDED_BADLY, PARTITION_TAG, count_runs, day_busy
     from stroke_dagster.settings import SettingsError
 
     try:
@@ -249,29 +274,39 @@ def champion_rescoring(
         return dg.SensorResult(skip_reason=f"settings: {exc}")
     if version is None:
         return dg.SensorResult(skip_reason="no champion registered yet")
+    now = dt.datetime.now(dt.UTC)
+    state, changed = _rescoring_state(context.cursor, version, now)
     events = []
-    if context.cursor != version:
+    if changed:
         events.append(dg.AssetObservation(champion_model.key, tags={DATA_VERSION_TAG: version}))
+    since = dt.datetime.fromtimestamp(state["since"], dt.UTC)
     scores_key = dg.AssetKey("cohort_scores")
     scored = sorted(context.instance.get_materialized_partitions(scores_key), reverse=True)
     recent = scored[: settings.scoring.rescore_days]
-    requests = [
-        dg.RunRequest(
-            run_key=f"rescore-v{version}-{day}",
-            partition_key=day,
-            asset_selection=[scores_key],
-            tags={"stroke/trigger": "champion", "stroke/champion": version},
+    requests, notes = [], []
+    for day in recent:
+        if _scored_version(context.instance, scores_key, day) == version:
+            continue
+        busy = day_busy(context.instance, day)
+        if busy is not None:  # its run may still write another version: look again after it
+            notes.append(f"{day} waits for run {busy.run_id[:8]}")
+            continue
+        tags = {TRIGGER_TAG: "champion", CHAMPION_TAG: version}
+        failed = count_runs(
+            context.instance, {**tags, PARTITION_TAG: day}, ENDED_BADLY, created_after=since
         )
-        for day in recent
-        if _scored_version(context.instance, scores_key, day) != version
-    ]
+        if failed >= settings.scoring.max_heal_attempts:
+            notes.append(f"{day}: rescoring with v{version} failed {failed} time(s); gave up")
+            continue
+        requests.append(dg.RunRequest(partition_key=day, asset_selection=[scores_key], tags=tags))
+    cursor = json.dumps(state, sort_keys=True)
     if requests:
         days = ", ".join(r.partition_key or "" for r in requests)
         context.log.info(f"champion is v{version}: rescoring {days}")
-        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=version)
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=cursor)
     return dg.SensorResult(
-        skip_reason=f"champion is v{version}; the {len(recent)} most recent scored day(s) "
-        f"carry it already",
+        skip_reason=f"champion is v{version}; "
+        + ("; ".join(notes) or f"the {len(recent)} most recent scored day(s) carry it already"),
         asset_events=events,
-        cursor=version,
+        cursor=cursor,
     )
