@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,6 +61,7 @@ from _s3 import MotoS3, s3_storage_env  # noqa: E402
 COHORT, SCORES, DRIFT = "daily_cohort", "cohort_scores", "drift_metrics"
 PARTITION_TAG = "dagster/partition"
 BAD_ROWS = 5  # rows per cohort file that break the schema (quarantined, never scored)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours of the daemon's log lines
 PREFIX = "stroke"  # s3_storage_env's prefix: s3://<bucket>/stroke
 
 
@@ -256,6 +258,7 @@ class Bench:
         timeout: float | None = None,
         poll: float = 1.0,
         state: Callable[[], str] | None = None,
+        daemon: bool = True,
     ) -> float | None:
         """Seconds until ``check()`` is truthy; None (and what it waited for) on timeout."""
         timeout = self.args.timeout if timeout is None else timeout
@@ -263,7 +266,7 @@ class Bench:
         while True:
             if check():
                 return time.monotonic() - started
-            if self.daemon is not None and self.daemon.poll() is not None:
+            if daemon and self.daemon is not None and self.daemon.poll() is not None:
                 self.say(
                     f"the daemon exited with {self.daemon.returncode} while waiting for {what}"
                 )
@@ -695,6 +698,8 @@ class Bench:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
             self.daemon.wait(30)
+        if signum != signal.SIGKILL:  # a clean stop: the code server follows the daemon out
+            self.wait(lambda: not self.leftovers(), "its children to exit", 15, 0.5, daemon=False)
         deadline = time.monotonic() + 30
         while True:
             left = self.leftovers()
@@ -831,11 +836,8 @@ class Bench:
             f"(failed runs {sum('failed' in t for t in alerts)}, "
             f"drift {sum('drift on' in t for t in alerts)})"
         )
-        errors = [
-            line.strip()
-            for line in self.daemon_log.read_text(errors="replace").splitlines()
-            if " - ERROR - " in line
-        ]
+        text = ANSI.sub("", self.daemon_log.read_text(errors="replace"))
+        errors = [line.strip() for line in text.splitlines() if " - ERROR - " in line]
         print(f"daemon log ERROR lines: {len(errors)}")
         for line, count in Counter(e.split(" - ERROR - ", 1)[1][:200] for e in errors).most_common(
             10

@@ -216,14 +216,14 @@ def test_new_champion_rescores_only_the_recent_scored_days(champion_home: Path) 
         assert observation.tags["dagster/data_version"] == "1"
         (request,) = first.run_requests
         assert request.partition_key == day(-1) and request.asset_selection == [cohort_scores.key]
-        assert first.cursor == "1"
+        assert json.loads(first.cursor)["version"] == "1"
 
-        wider = tick(champion_rescoring, instance, cursor="1", rescore_days=2)
+        wider = tick(champion_rescoring, instance, cursor=first.cursor, rescore_days=2)
         assert [r.partition_key for r in wider.run_requests] == [day(-1), day(-2)]
         assert not wider.asset_events  # the alias did not move: no new observation
 
         _report_scored(instance, day(-1), "1")
-        done = tick(champion_rescoring, instance, cursor="1")
+        done = tick(champion_rescoring, instance, cursor=first.cursor)
         assert not done.run_requests and "carry it already" in done.skip_message
 
 

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="CSV to write: id, stroke_probability, risk_tier")
     parser.add_argument(
         "--cohort-date",
-        help="YYYY-MM-DD: replace that day's rows of the warehouse table `scores`",
+        help="YYYY-MM-DD: replace that day's rows of the warehouse table `scores` (refused for "
+        "a day the daily loop manages; reported to the Dagster instance)",
     )
     parser.add_argument(
         "--model-uri",
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from stroke_dagster.settings import load_settings
 
     settings = load_settings()
+    if cohort_date is not None:
+        from stroke_dagster.cli.loop import refuse_managed_day
+
+        refuse_managed_day(settings, cohort_date)
     # an alias resolution younger than STROKE_MODEL_ALIAS_TTL is reused from the model cache
     max_age = settings.model_cache.alias_ttl_seconds
     summary = score_file(
@@ -66,5 +71,13 @@ def run(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         settings=settings,
     )
+    if cohort_date is not None:
+        import sys
+
+        from stroke_dagster.cli.loop import report_scores
+
+        warning = report_scores(settings, summary)
+        if warning:
+            print(warning, file=sys.stderr)
     print(json.dumps(summary.to_dict()))
     return 0

@@ -158,6 +158,7 @@ def unscored_days(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -
             continue
         waited = now.timestamp() - arrival.timestamp
         if waited < due_after:
+            notes.append(f"{day}: arrived {waited / 60:.0f} min ago, not due yet")
             continue
         description = f"{day}: cohort arrived {waited / 60:.0f} min ago and is not scored"
         if failing.get(day) != version:

@@ -21,7 +21,10 @@ _OVERRIDES: dict[str, tuple[str, ...]] = {
     "retrain_drifted_days": ("retrain", "drifted_days"),
     "retrain_window_days": ("retrain", "window_days"),
     "retrain_cooldown_hours": ("retrain", "cooldown_hours"),
+    "retrain_max_attempts": ("retrain", "max_attempts"),
     "rescore_days": ("scoring", "rescore_days"),
+    "unscored_after_minutes": ("scoring", "unscored_after_minutes"),
+    "max_heal_attempts": ("scoring", "max_heal_attempts"),
     "cohort_due_hour": ("scoring", "cohort_due_hour"),
     "alert_webhook": ("alerts", "webhook"),
     "dagster_url": ("alerts", "dagster_url"),
@@ -51,7 +54,10 @@ class StrokeSettings(dg.ConfigurableResource):
     retrain_drifted_days: int | None = None
     retrain_window_days: int | None = None
     retrain_cooldown_hours: float | None = None
+    retrain_max_attempts: int | None = None
     rescore_days: int | None = None
+    unscored_after_minutes: float | None = None
+    max_heal_attempts: int | None = None
     cohort_due_hour: int | None = None
     alert_webhook: str | None = None
     dagster_url: str | None = None
