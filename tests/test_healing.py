@@ -204,7 +204,8 @@ def test_retraining_gives_up_and_alerts_after_its_attempts(
             result = tick(drift_retraining, instance, cursor=cursor, **settings)
             cursor = result.cursor
             assert not result.run_requests and "failed 2 time(s)" in result.skip_message
-        assert len(hook.texts) == 1 and "failed 2 time(s)" in hook.texts[0]
+        texts = [json.loads(r["body"])["text"] for r in hook.requests]
+        assert len(texts) == 1 and "failed 2 time(s)" in texts[0]
 
 
 # --------------------------------------------------------------------------- unscored days
@@ -226,7 +227,7 @@ def test_an_unscored_day_fails_its_check_alerts_once_and_is_requested_again(
         first = tick(unscored_days, instance, **settings)
         (check,) = [e for e in first.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
         assert check.check_name == SCORED_CHECK and not check.passed
-        assert check.partition == day(-1)
+        assert check.metadata["day"].value == day(-1)
         (run,) = start_runs(instance, first)
         assert run.tags["stroke/trigger"] == "heal"
         waiting = tick(unscored_days, instance, cursor=first.cursor, **settings)
@@ -238,12 +239,13 @@ def test_an_unscored_day_fails_its_check_alerts_once_and_is_requested_again(
             instance.report_run_failed(again)
         given_up = tick(unscored_days, instance, cursor=second.cursor, **settings)
         assert not given_up.run_requests and "gave up after 2" in given_up.skip_message
-        assert len(hook.texts) == 1 and day(-1) in hook.texts[0]
+        texts = [json.loads(r["body"])["text"] for r in hook.requests]
+        assert len(texts) == 1 and day(-1) in texts[0]
 
         _report_scored(instance, day(-1), "1")  # scored at last (by hand): the check passes
         healed = tick(unscored_days, instance, cursor=given_up.cursor, **settings)
         (passed,) = [e for e in healed.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
-        assert passed.passed and passed.partition == day(-1)
+        assert passed.passed and passed.metadata["day"].value == day(-1)
 
 
 def test_a_permanently_bad_day_is_reported_and_not_retried(champion_home: Path) -> None:
