@@ -172,7 +172,7 @@ def test_a_crash_mid_run_heals_after_restart(loop_home: dict) -> None:
         retries = [r for r in _day_runs(instance, day) if r.parent_run_id == orphan.run_id]
         assert retries and retries[0].status == dg.DagsterRunStatus.SUCCESS
     frame = warehouse.query_df(
-        "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM scores WHERE cohort_date = ?",
+        "SELECT count(*) AS n, count(DISTINCT patient_id) AS ids FROM scores WHERE cohort_date = ?",
         [day],
         settings=load_settings(),
     )
