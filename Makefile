@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python benchmarks/explain.py
 	$(BIN)/python benchmarks/label_free.py
 	$(BIN)/python benchmarks/daily_loop.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/faults.py
 
 ## lock: re-resolve every transitive pin (requirements.lock) after changing pyproject.toml.
 lock:

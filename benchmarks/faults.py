@@ -303,6 +303,8 @@ class Bench:
             MLFLOW_TRACKING_URI=self.registry_proxy.url,
             STROKE_SCRATCH_DIR=str(self.base / "scratch"),
             STROKE_ALERT_WEBHOOK=self.webhook.url,
+            # the healer's last resort within a phase's wait (the default is 30 minutes)
+            STROKE_UNSCORED_AFTER_MINUTES="4",
         )
         self.env = env
         # The benchmark's own reader: the storage without the proxy, its own local state.
@@ -543,7 +545,7 @@ class Bench:
             f"{', '.join(days)} scored, none of their runs in progress",
             state=lambda: self.day_state(days),
         )
-        for line in self.day_state(days).splitlines():
+        for line in [] if waited is None else self.day_state(days).splitlines():
             self.say(f"    {line}")
         if waited is None:
             self.stuck |= {r.run_id for r in self.runs(days) if self.in_progress(r)}
@@ -598,7 +600,7 @@ class Bench:
             f"{day} scored, none of its runs in progress",
             state=lambda: self.day_state([day]),
         )
-        for line in self.day_state([day]).splitlines():
+        for line in [] if waited is None else self.day_state([day]).splitlines():
             self.say(f"    {line}")
         retries = sum(
             len(self.events(r.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY))
@@ -656,7 +658,7 @@ class Bench:
             f"{day} scored, none of its runs in progress",
             state=lambda: self.day_state([day]),
         )
-        for line in self.day_state([day]).splitlines():
+        for line in [] if waited is None else self.day_state([day]).splitlines():
             self.say(f"    {line}")
         retries = sum(
             len(self.events(r.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY))
@@ -877,6 +879,18 @@ class Bench:
         return "?"
 
 
+def _revision() -> str:
+    """The commit of ROOT, and whether its tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("log", "-1", "--format=%h %s")[:80] or "an unknown commit"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + (f" (+ {len(dirty.splitlines())} changed files)" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000, help="patients per cohort file")
@@ -909,8 +923,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = Bench(args)
     print(
-        f"faults benchmark: {args.rows} rows a day, timeout {args.timeout:.0f} s per wait, "
-        f"home {bench.base}",
+        f"faults benchmark on {_revision()}: {args.rows} rows a day, timeout "
+        f"{args.timeout:.0f} s per wait, home {bench.base}",
         flush=True,
     )
     try:

@@ -292,14 +292,23 @@ class Storage:
     # -- inspecting --------------------------------------------------------------------------
 
     def exists(self, path: str | PurePath) -> bool:
+        """Whether ``path`` exists. An unreachable store raises (it is not "no such file"):
+        s3fs's own ``exists``/``isfile`` answer ``False`` on any error, which would turn an
+        outage into a missing cohort file, a permanent failure instead of a retried one."""
         if self.is_local:
             return Path(self.as_path(path)).exists()
-        return bool(self.fs.exists(self.key(path)))
+        try:
+            self.fs.info(self.key(path))
+        except FileNotFoundError:
+            return False
+        return True
 
     def is_file(self, path: str | PurePath) -> bool:
+        """Whether ``path`` is a file; raises when the store cannot be reached (see
+        :meth:`exists`)."""
         if self.is_local:
             return Path(self.as_path(path)).is_file()
-        return bool(self.fs.isfile(self.key(path)))
+        return self.info(path) is not None
 
     def info(self, path: str | PurePath) -> FileInfo | None:
         """Size, modification time and ETag of one file; ``None`` when it does not exist."""

@@ -460,3 +460,26 @@ def test_writers_of_one_day_take_successive_versions(stroke_home: Path) -> None:
     assert a.name.endswith("~00000000000000000001.parquet")
     assert b.name.endswith("~00000000000000000002.parquet")
     assert wh.current_file("quarantine", dt.date(2026, 3, 2)) == b
+
+
+def test_an_unreachable_object_store_is_an_outage_not_a_missing_file(
+    stroke_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object store that does not answer fails the step for its retry policy; only a store
+    that answers "no such key" makes a missing cohort file (a permanent failure)."""
+    import socket
+
+    from stroke_dagster import scoring
+    from stroke_dagster.errors import InputError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("STROKE_STORAGE_URL", "s3://stroke-outage/stroke")
+    monkeypatch.setenv("STROKE_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with pytest.raises(Exception) as outage:
+        scoring.validate_day(load_settings(), "2026-03-02")
+    assert not isinstance(outage.value, InputError), outage.value
