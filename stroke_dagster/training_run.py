@@ -158,6 +158,6 @@ def run_training(
         "synthetic": raw.get("synthetic"),
         "rows_train": split["train_rows"],
         "rows_holdout": split["holdout_rows"],
-        "mlflow_run_id": registered["mlflow_run_id"],
+        "mlflow_run_id": tuned["mlflow_run_id"],
         "dagster_run_id": result.run_id,
     }

@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
+from stroke_dagster.defs.metadata import ROW_COUNT, glance, table_metadata
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -156,7 +157,7 @@ def site_recalibration(
             metadata[k] = summary[k]
     if "judge" in summary:
         metadata["judged"] = dg.MetadataValue.json(summary["judge"])
-    return dg.MaterializeResult(metadata=metadata)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 recalibration_job = dg.define_asset_job(
@@ -176,6 +177,7 @@ class ExplanationConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
+    metadata=table_metadata("patient_explanations"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -190,7 +192,7 @@ def high_risk_explanations(
     from stroke_dagster.day_insights import explain_high_tier
 
     out = explain_high_tier(stroke.settings(), context.partition_key, method=config.method)
-    return dg.MaterializeResult(metadata=out)
+    return glance(dg.MaterializeResult(metadata={ROW_COUNT: out["rows_written"], **out}))
 
 
 @dg.asset(
@@ -199,6 +201,7 @@ def high_risk_explanations(
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
+    metadata=table_metadata("label_free_estimates"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -214,7 +217,7 @@ def label_free_estimates(
     from stroke_dagster.day_insights import label_free_day
 
     frame = label_free_day(context.partition_key, stroke.settings())
-    metadata: dict[str, Any] = {"versions": len(frame)}
+    metadata: dict[str, Any] = {ROW_COUNT: len(frame), "versions": len(frame)}
     if len(frame):
         latest = frame.loc[frame["model_version"].astype(int).idxmax()]
         metadata.update(
@@ -225,7 +228,7 @@ def label_free_estimates(
                 "expected_observed_rate": float(latest["expected_observed_rate"]),
             }
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 @dg.asset(
@@ -234,6 +237,7 @@ def label_free_estimates(
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("performance_metrics")],
+    metadata=table_metadata("performance_calibration"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -251,7 +255,7 @@ def daily_calibration(
     day, settings = context.partition_key, stroke.settings()
     frame = calibration_day(day, settings)
     if frame is None or frame.empty:
-        return dg.MaterializeResult(metadata={"labelled_scores": 0})
+        return glance(dg.MaterializeResult(metadata={ROW_COUNT: 0, "labelled_scores": 0}))
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
     metadata: dict[str, Any] = {
         k: _plain(v.item() if hasattr(v, "item") else v)
@@ -267,7 +271,8 @@ def daily_calibration(
         title=f"Reliability, {day}, v{version}",
     )
     metadata["reliability_diagram"] = _image("Reliability", png)
-    return dg.MaterializeResult(metadata=metadata)
+    metadata[ROW_COUNT] = len(frame)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 @dg.run_status_sensor(
