@@ -22,7 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
-from stroke_dagster.defs.metadata import ROW_COUNT, glance, table_metadata
+from stroke_dagster.defs.metadata import ROW_COUNT, frame_table, glance, table_metadata
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -64,7 +64,7 @@ def document_registered_version(
     Called by ``registered_model`` right after registration, so the version's card, calibration,
     subgroups and decision curve show on the asset that registered it (and in MLflow).
     """
-    from stroke_dagster.subgroups import SubgroupConfig, to_markdown
+    from stroke_dagster.subgroups import SubgroupConfig
     from stroke_dagster.version_docs import document_version
 
     subgroup_config = SubgroupConfig(
@@ -87,7 +87,7 @@ def document_registered_version(
         "model_card": dg.MetadataValue.md(docs.card),
         "reliability_diagram": _image("Reliability", e.reliability_png),
         "decision_curve": _image("Decision curve", e.decision_png),
-        "subgroups": dg.MetadataValue.md(to_markdown(e.subgroups)),
+        "subgroups": frame_table(e.subgroups, SUBGROUP_COLUMNS),
         **{k: _plain(v) for k, v in e.calibration.metrics("holdout_").items()},
         "holdout_roc_auc_ci": dg.MetadataValue.json(list(e.roc_auc_ci or [])),
         "decision_useful_ranges": dg.MetadataValue.json(
@@ -104,6 +104,19 @@ def document_registered_version(
     return metadata, check
 
 
+SUBGROUP_COLUMNS = {
+    "subgroup": "string",
+    "group": "string",
+    "n": "int",
+    "n_events": "int",
+    "roc_auc": "float",
+    "roc_auc_low": "float",
+    "roc_auc_high": "float",
+    "oe_ratio": "float",
+    "sensitivity_high": "float",
+    "specificity_high": "float",
+    "status": "string",
+}
 SUBGROUP_CHECK_SPEC = dg.AssetCheckSpec(
     SUBGROUP_CHECK,
     asset="registered_model",

@@ -164,3 +164,28 @@ def patient_schema(labelled: bool = False) -> dg.TableSchema:
     if labelled:
         columns.append(dg.TableColumn(schema.TARGET, "integer", description="1: stroke"))
     return dg.TableSchema(columns=columns)
+
+
+def frame_table(frame: Any, columns: dict[str, str]) -> dg.TableMetadataValue:
+    """Columns of a DataFrame as a table the UI shows inline (floats rounded; NaN empty).
+
+    ``columns`` maps each column to its Dagster type (``string``, ``int``, ``float``, ``bool``).
+    """
+    records = []
+    for row in frame.to_dict("records"):
+        data: dict[str, Any] = {}
+        for name, kind in columns.items():
+            value = row.get(name)  # a column no row has (all groups too small) stays empty
+            if value is None or (isinstance(value, float) and value != value):
+                data[name] = None
+            elif kind == "float":
+                data[name] = round_sig(float(value))
+            elif kind == "int":
+                data[name] = int(value)
+            elif kind == "bool":
+                data[name] = bool(value)
+            else:
+                data[name] = str(value)
+        records.append(dg.TableRecord(data))
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, k) for n, k in columns.items()])
+    return dg.MetadataValue.table(records, schema=schema)

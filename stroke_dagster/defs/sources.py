@@ -63,20 +63,36 @@ cohort_labels = dg.AssetSpec(
 )
 
 
-champion_model = dg.AssetSpec(
-    "champion_model",
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"mlflow"},
-    # registered_model moves the alias (through the gate); so do recalibrations and rollbacks
-    deps=[dg.AssetKey("registered_model")],
-    description=(
-        "The StrokeRF version the MLflow `champion` alias points to (its data version), observed "
-        "by the champion_rescoring sensor: since when, why (the gate's reason), its holdout and "
-        "live ROC AUC and calibration (observed / expected strokes), with links to the version "
-        "in MLflow and the Dagster run that registered it."
-    ),
+@dg.multi_observable_source_asset(
+    specs=[
+        dg.AssetSpec(
+            "champion_model",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"mlflow"},
+            # registered_model moves the alias (the gate), as do recalibrations and rollbacks
+            deps=[dg.AssetKey("registered_model")],
+            description=(
+                "The StrokeRF version the MLflow `champion` alias points to (its data "
+                "version), observed by the champion_rescoring sensor: since when, why (the "
+                "gate's reason), its holdout and live ROC AUC and calibration (observed / "
+                "expected strokes), with links to the version in MLflow and the Dagster run "
+                "that registered it."
+            ),
+        )
+    ]
 )
+def champion_model(stroke: StrokeSettings):  # noqa: ANN201 - yields ObserveResult
+    """Observe by hand (the sensor observes it every 30 s)."""
+    from stroke_dagster import registry
+
+    settings = stroke.settings()
+    version = registry.resolve_alias("champion", settings=settings)
+    yield dg.ObserveResult(
+        asset_key="champion_model",
+        data_version=dg.DataVersion(version or "none"),
+        metadata=champion_glance(settings, version) if version else {},
+    )
 
 
 def champion_glance(settings: Settings, version: str) -> dict[str, Any]:
