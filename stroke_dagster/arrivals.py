@@ -85,7 +85,7 @@ def scan(
             result.skipped[name] = f"dated in the future (last open day is {last_day})"
             continue
         if day < first_day:
-            result.skipped[name] = f"dated before the first day {first_day}"
+            result.skipped[name] = f"dated before the go-live day {first_day} (set STROKE_GO_LIVE)"
             continue
         key = day.isoformat()
         previous = chosen.get(key)

@@ -288,7 +288,8 @@ class GateVerdict:
     def reason(self) -> str:
         """One line: the first failed criterion's reason, or every reason when promoted."""
         failed = [c.reason for c in self.criteria if not c.passed]
-        return failed[0] if failed else "; ".join(c.reason for c in self.criteria)
+        # each phrase once: criteria that pass for the same reason ("no other champion") say it once
+        return failed[0] if failed else "; ".join(dict.fromkeys(c.reason for c in self.criteria))
 
     def metrics(self) -> dict[str, float]:
         """Every criterion's figures plus the shared set's size (for MLflow and metadata)."""

@@ -19,6 +19,7 @@ Dagster ``mlflow_tracking`` resource opened) and opens its own run otherwise.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -84,9 +85,41 @@ def configure_mlflow(settings: Settings) -> str:
             experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
+    describe_experiment(client, experiment, experiment_id, EXPERIMENT_DESCRIPTION)
     if mlflow.active_run() is None:
         mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+EXPERIMENT_DESCRIPTION = (
+    "Training of the StrokeRF stroke-risk model: one run per training (Optuna trials nested), "
+    "its holdout evidence, the gate's verdict and the model card. Versions are in Models > "
+    "StrokeRF; the `champion` alias is the one that scores patients."
+)
+MODEL_DESCRIPTION = (
+    "Stroke-risk random forest (one scikit-learn pipeline: impute, scale, one-hot, forest) of "
+    "the stroke-risk scoring platform. Alias `champion`: the version that scores patients, "
+    "moved only by the gate; `challenger`: the latest version that did not pass it. Each "
+    "version's description is its model card's summary."
+)
+# MLflow 3 opens an experiment on the GenAI overview unless it is marked for model development.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def describe_experiment(client: Any, experiment: Any, experiment_id: str, text: str) -> None:
+    """Mark an experiment as model development and describe it (once); and retire MLflow's empty
+    ``Default`` experiment, whose artifacts would point into the working directory."""
+    tags = dict(getattr(experiment, "tags", None) or {})
+    try:
+        for key, value in {**EXPERIMENT_KIND, "mlflow.note.content": text}.items():
+            if tags.get(key) != value:
+                client.set_experiment_tag(experiment_id, key, value)
+        default = client.get_experiment("0")
+        active = default is not None and default.lifecycle_stage == "active"
+        if active and not client.search_runs(["0"], max_results=1):
+            client.delete_experiment("0")
+    except Exception as exc:  # descriptions are a courtesy: never fail a run for them
+        log.debug("experiment description not set: %s", exc)
 
 
 def _set_uris(settings: Settings) -> str:
@@ -233,12 +266,29 @@ def register_model(
         version = str(info.registered_model_version)
         run_id = run.info.run_id
     client = _client(settings)
+    describe_version(
+        client,
+        version,
+        f"v{version}: trained on {len(train_df)} patients ({int(train_df[TARGET].sum())} "
+        f"strokes); holdout ROC AUC {evaluation.roc_auc:.3f} on {len(holdout_df)} patients.",
+    )
     client.set_model_version_tag(MODEL_NAME, version, THRESHOLDS_TAG, thresholds)
     client.set_model_version_tag(MODEL_NAME, version, "run_id", run_id)
     client.set_model_version_tag(
         MODEL_NAME, version, "holdout_roc_auc", f"{evaluation.roc_auc:.6f}"
     )
     return version
+
+
+def describe_version(client: Any, version: str, text: str) -> None:
+    """The version's description (and the registered model's, when it has none yet)."""
+    try:
+        model = client.get_registered_model(MODEL_NAME)
+        if not model.description:
+            client.update_registered_model(MODEL_NAME, description=MODEL_DESCRIPTION)
+        client.update_model_version(MODEL_NAME, str(version), description=text)
+    except Exception as exc:  # a courtesy, like the experiment's
+        log.debug("model description not set: %s", exc)
 
 
 def pip_requirements() -> list[str]:
@@ -318,6 +368,9 @@ def set_alias(
         client.set_registered_model_alias(MODEL_NAME, alias, str(version))
         client.set_model_version_tag(MODEL_NAME, str(version), "gate_decision", alias)
         client.set_model_version_tag(MODEL_NAME, str(version), "gate_reason", reason[:5000])
+        if alias == CHAMPION:
+            since = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            client.set_model_version_tag(MODEL_NAME, str(version), "champion_since", since)
     try:
         ModelStore(settings).remember_alias(alias, str(version))
     except (OSError, InputError) as exc:  # the registry is right; the cache catches up by TTL

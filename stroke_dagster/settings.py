@@ -11,6 +11,7 @@ what it should be, e.g. ``STROKE_RETRAIN_WINDOW_DAYS must be an integer >= 1, go
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,17 +114,31 @@ class WarehouseSettings(_Section):
 
 
 class AlertSettings(_Section):
-    """Where alerts go (a Slack-compatible webhook) and how run ids become links."""
+    """Where alerts go (a Slack-compatible webhook) and how run ids and versions become links.
+
+    ``dagster_url`` and ``mlflow_url`` are the base URLs of the two UIs as their users reach
+    them; unset, links point at the local defaults of ``make ui`` and ``make mlflow-ui``
+    (alerts then carry plain run ids).
+    """
 
     webhook: str | None = None
     dagster_url: str | None = None
+    mlflow_url: str | None = None
 
-    @field_validator("webhook", "dagster_url", mode="before")
+    @field_validator("webhook", "dagster_url", "mlflow_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip().rstrip("/") if value.strip() else None
         return value
+
+    @property
+    def dagster_ui(self) -> str:
+        return self.dagster_url or "http://127.0.0.1:3000"
+
+    @property
+    def mlflow_ui(self) -> str:
+        return self.mlflow_url or "http://127.0.0.1:5000"
 
 
 class ApiSettings(_Section):
@@ -164,6 +179,8 @@ class ScoringSettings(_Section):
     unscored_after_minutes: float = Field(30.0, gt=0.0)
     # runs requested for an unscored day (or a rescore) per file version (champion), in all
     max_heal_attempts: int = Field(3, ge=1)
+    # the first daily partition (default: the first day the platform saw, see defs/partitions)
+    go_live: dt.date | None = None
 
 
 class StorageSettings(_Section):
@@ -290,6 +307,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_WAREHOUSE_GRACE_SECONDS": (("warehouse", "grace_seconds"), "a number of seconds >= 0"),
     "STROKE_ALERT_WEBHOOK": (("alerts", "webhook"), "a webhook URL"),
     "STROKE_DAGSTER_URL": (("alerts", "dagster_url"), "the Dagster UI's base URL"),
+    "STROKE_MLFLOW_URL": (("alerts", "mlflow_url"), "the MLflow UI's base URL"),
     "STROKE_API_KEY": (("api", "api_key"), "a string"),
     "STROKE_API_MAX_BODY": (("api", "max_body"), "an integer number of bytes >= 1"),
     "STROKE_API_RELOAD_SECONDS": (("api", "reload_seconds"), "a number of seconds >= 0"),
@@ -301,6 +319,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
     "STROKE_UNSCORED_AFTER_MINUTES": (("scoring", "unscored_after_minutes"), "a number > 0"),
     "STROKE_MAX_HEAL_ATTEMPTS": (("scoring", "max_heal_attempts"), "an integer >= 1"),
+    "STROKE_GO_LIVE": (("scoring", "go_live"), "a date YYYY-MM-DD"),
     "STROKE_STORAGE_URL": (("storage", "url"), "s3://bucket/prefix or a local directory"),
     "STROKE_S3_ENDPOINT_URL": (("storage", "endpoint_url"), "the S3 API endpoint URL"),
     "STROKE_S3_REGION": (("storage", "region"), "an S3 region name"),

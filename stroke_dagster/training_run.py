@@ -134,7 +134,11 @@ def run_training(
     evaluation = _metadata(result, "model_evaluation")
     registered = _metadata(result, "registered_model")
     split = _metadata(result, "patient_split")
-    gate_figures = {k: v for k, v in registered.items() if k.startswith("gate_")}
+    gate_figures = {
+        k: v for k, v in registered.items() if k.startswith("gate_") and k != "gate_criteria"
+    }
+    if "gate_criteria" in registered:  # a table in the UI, a list here
+        gate_figures["gate_criteria"] = [r.data for r in registered["gate_criteria"].records]
     return {
         "model_name": MODEL_NAME,
         "version": registered["version"],
@@ -158,6 +162,6 @@ def run_training(
         "synthetic": raw.get("synthetic"),
         "rows_train": split["train_rows"],
         "rows_holdout": split["holdout_rows"],
-        "mlflow_run_id": registered["mlflow_run_id"],
+        "mlflow_run_id": tuned["mlflow_run_id"],
         "dagster_run_id": result.run_id,
     }

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REAL_CSV = os.environ.get("STROKE_RAW_CSV", "")
+# The daily partitions start at the go-live day, read when the definitions load: tests use days
+# from January 2026 on.
+os.environ.setdefault("STROKE_GO_LIVE", "2026-01-01")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -37,7 +37,7 @@ def test_day_files_are_listed_and_the_others_skipped_with_a_reason(tmp_path: Pat
     assert result.skipped["cohort.csv"].startswith("name is not a day")
     assert result.skipped["2026-3-1.csv"].startswith("name is not a day")
     assert result.skipped["2026-03-08.txt"] == "not a .csv or .parquet file"
-    assert "before the first day" in result.skipped["2025-12-31.csv"]
+    assert "before the go-live day" in result.skipped["2025-12-31.csv"]
     assert ".2026-03-07.csv" not in result.skipped  # hidden files (partial copies) are ignored
 
 

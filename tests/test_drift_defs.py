@@ -74,7 +74,8 @@ def test_drift_asset_writes_tables_logs_mlflow_and_alerts_once(
     assert metadata["is_drift"] is True and "age" in metadata["drifted_features"]
     assert metadata["alert_sent"] is True and metadata["prediction_drift_rows"] == 500
     assert metadata["reference_model_version"] == "1" and metadata["detector_fitted_now"]
-    assert "| age | ks+mwu |" in metadata["tests"]
+    tests = {r.data["feature"]: r.data for r in metadata["tests"].records}
+    assert tests["age"]["test"] == "ks+mwu" and tests["age"]["drift"] is True
     assert DAY in payload and "age" in payload and result.run_id in payload
     metrics = warehouse.query_df(
         "SELECT * FROM drift_metrics ORDER BY feature", settings=load_settings()

@@ -267,7 +267,7 @@ def test_a_permanently_bad_day_is_reported_and_not_retried(champion_home: Path) 
         )
         assert not result.success
         failure = result.get_step_failure_events()[0]
-        assert f"cohort {key}:" in failure.step_failure_data.user_failure_data.description
+        assert f"incoming/{key}.csv:" in failure.step_failure_data.user_failure_data.description
         assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert instance.get_run_by_id(result.run_id).tags[PERMANENT_TAG] == "daily_cohort"
 

@@ -19,6 +19,14 @@ import math
 import dagster as dg
 
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
+from stroke_dagster.defs.metadata import (
+    ROW_COUNT,
+    glance,
+    mlflow_run_url,
+    pct,
+    round_sig,
+    table_metadata,
+)
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
@@ -39,12 +47,14 @@ CALIBRATION_Z = 3.0
     kinds={"duckdb", "python", "mlflow"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
+    metadata=table_metadata("drift_metrics"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             DRIFT_CHECK,
             asset="drift_metrics",
+            partitions_def=daily_partitions,  # one verdict per day: a drifted day stays visible
             description="WARN when the day's cohort or scores drifted from the champion's data.",
         )
     ],
@@ -96,35 +106,38 @@ def drift_metrics(
         if not alert.sent:
             context.log.warning(f"drift alert not delivered: {alert.error}")
     features = ", ".join(report.drifted_features) or "none"
-    return dg.MaterializeResult(
-        metadata={
-            "is_drift": report.is_drift,
-            "drifted_features": ", ".join(report.drifted_features) or "none",
-            "n_drifted": len(report.drifted_features),
-            "share_drifted": dg.MetadataValue.float(report.share_drifted),
-            "reference_model_version": report.reference_version or "",
-            "rows_checked": result.rows_valid,
-            "rows_in": result.rows_in,
-            "prediction_drift_rows": result.prediction_rows,
-            "prediction_drift_note": result.prediction_note,
-            "backend": report.backend,
-            "correction": report.correction,
-            "detector_fitted_now": result.detector_fitted_now,
-            "alert_sent": bool(already or (alert and alert.sent)),
-            "mlflow_run_id": mlflow_run or "",
-            "tests": dg.MetadataValue.md(_markdown(report)),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=DRIFT_CHECK,
-                passed=not report.is_drift,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{day} drifted vs v{version}: {features}"
-                if report.is_drift
-                else f"{day}: no drift vs v{version}",
-                metadata={"day": day, "drifted_features": features, "model_version": version},
-            )
-        ],
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                ROW_COUNT: len(report.results),
+                "is_drift": report.is_drift,
+                "drifted_features": ", ".join(report.drifted_features) or "none",
+                "n_drifted": len(report.drifted_features),
+                "drifted_tests_pct": pct(report.share_drifted),
+                "reference_model_version": report.reference_version or "",
+                "rows_checked": result.rows_valid,
+                "rows_in": result.rows_in,
+                "prediction_drift_rows": result.prediction_rows,
+                "prediction_drift_note": result.prediction_note,
+                "backend": report.backend,
+                "correction": report.correction,
+                "detector_fitted_now": result.detector_fitted_now,
+                "alert_sent": bool(already or (alert and alert.sent)),
+                "mlflow_run": mlflow_run_url(settings, mlflow_run) if mlflow_run else "",
+                "tests": _tests_table(report),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=DRIFT_CHECK,
+                    passed=not report.is_drift,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=f"{day} drifted vs v{version}: {features}"
+                    if report.is_drift
+                    else f"{day}: no drift vs v{version}",
+                    metadata={"day": day, "drifted_features": features, "model_version": version},
+                )
+            ],
+        )
     )
 
 
@@ -159,19 +172,42 @@ def _log_mlflow(
         return None
 
 
-def _markdown(report) -> str:  # noqa: ANN001 - DriftReport
-    lines = [
-        "| feature | test | p-value | threshold | effect | floor | drift |",
-        "|---|---|---|---|---|---|---|",
+TESTS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("feature", "string"),
+        dg.TableColumn("test", "string"),
+        dg.TableColumn("p_value", "float"),
+        dg.TableColumn("threshold", "float"),
+        dg.TableColumn("effect", "string"),
+        dg.TableColumn("effect_size", "float"),
+        dg.TableColumn("floor", "float"),
+        dg.TableColumn("drift", "bool"),
     ]
-    for r in report.results:
-        p = "n/a" if r.p_value != r.p_value else f"{r.p_value:.3g}"
-        lines.append(
-            f"| {r.feature} | {r.test} | {p} | {r.threshold:.3g} | "
-            f"{r.effect_metric} {r.effect_size:.3g} | {r.effect_floor:g} | "
-            f"{'**yes**' if r.is_drift else 'no'} |"
+)
+
+
+def _tests_table(report) -> dg.TableMetadataValue:  # noqa: ANN001 - DriftReport
+    """The day's tests as a table the UI shows inline (4 significant digits)."""
+
+    def number(value: float) -> float | None:
+        return None if value != value else round_sig(float(value))
+
+    records = [
+        dg.TableRecord(
+            {
+                "feature": r.feature,
+                "test": r.test,
+                "p_value": number(r.p_value),
+                "threshold": number(r.threshold),
+                "effect": r.effect_metric,
+                "effect_size": number(r.effect_size),
+                "floor": number(r.effect_floor),
+                "drift": bool(r.is_drift),
+            }
         )
-    return "\n".join(lines)
+        for r in report.results
+    ]
+    return dg.MetadataValue.table(records, schema=TESTS_SCHEMA)
 
 
 @dg.asset(
@@ -180,19 +216,21 @@ def _markdown(report) -> str:  # noqa: ANN001 - DriftReport
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores"), cohort_labels],
+    metadata=table_metadata("performance_metrics"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             CALIBRATION_CHECK,
             asset="performance_metrics",
+            partitions_def=daily_partitions,
             description=f"WARN when the observed stroke rate is more than {CALIBRATION_Z:g} "
             "standard errors from the mean predicted probability (latest model version).",
         )
     ],
     description=(
         "Realized ROC AUC and Brier score of the day's scores once its outcome labels arrive "
-        "(STROKE_HOME/labels/<day>.csv, columns id,stroke) and the day is scored; replaces the "
+        "(`STROKE_HOME/labels/<day>.csv`, columns id,stroke) and the day is scored; replaces the "
         "day's rows of the DuckDB table performance_metrics."
     ),
 )
@@ -212,17 +250,20 @@ def performance_metrics(
         raise permanent_failure(context, f"no labels file for {day} in {settings.labels_dir}")
     written = write_performance(day, frame, settings)
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
-    return dg.MaterializeResult(
-        metadata={
-            "labelled": True,
-            "rows_written": written,
-            "model_version": str(latest["model_version"]),
-            "n_labelled": int(latest["n_labelled"]),
-            "n_positive": int(latest["n_positive"]),
-            "roc_auc": _number(latest["roc_auc"]),
-            "brier": _number(latest["brier"]),
-        },
-        check_results=[_calibration(latest)],
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                ROW_COUNT: written,
+                "labelled": True,
+                "rows_written": written,
+                "model_version": str(latest["model_version"]),
+                "n_labelled": int(latest["n_labelled"]),
+                "n_positive": int(latest["n_positive"]),
+                "roc_auc": _number(latest["roc_auc"]),
+                "brier": _number(latest["brier"]),
+            },
+            check_results=[_calibration(latest)],
+        )
     )
 
 

@@ -5,7 +5,16 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from stroke_dagster.defs.metadata import (
+    COLUMN_SCHEMA,
+    ROW_COUNT,
+    glance,
+    patient_schema,
+    pct,
+    readable,
+)
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.defs.sources import cohort_labels
 from stroke_dagster.features import split_train_holdout
 from stroke_dagster.training_data import combine_labelled, load_raw_training_data
 from stroke_dagster.validation import validate_patients
@@ -24,6 +33,7 @@ class SplitConfig(dg.Config):
     group_name=GROUP,
     kinds={"python", "pandas", "csv"},
     owners=OWNERS,
+    metadata={COLUMN_SCHEMA: patient_schema(labelled=True)},
     description=(
         "The labelled Kaggle stroke file at STROKE_RAW_CSV, read as text (BOM, CRLF and N/A "
         "tolerated). Falls back to the project's synthetic patients, with a warning, when the "
@@ -37,15 +47,18 @@ def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
             f"SYNTHETIC DATA: no file at {stroke.settings().raw_csv}; using {data.source}. "
             "Set STROKE_RAW_CSV to the Kaggle file to train on real patients."
         )
-    return dg.Output(
-        data.frame,
-        metadata={
-            "source": data.source,
-            "synthetic": data.synthetic,
-            "rows": len(data.frame),
-            "columns": dg.MetadataValue.json(list(map(str, data.frame.columns))),
-            "preview": dg.MetadataValue.md(data.frame.head(5).to_markdown(index=False)),
-        },
+    return glance(
+        dg.Output(
+            data.frame,
+            metadata={
+                ROW_COUNT: len(data.frame),
+                "source": data.source,
+                "synthetic": data.synthetic,
+                "rows": len(data.frame),
+                "columns": dg.MetadataValue.json(list(map(str, data.frame.columns))),
+                "preview": dg.MetadataValue.md(data.frame.head(5).to_markdown(index=False)),
+            },
+        )
     )
 
 
@@ -53,6 +66,8 @@ def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     group_name=GROUP,
     kinds={"python", "pandas"},
     owners=OWNERS,
+    deps=[cohort_labels],
+    metadata={COLUMN_SCHEMA: patient_schema(labelled=True)},
     description=(
         "Every labelled cohort received so far (STROKE_HOME/incoming/D.* joined with "
         "STROKE_HOME/labels/D.csv), so that a retrain learns from the new population too."
@@ -64,9 +79,16 @@ def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
     frame = labeled_cohorts(stroke.settings())
     # Ids are "<day>/<id>": the day a labelled row came from.
     days = sorted(frame["id"].astype(str).str.split("/").str[0].unique()) if len(frame) else []
-    return dg.Output(
-        frame,
-        metadata={"rows": len(frame), "days": len(days), "latest_day": days[-1] if days else ""},
+    return glance(
+        dg.Output(
+            frame,
+            metadata={
+                ROW_COUNT: len(frame),
+                "rows": len(frame),
+                "days": len(days),
+                "latest_day": days[-1] if days else "",
+            },
+        )
     )
 
 
@@ -74,6 +96,7 @@ def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
     group_name=GROUP,
     kinds={"python", "pandas", "duckdb"},
     owners=OWNERS,
+    metadata={COLUMN_SCHEMA: patient_schema(labelled=True)},
     check_specs=[
         dg.AssetCheckSpec(
             "quarantine_share_within_limit",
@@ -113,26 +136,29 @@ def clean_patients(
     clean = combine_labelled(valid_frames)
     share = quarantined / rows_in if rows_in else 0.0
     context.log.info(f"{len(clean)} valid rows, {quarantined} quarantined ({share:.2%})")
-    yield dg.Output(
-        clean,
-        metadata={
-            "rows_in": rows_in,
-            "rows_valid": len(clean),
-            "rows_quarantined": quarantined,
-            "quarantined_share": share,
-            "max_quarantine_share": stroke.max_quarantine_share,
-            "stroke_prevalence": float(clean["stroke"].mean()) if len(clean) else 0.0,
-            "quarantine_reasons": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in reasons.items()}
-            ),
-            "warehouse": str(settings.warehouse_path),
-        },
+    yield glance(
+        dg.Output(
+            clean,
+            metadata={
+                ROW_COUNT: len(clean),
+                "rows_in": rows_in,
+                "rows_valid": len(clean),
+                "rows_quarantined": quarantined,
+                "quarantined_pct": pct(share),
+                "max_quarantine_share": stroke.max_quarantine_share,
+                "stroke_prevalence": float(clean["stroke"].mean()) if len(clean) else 0.0,
+                "quarantine_reasons": dg.MetadataValue.json(
+                    {str(k): int(v) for k, v in reasons.items()}
+                ),
+                "warehouse": str(settings.warehouse_path),
+            },
+        )
     )
     limit = stroke.max_quarantine_share
     yield dg.AssetCheckResult(
         check_name="quarantine_share_within_limit",
         passed=share <= limit,
-        metadata={"quarantined_share": share, "limit": limit},
+        metadata=readable({"quarantined_pct": pct(share), "limit_pct": pct(limit)}),
         description=f"{share:.2%} of rows quarantined (limit {limit:.2%})",
     )
 
@@ -156,13 +182,15 @@ def patient_split(
         train, holdout = split_train_holdout(clean_patients, config.holdout_fraction)
     except (InputError, ValueError) as exc:
         raise dg.Failure(description=str(exc)) from None
-    return dg.Output(
-        {"train": train, "holdout": holdout},
-        metadata={
-            "train_rows": len(train),
-            "holdout_rows": len(holdout),
-            "train_strokes": int(train["stroke"].sum()),
-            "holdout_strokes": int(holdout["stroke"].sum()),
-            "holdout_fraction": config.holdout_fraction,
-        },
+    return glance(
+        dg.Output(
+            {"train": train, "holdout": holdout},
+            metadata={
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "train_strokes": int(train["stroke"].sum()),
+                "holdout_strokes": int(holdout["stroke"].sum()),
+                "holdout_fraction": config.holdout_fraction,
+            },
+        )
     )

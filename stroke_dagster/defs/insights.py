@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
+from stroke_dagster.defs.metadata import ROW_COUNT, frame_table, glance, table_metadata
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -63,7 +64,7 @@ def document_registered_version(
     Called by ``registered_model`` right after registration, so the version's card, calibration,
     subgroups and decision curve show on the asset that registered it (and in MLflow).
     """
-    from stroke_dagster.subgroups import SubgroupConfig, to_markdown
+    from stroke_dagster.subgroups import SubgroupConfig
     from stroke_dagster.version_docs import document_version
 
     subgroup_config = SubgroupConfig(
@@ -86,7 +87,7 @@ def document_registered_version(
         "model_card": dg.MetadataValue.md(docs.card),
         "reliability_diagram": _image("Reliability", e.reliability_png),
         "decision_curve": _image("Decision curve", e.decision_png),
-        "subgroups": dg.MetadataValue.md(to_markdown(e.subgroups)),
+        "subgroups": frame_table(e.subgroups, SUBGROUP_COLUMNS),
         **{k: _plain(v) for k, v in e.calibration.metrics("holdout_").items()},
         "holdout_roc_auc_ci": dg.MetadataValue.json(list(e.roc_auc_ci or [])),
         "decision_useful_ranges": dg.MetadataValue.json(
@@ -103,6 +104,19 @@ def document_registered_version(
     return metadata, check
 
 
+SUBGROUP_COLUMNS = {
+    "subgroup": "string",
+    "group": "string",
+    "n": "int",
+    "n_events": "int",
+    "roc_auc": "float",
+    "roc_auc_low": "float",
+    "roc_auc_high": "float",
+    "oe_ratio": "float",
+    "sensitivity_high": "float",
+    "specificity_high": "float",
+    "status": "string",
+}
 SUBGROUP_CHECK_SPEC = dg.AssetCheckSpec(
     SUBGROUP_CHECK,
     asset="registered_model",
@@ -156,7 +170,7 @@ def site_recalibration(
             metadata[k] = summary[k]
     if "judge" in summary:
         metadata["judged"] = dg.MetadataValue.json(summary["judge"])
-    return dg.MaterializeResult(metadata=metadata)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 recalibration_job = dg.define_asset_job(
@@ -176,6 +190,7 @@ class ExplanationConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
+    metadata=table_metadata("patient_explanations"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -190,7 +205,7 @@ def high_risk_explanations(
     from stroke_dagster.day_insights import explain_high_tier
 
     out = explain_high_tier(stroke.settings(), context.partition_key, method=config.method)
-    return dg.MaterializeResult(metadata=out)
+    return glance(dg.MaterializeResult(metadata={ROW_COUNT: out["rows_written"], **out}))
 
 
 @dg.asset(
@@ -199,6 +214,7 @@ def high_risk_explanations(
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
+    metadata=table_metadata("label_free_estimates"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -214,7 +230,7 @@ def label_free_estimates(
     from stroke_dagster.day_insights import label_free_day
 
     frame = label_free_day(context.partition_key, stroke.settings())
-    metadata: dict[str, Any] = {"versions": len(frame)}
+    metadata: dict[str, Any] = {ROW_COUNT: len(frame), "versions": len(frame)}
     if len(frame):
         latest = frame.loc[frame["model_version"].astype(int).idxmax()]
         metadata.update(
@@ -225,7 +241,7 @@ def label_free_estimates(
                 "expected_observed_rate": float(latest["expected_observed_rate"]),
             }
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 @dg.asset(
@@ -234,6 +250,7 @@ def label_free_estimates(
     kinds={"duckdb", "python"},
     owners=OWNERS,
     deps=[dg.AssetKey("performance_metrics")],
+    metadata=table_metadata("performance_calibration"),
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
@@ -251,7 +268,7 @@ def daily_calibration(
     day, settings = context.partition_key, stroke.settings()
     frame = calibration_day(day, settings)
     if frame is None or frame.empty:
-        return dg.MaterializeResult(metadata={"labelled_scores": 0})
+        return glance(dg.MaterializeResult(metadata={ROW_COUNT: 0, "labelled_scores": 0}))
     latest = frame.loc[frame["model_version"].astype(int).idxmax()]
     metadata: dict[str, Any] = {
         k: _plain(v.item() if hasattr(v, "item") else v)
@@ -267,7 +284,8 @@ def daily_calibration(
         title=f"Reliability, {day}, v{version}",
     )
     metadata["reliability_diagram"] = _image("Reliability", png)
-    return dg.MaterializeResult(metadata=metadata)
+    metadata[ROW_COUNT] = len(frame)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 @dg.run_status_sensor(

@@ -141,9 +141,12 @@ def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings
         return dg.SkipReason(f"warehouse busy ({exc}); checking again on the next tick")
     now = dt.datetime.now(dt.UTC)
     decision = decide(verdicts, champion=champion, policy=policy, now=now, last=last)
-    if not decision.retrain:
-        return dg.SkipReason(decision.reason)
     state = json.loads(context.cursor) if context.cursor else {}
+    # The policy's state, on the sensor's page (its cursor), not only inside a tick.
+    state["policy"] = decision.reason
+    state["checked_at"] = now.isoformat(timespec="seconds")
+    if not decision.retrain:
+        return dg.SensorResult(skip_reason=decision.reason, cursor=json.dumps(state))
     window_tags = {TRIGGER_TAG: "drift", CHAMPION_TAG: champion, WINDOW_TAG: decision.key}
     failed = count_runs(context.instance, window_tags, ENDED_BADLY)
     max_attempts = settings.retrain.max_attempts

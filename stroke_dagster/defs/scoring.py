@@ -19,6 +19,15 @@ import dagster as dg
 
 from stroke_dagster import registry, scoring
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
+from stroke_dagster.defs.metadata import (
+    COLUMN_SCHEMA,
+    ROW_COUNT,
+    glance,
+    mlflow_version_url,
+    patient_schema,
+    pct,
+    table_metadata,
+)
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import champion_model, incoming_cohort
@@ -44,7 +53,9 @@ def _cohort(
             return scoring.validate_day(settings, day)
         return scoring.current_cohort(settings, day)
     except InputError as exc:
-        raise permanent_failure(context, f"cohort {day}: {exc}", day=day) from None
+        found = settings.incoming_file(day)
+        name = f"incoming/{found.name}" if found is not None else f"incoming/{day}.*"
+        raise permanent_failure(context, f"{name}: {exc}", day=day, file=name) from None
 
 
 @dg.asset(
@@ -53,12 +64,14 @@ def _cohort(
     kinds=KINDS,
     owners=OWNERS,
     deps=[incoming_cohort],
+    metadata={COLUMN_SCHEMA: patient_schema()},
     automation_condition=on_new_upstream_data(),
     retry_policy=TRANSIENT_RETRY,
     description=(
-        "The day's patient cohort from STROKE_HOME/incoming/<day>.csv|.parquet, validated against "
-        "the patient schema into a typed Parquet file (STROKE_HOME/cohorts/<day>.parquet); every "
-        "rejected row goes to the DuckDB `quarantine` table with its reason and the cohort date."
+        "The day's patient cohort from `STROKE_HOME/incoming/<day>.csv|.parquet`, validated "
+        "against the patient schema into a typed Parquet file "
+        "(`STROKE_HOME/cohorts/<day>.parquet`); every rejected row goes to the DuckDB "
+        "`quarantine` table with its reason and the cohort date."
     ),
 )
 def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
@@ -67,14 +80,17 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     context.log.info(
         f"cohort {day}: {summary.rows_valid} valid, {summary.rows_quarantined} quarantined"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "rows_in": summary.rows_in,
-            "rows_valid": summary.rows_valid,
-            "rows_quarantined": summary.rows_quarantined,
-            "source_file": dg.MetadataValue.path(summary.source_file),
-            "path": dg.MetadataValue.path(summary.path),
-        }
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                ROW_COUNT: summary.rows_valid,
+                "rows_in": summary.rows_in,
+                "rows_valid": summary.rows_valid,
+                "rows_quarantined": summary.rows_quarantined,
+                "source_file": dg.MetadataValue.path(summary.source_file),
+                "path": dg.MetadataValue.path(summary.path),
+            }
+        )
     )
 
 
@@ -84,6 +100,7 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     kinds=KINDS,
     owners=OWNERS,
     deps=[daily_cohort, champion_model],
+    metadata=table_metadata("scores"),
     # A new champion rescores through the champion_rescoring sensor (recent days only).
     automation_condition=on_new_upstream_data(ignore=[champion_model.key]),
     retry_policy=TRANSIENT_RETRY,
@@ -91,6 +108,7 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
         dg.AssetCheckSpec(
             ROWS_CHECK,
             asset="cohort_scores",
+            partitions_def=daily_partitions,  # one verdict per day
             description="Every input row of the day is scored or quarantined: "
             "rows_in = rows_scored + rows_quarantined.",
         )
@@ -119,33 +137,37 @@ def cohort_scores(
         f"rows, tiers {scored.tier_counts}"
     )
     tiers = scored.tier_counts
-    return dg.MaterializeResult(
-        metadata={
-            "rows_in": rows_in,
-            "rows_scored": scored.rows_scored,
-            "rows_quarantined": cohort.rows_quarantined,
-            **{f"tier_{name}": count for name, count in tiers.items()},
-            "high_risk_share": round(tiers.get("high", 0) / max(scored.rows_scored, 1), 4),
-            "model_version": model.version,
-            "risk_thresholds": dg.MetadataValue.json(json.loads(model.thresholds.to_json())),
-            "seconds": scored.seconds,
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=ROWS_CHECK,
-                passed=accounted == rows_in,
-                description=f"{rows_in} rows in = {scored.rows_scored} scored + "
-                f"{cohort.rows_quarantined} quarantined"
-                if accounted == rows_in
-                else f"{rows_in} rows in but {scored.rows_scored} scored + "
-                f"{cohort.rows_quarantined} quarantined",
-                metadata={
-                    "rows_in": rows_in,
-                    "rows_scored": scored.rows_scored,
-                    "rows_quarantined": cohort.rows_quarantined,
-                },
-            )
-        ],
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                ROW_COUNT: scored.rows_scored,
+                "rows_in": rows_in,
+                "rows_scored": scored.rows_scored,
+                "rows_quarantined": cohort.rows_quarantined,
+                **{f"tier_{name}": count for name, count in tiers.items()},
+                "high_risk_pct": pct(tiers.get("high", 0) / max(scored.rows_scored, 1)),
+                "model_version": model.version,
+                "mlflow_version": mlflow_version_url(settings, model.version),
+                "risk_thresholds": dg.MetadataValue.json(json.loads(model.thresholds.to_json())),
+                "seconds": scored.seconds,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=ROWS_CHECK,
+                    passed=accounted == rows_in,
+                    description=f"{rows_in} rows in = {scored.rows_scored} scored + "
+                    f"{cohort.rows_quarantined} quarantined"
+                    if accounted == rows_in
+                    else f"{rows_in} rows in but {scored.rows_scored} scored + "
+                    f"{cohort.rows_quarantined} quarantined",
+                    metadata={
+                        "rows_in": rows_in,
+                        "rows_scored": scored.rows_scored,
+                        "rows_quarantined": cohort.rows_quarantined,
+                    },
+                )
+            ],
+        )
     )
 
 

@@ -9,8 +9,9 @@
   with its reason (tick skip message and log); it never fails the tick or holds back others.
   The same sensor marks today's cohort overdue once ``scoring.cohort_due_hour`` (UTC) has
   passed without a file (the ``arrived_by_due_hour`` check) and alerts once per day.
-* ``champion_model`` is an observable source asset whose data version is the version the
-  StrokeRF ``champion`` alias points to. The ``champion_rescoring`` sensor observes it and, when
+* ``champion_model`` is an external asset whose data version is the version the StrokeRF
+  ``champion`` alias points to, observed with what a person asks of it (:func:`champion_glance`).
+  The ``champion_rescoring`` sensor observes it and, when
   the alias moves (a rollback to an earlier version included), rescores only ``cohort_scores``
   of the ``scoring.rescore_days`` most recent scored days that do not carry the champion, from
   their typed cohort copy (drift then follows through automation). It waits while a run of the
@@ -28,6 +29,7 @@ import dagster as dg
 
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.settings import Settings
 
 GROUP = "sources"
 OWNERS = ["team:ml-platform"]
@@ -43,7 +45,7 @@ incoming_cohort = dg.AssetSpec(
     owners=OWNERS,
     kinds={"file"},
     description=(
-        "The day's cohort file STROKE_HOME/incoming/<day>.csv|.parquet as dropped by the "
+        "The day's cohort file `STROKE_HOME/incoming/<day>.csv|.parquet` as dropped by the "
         "upstream system; reported by the file_arrivals sensor when it appears or changes."
     ),
 )
@@ -55,24 +57,96 @@ cohort_labels = dg.AssetSpec(
     owners=OWNERS,
     kinds={"file"},
     description=(
-        "The day's outcome labels STROKE_HOME/labels/<day>.csv (id,stroke); reported by the "
+        "The day's outcome labels `STROKE_HOME/labels/<day>.csv` (id,stroke); reported by the "
         "file_arrivals sensor when it appears or changes."
     ),
 )
 
 
-@dg.observable_source_asset(
-    group_name=GROUP,
-    description=(
-        "The StrokeRF version the MLflow `champion` alias points to (its data version); "
-        "observed by the champion_rescoring sensor."
-    ),
+@dg.multi_observable_source_asset(
+    specs=[
+        dg.AssetSpec(
+            "champion_model",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"mlflow"},
+            # registered_model moves the alias (the gate), as do recalibrations and rollbacks
+            deps=[dg.AssetKey("registered_model")],
+            description=(
+                "The StrokeRF version the MLflow `champion` alias points to (its data "
+                "version), observed by the champion_rescoring sensor: since when, why (the "
+                "gate's reason), its holdout and live ROC AUC and calibration (observed / "
+                "expected strokes), with links to the version in MLflow and the Dagster run "
+                "that registered it."
+            ),
+        )
+    ]
 )
-def champion_model(stroke: StrokeSettings) -> dg.DataVersion:
+def champion_model(stroke: StrokeSettings):  # noqa: ANN201 - yields ObserveResult
+    """Observe by hand (the sensor observes it every 30 s)."""
     from stroke_dagster import registry
 
-    version = registry.resolve_alias("champion", settings=stroke.settings())
-    return dg.DataVersion(version or "none")
+    settings = stroke.settings()
+    version = registry.resolve_alias("champion", settings=settings)
+    yield dg.ObserveResult(
+        asset_key="champion_model",
+        data_version=dg.DataVersion(version or "none"),
+        metadata=champion_glance(settings, version) if version else {},
+    )
+
+
+def champion_glance(settings: Settings, version: str) -> dict[str, Any]:
+    """What a person asks of the champion, as metadata (rounded, with links)."""
+    from stroke_dagster import registry, warehouse
+    from stroke_dagster.defs.metadata import (
+        dagster_run_url,
+        mlflow_run_url,
+        mlflow_version_url,
+        readable,
+    )
+
+    client = registry.client(settings)
+    model_version = client.get_model_version(registry.MODEL_NAME, version)
+    tags = dict(model_version.tags or {})
+    metadata: dict[str, Any] = {
+        "version": version,
+        "champion_since": tags.get("champion_since", ""),
+        "gate_reason": tags.get("gate_reason", ""),
+        "mlflow_version": mlflow_version_url(settings, version),
+    }
+    if tags.get("holdout_roc_auc"):
+        metadata["holdout_roc_auc"] = float(tags["holdout_roc_auc"])
+    run_id = tags.get("run_id") or model_version.run_id
+    if run_id:
+        metadata["mlflow_run"] = mlflow_run_url(settings, run_id)
+        try:
+            dagster_run = client.get_run(run_id).data.tags.get("dagster_run_id")
+        except Exception:  # a link is a courtesy
+            dagster_run = None
+        if dagster_run:
+            metadata["registered_by_run"] = dagster_run_url(settings, dagster_run)
+    if warehouse.exists(settings):
+        try:
+            live = warehouse.query_df(
+                "SELECT count(*) AS days, sum(n_labelled) AS n, avg(roc_auc) AS auc, "
+                "sum(n_positive) AS observed, sum(mean_probability * n_labelled) AS expected "
+                "FROM performance_metrics WHERE model_version = ?",
+                [version],
+                settings=settings,
+                timeout=10.0,
+            ).iloc[0]
+        except Exception:  # a busy or absent table: the figures come on a later tick
+            live = None
+        if live is not None and int(live["days"] or 0):
+            metadata["live_labelled_days"] = int(live["days"])
+            metadata["live_labelled_patients"] = int(live["n"] or 0)
+            if live["auc"] == live["auc"] and live["auc"] is not None:
+                metadata["live_roc_auc"] = float(live["auc"])
+            if live["expected"]:
+                metadata["live_observed_expected"] = float(live["observed"]) / float(
+                    live["expected"]
+                )
+    return readable(metadata)
 
 
 # --------------------------------------------------------------------------- file arrivals
@@ -151,7 +225,7 @@ def arrived_by_due_hour(stroke: StrokeSettings) -> dg.AssetCheckResult:
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
     description=(
-        "Reports each new or replaced STROKE_HOME/incoming/<day>.* and labels/<day>.csv as the "
+        "Reports each new or replaced `STROKE_HOME/incoming/<day>.*` and `labels/<day>.csv` as the "
         "day's incoming_cohort / cohort_labels (runs nothing); skips badly named and "
         "future-dated files with the reason; marks today's cohort overdue after "
         "scoring.cohort_due_hour and alerts once."
@@ -277,8 +351,15 @@ def champion_rescoring(
     now = dt.datetime.now(dt.UTC)
     state, changed = _rescoring_state(context.cursor, version, now)
     events = []
-    if changed:
-        events.append(dg.AssetObservation(champion_model.key, tags={DATA_VERSION_TAG: version}))
+    glance = champion_glance(settings, version)
+    digest = json.dumps({k: str(v) for k, v in glance.items()}, sort_keys=True)
+    if changed or state.get("glance") != digest:  # a new champion, or new live figures
+        state["glance"] = digest
+        events.append(
+            dg.AssetObservation(
+                champion_model.key, tags={DATA_VERSION_TAG: version}, metadata=glance
+            )
+        )
     since = dt.datetime.fromtimestamp(state["since"], dt.UTC)
     scores_key = dg.AssetKey("cohort_scores")
     scored = sorted(context.instance.get_materialized_partitions(scores_key), reverse=True)

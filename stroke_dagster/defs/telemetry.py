@@ -16,6 +16,7 @@ import dagster as dg
 
 from stroke_dagster import warehouse
 from stroke_dagster.api.telemetry import compact_telemetry, summarize_day
+from stroke_dagster.defs.metadata import glance, mlflow_run_url
 from stroke_dagster.defs.partitions import completed_daily_partitions as daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
@@ -102,11 +103,11 @@ def inference_daily_summary(
         if value is not None and key != "model_versions"
     }
     metadata["model_versions"] = ", ".join(summary["model_versions"]) or "none"
-    metadata["mlflow_run_id"] = run_id
+    metadata["mlflow_run"] = mlflow_run_url(settings, run_id)
     metadata["days_compacted"] = len(compaction["compacted"])
     metadata["days_deleted"] = len(compaction["deleted"])
     metadata["warehouse_files_vacuumed"] = wh.vacuum()
-    return dg.MaterializeResult(metadata=metadata)
+    return glance(dg.MaterializeResult(metadata=metadata))
 
 
 inference_summary_job = dg.define_asset_job(

@@ -7,6 +7,7 @@ log into one MLflow run; Optuna trials become nested runs under it.
 """
 
 import base64
+import logging
 from typing import Any
 
 import dagster as dg
@@ -16,8 +17,11 @@ from dagster_mlflow.resources import MlFlow
 
 from stroke_dagster import gate, registry, training
 from stroke_dagster.defs import insights
+from stroke_dagster.defs.metadata import glance, mlflow_run_url, mlflow_version_url
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.settings import Settings
 
+log = logging.getLogger(__name__)
 OWNERS = ["team:ml-platform"]
 GROUP = "training"
 # On the MLflow-logging assets rather than on a job, so that the MLflow run of any run that
@@ -77,20 +81,22 @@ def tuned_model(
     )
     pipeline = training.fit_final(train, tuning.best_params)
     context.log.info(f"best trial {tuning.best_trial}: CV ROC AUC {tuning.cv_roc_auc:.4f}")
-    return dg.Output(
-        {"pipeline": pipeline, "tuning": tuning},
-        metadata={
-            "cv_roc_auc": tuning.cv_roc_auc,
-            "cv_brier": tuning.cv_brier,
-            "brier_ceiling": tuning.brier_ceiling,
-            "n_trials": tuning.n_trials,
-            "best_trial": tuning.best_trial,
-            "best_params": dg.MetadataValue.json(
-                {k: v for k, v in tuning.best_params.items() if k not in ("n_jobs",)}
-            ),
-            "tuning_seconds": round(tuning.seconds, 1),
-            "mlflow_run_id": mlflow.active_run().info.run_id,
-        },
+    return glance(
+        dg.Output(
+            {"pipeline": pipeline, "tuning": tuning},
+            metadata={
+                "cv_roc_auc": tuning.cv_roc_auc,
+                "cv_brier": tuning.cv_brier,
+                "brier_ceiling": tuning.brier_ceiling,
+                "n_trials": tuning.n_trials,
+                "best_trial": tuning.best_trial,
+                "best_params": dg.MetadataValue.json(
+                    {k: v for k, v in tuning.best_params.items() if k not in ("n_jobs",)}
+                ),
+                "tuning_seconds": round(tuning.seconds, 1),
+                "mlflow_run_id": mlflow.active_run().info.run_id,
+            },
+        )
     )
 
 
@@ -124,7 +130,7 @@ def model_evaluation(
             ),
         }
     )
-    return dg.Output(evaluation, metadata=metadata)
+    return glance(dg.Output(evaluation, metadata=metadata))
 
 
 GATE_CHECK = "gate_verdict"
@@ -180,37 +186,74 @@ def registered_model(
         settings=settings,
     )
     verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
+    run_id = mlflow.active_run().info.run_id
+    link_back(settings, run_id, context.run_id)
     context.log.info(f"{registry.MODEL_NAME} v{version} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
     docs, subgroup_check = insights.document_registered_version(
         context, settings, version, holdout, config
     )
-    return dg.MaterializeResult(
-        metadata={
-            "model_name": registry.MODEL_NAME,
-            "version": version,
-            "alias": verdict.alias,
-            "gate_reason": verdict.reason,
-            "gate_rule": verdict.rule,
-            "gate_criteria": dg.MetadataValue.json(verdict.reasons),
-            "previous_champion": verdict.champion_version or "",
-            "holdout_roc_auc": model_evaluation.roc_auc,
-            **figures,
-            "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
-            "mlflow_run_id": mlflow.active_run().info.run_id,
-            **docs,
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=GATE_CHECK,
-                passed=verdict.promoted,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"v{version} -> {verdict.alias}: {verdict.reason}",
-                metadata={"alias": verdict.alias, **figures},
-            ),
-            subgroup_check,
-        ],
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                "model_name": registry.MODEL_NAME,
+                "version": version,
+                "alias": verdict.alias,
+                "gate_reason": verdict.reason,
+                "gate_rule": verdict.rule,
+                "gate_criteria": _criteria_table(verdict),
+                "previous_champion": verdict.champion_version or "",
+                "holdout_roc_auc": model_evaluation.roc_auc,
+                **figures,
+                "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
+                "mlflow_version": mlflow_version_url(settings, version),
+                "mlflow_run": mlflow_run_url(settings, run_id),
+                **docs,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=GATE_CHECK,
+                    passed=verdict.promoted,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=f"v{version} -> {verdict.alias}: {verdict.reason}",
+                    metadata={"alias": verdict.alias, **figures},
+                ),
+                subgroup_check,
+            ],
+        )
     )
+
+
+CRITERIA_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("criterion", "string"),
+        dg.TableColumn("passed", "bool"),
+        dg.TableColumn("reason", "string"),
+    ]
+)
+
+
+def _criteria_table(verdict: gate.GateVerdict) -> dg.TableMetadataValue:
+    records = [
+        dg.TableRecord({"criterion": c.name, "passed": bool(c.passed), "reason": c.reason})
+        for c in verdict.criteria
+    ]
+    return dg.MetadataValue.table(records, schema=CRITERIA_SCHEMA)
+
+
+def link_back(settings: Settings, mlflow_run_id: str, dagster_run_id: str) -> None:
+    """The MLflow run's description links back to the Dagster run that made it."""
+    url = f"{settings.alerts.dagster_ui}/runs/{dagster_run_id}"
+    try:
+        client = registry.client(settings)
+        client.set_tag(mlflow_run_id, "dagster_run_url", url)
+        client.set_tag(
+            mlflow_run_id,
+            "mlflow.note.content",
+            f"Trained by Dagster run [{dagster_run_id[:8]}]({url}) (training_job).",
+        )
+    except Exception as exc:  # a link is a courtesy
+        log.debug("no link back to Dagster: %s", exc)
 
 
 training_job = dg.define_asset_job(

@@ -12,18 +12,35 @@ from stroke_dagster.drift.report import DriftReport
 from stroke_dagster.settings import Settings
 
 MONITORING_EXPERIMENT = "stroke-monitoring"
+MONITORING_DESCRIPTION = (
+    "Daily drift checks of the scored cohorts against the champion's training data: one run "
+    "per checked day (`drift-<day>`), with every test's statistic, p-value and effect size."
+)
 
 
 def _experiment_id(client, settings: Settings) -> str:  # noqa: ANN001 - mlflow.MlflowClient
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     if experiment is not None:
+        if "mlflow.experimentKind" not in (experiment.tags or {}):
+            from stroke_dagster.registry import describe_experiment
+
+            describe_experiment(
+                client, experiment, experiment.experiment_id, MONITORING_DESCRIPTION
+            )
         return experiment.experiment_id
     location = None
     if not settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
         settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
         location = settings.mlflow_artifacts_dir.resolve().as_uri()
     try:
-        return client.create_experiment(MONITORING_EXPERIMENT, artifact_location=location)
+        return client.create_experiment(
+            MONITORING_EXPERIMENT,
+            artifact_location=location,
+            tags={
+                "mlflow.experimentKind": "custom_model_development",
+                "mlflow.note.content": MONITORING_DESCRIPTION,
+            },
+        )
     except Exception:  # created concurrently by another process
         experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
         if experiment is None:
