@@ -50,7 +50,8 @@ SCORED_DAY = {
 }
 DRIFTED_DAY = {
     "path": "/assets/drift_metrics?view=partitions&partition={day}",
-    "texts": ["drift_metrics", "{day}"],
+    # the partition bar starts at the first day seen: five days (today open), not a year
+    "texts": ["drift_metrics", "{day}", "5 Partitions Selected"],
     "exact": ["Materialized"],
     "rows": {
         "is_drift": "true",
@@ -103,14 +104,15 @@ def loop(_champion_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     dagster_home.mkdir()
     shutil.copy(_ui.ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "STROKE_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-    for name in ("MLFLOW_TRACKING_URI", "STROKE_API_KEY", "STROKE_ALERT_WEBHOOK"):
+    # STROKE_GO_LIVE unset: the partitions start at the first day the platform saw
+    for name in ("MLFLOW_TRACKING_URI", "STROKE_API_KEY", "STROKE_ALERT_WEBHOOK", "STROKE_GO_LIVE"):
         env.pop(name, None)
     with dg.DagsterInstance.from_config(str(dagster_home)):
         pass  # the instance's storage exists before the webserver and the daemon open it
     dev = _ui.DagsterDev(env, base / "dagster-dev.log")
     try:
-        dev.start()
-        dev.wait_ready()
+        # The files are there when Dagster starts, as after a weekend: the partitions begin at
+        # the first of them, and the file_arrivals sensor reports them on its first tick.
         good = [_ui.day(offset) for offset in (-4, -3, -2)]
         bad = _ui.day(-1)
         for number, (day, rows) in enumerate(zip(good, ROWS, strict=True)):
@@ -119,6 +121,8 @@ def loop(_champion_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             _ui.drop_cohort(home, f"{day}.csv", _ui.shifted(frame) if number == SHIFTED else frame)
         broken = simulate_patients(300, seed=50, id_start=900_000).drop(columns=["stroke", "age"])
         _ui.drop_cohort(home, f"{bad}.csv", broken)
+        dev.start()
+        dev.wait_ready()
 
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
 
