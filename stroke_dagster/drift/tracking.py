@@ -70,7 +70,13 @@ def log_drift_run(
         "drifted_features": ",".join(report.drifted_features),
     }
     if dagster_run_id:
+        url = f"{settings.alerts.dagster_ui}/runs/{dagster_run_id}"
         tags["dagster_run_id"] = dagster_run_id
+        tags["dagster_run_url"] = url
+        # the run's description (Markdown in MLflow's UI): the way back to the Dagster run
+        tags["mlflow.note.content"] = (
+            f"Drift check of {cohort_date} by Dagster run [{dagster_run_id[:8]}]({url})."
+        )
     run = client.create_run(
         _experiment_id(client, settings), run_name=f"drift-{cohort_date}", tags=tags
     )
