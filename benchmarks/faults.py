@@ -595,19 +595,8 @@ class Bench:
         self.storage_proxy.restore()
         restored, restored_epoch = time.monotonic(), time.time()
         self.say(f"  object store restored after {restored - cut:.1f} s")
-        waited = self.wait(
-            lambda: self.scored(day) and self.settled([day]),
-            f"{day} scored, none of its runs in progress",
-            state=lambda: self.day_state([day]),
-        )
-        for line in [] if waited is None else self.day_state([day]).splitlines():
-            self.say(f"    {line}")
-        retries = sum(
-            len(self.events(r.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY))
-            for r in self.runs([day])
-        )
+        waited, retries = self.await_healed(day)
         if waited is None:
-            self.stuck |= {r.run_id for r in self.runs([day]) if self.in_progress(r)}
             line = (
                 f"failed step: {day} NOT scored and settled within {self.args.timeout:.0f} s of "
                 f"the restore (cut during {found['step']}; {retries} step retries)"
@@ -623,6 +612,26 @@ class Bench:
             )
         print(line, flush=True)
         self.figures.append(line)
+
+    def await_healed(self, day: str) -> tuple[float | None, int]:
+        """Wait until ``day`` is scored with none of its runs in progress; how long (``None``
+        on a time-out, its runs then counted as stuck) and how many step retries it took."""
+        import dagster as dg
+
+        waited = self.wait(
+            lambda: self.scored(day) and self.settled([day]),
+            f"{day} scored, none of its runs in progress",
+            state=lambda: self.day_state([day]),
+        )
+        for line in [] if waited is None else self.day_state([day]).splitlines():
+            self.say(f"    {line}")
+        retries = sum(
+            len(self.events(r.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY))
+            for r in self.runs([day])
+        )
+        if waited is None:
+            self.stuck |= {r.run_id for r in self.runs([day]) if self.in_progress(r)}
+        return waited, retries
 
     def outage(self, day: str, number: int) -> None:
         import dagster as dg
@@ -653,19 +662,8 @@ class Bench:
         self.say(f"  both restored after {restored - cut:.1f} s; state now:")
         for line in self.day_state([day]).splitlines():
             self.say(f"    {line}")
-        waited = self.wait(
-            lambda: self.scored(day) and self.settled([day]),
-            f"{day} scored, none of its runs in progress",
-            state=lambda: self.day_state([day]),
-        )
-        for line in [] if waited is None else self.day_state([day]).splitlines():
-            self.say(f"    {line}")
-        retries = sum(
-            len(self.events(r.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY))
-            for r in self.runs([day])
-        )
+        waited, retries = self.await_healed(day)
         if waited is None:
-            self.stuck |= {r.run_id for r in self.runs([day]) if self.in_progress(r)}
             line = (
                 f"outage: {day} NOT scored and settled within {self.args.timeout:.0f} s of the "
                 f"restore ({retries} step retries, {len(self.runs([day]))} run(s))"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
+from _dagster import kill_all
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -92,21 +93,6 @@ def shifted(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _processes_of(dagster_home: Path) -> list[int]:
-    """The processes whose environment names this DAGSTER_HOME (all started by the test)."""
-    marker = f"DAGSTER_HOME={dagster_home}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 class DagsterDev:
     """``dagster dev`` (webserver + daemon) on the project's workspace, in its own session."""
 
@@ -168,12 +154,7 @@ class DagsterDev:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # children that outlived dagster dev
-        for pid in _processes_of(dagster_home):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while _processes_of(dagster_home) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        kill_all(dagster_home)
 
 
 # --------------------------------------------------------------------------------- the browser

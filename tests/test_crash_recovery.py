@@ -24,8 +24,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from _dagster import kill_all
 
 from stroke_dagster import warehouse
+from stroke_dagster.defs.healing import IN_PROGRESS
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
 from stroke_dagster.settings import load_settings
@@ -34,34 +36,12 @@ from stroke_dagster.simulate import simulate_patients, write_patients
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-IN_PROGRESS = {
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-}
 
 
 def _today(offset: int = 0) -> str:
     import datetime as dt
 
     return (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=offset)).isoformat()
-
-
-def _processes_of(dagster_home: Path) -> list[int]:
-    """Every process whose environment names this DAGSTER_HOME (the daemon and its children)."""
-    pids = []
-    marker = f"DAGSTER_HOME={dagster_home}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 class Daemon:
@@ -88,12 +68,7 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
-        for pid in _processes_of(dagster_home):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while _processes_of(dagster_home) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        kill_all(dagster_home)
 
     def stop(self, dagster_home: Path) -> None:
         if self.process is not None and self.process.poll() is None:

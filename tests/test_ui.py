@@ -24,6 +24,8 @@ import _ui  # tests/ is on sys.path under pytest
 import dagster as dg
 import pytest
 
+from stroke_dagster.defs.healing import IN_PROGRESS
+
 pytestmark = pytest.mark.slow
 
 CHAMPION = {
@@ -73,13 +75,6 @@ FAILED_RUN = {
 ROWS = (301, 302, 303)  # a different size per good day: rows_scored names the day it belongs to
 SHIFTED = 1  # the good day (index) whose population drifts
 LOOP_TIMEOUT = 600.0
-IN_PROGRESS = {
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-}
 
 
 def _metadata(event: dg.AssetMaterialization | dg.AssetObservation) -> dict[str, object]:
