@@ -483,3 +483,25 @@ def test_objects_between_steps_go_through_object_storage(
     assert "stroke/dagster/io/upstream/__all__.pkl" in keys
     assert "stroke/dagster/io/downstream/__all__.pkl" in keys
     assert not (stroke_home / "dagster" / "storage").exists()  # nothing on the local disk
+
+
+def test_the_documented_postgresql_urls_work_as_written(services: Services) -> None:
+    """``postgresql://`` without a driver (MLflow's documented form, and dagster-postgres's
+    config without ``scheme``) resolves to psycopg 3 under SQLAlchemy 2.1: it is in the lock."""
+    import mlflow
+    import sqlalchemy
+    from dagster_postgres import PostgresRunStorage
+
+    base = f"postgresql://postgres@127.0.0.1:{services.postgres_port}"
+    engine = sqlalchemy.create_engine(f"{base}/mlflow")
+    assert engine.dialect.driver == "psycopg"
+    with engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    # written through psycopg 3, read back through the profile's explicit psycopg2 URLs
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    mlflow.MlflowClient(f"{base}/mlflow").create_experiment(name)
+    explicit = base.replace("postgresql://", "postgresql+psycopg2://")
+    assert mlflow.MlflowClient(f"{explicit}/mlflow").get_experiment_by_name(name) is not None
+    run = dg.DagsterRun(job_name="probe", run_id=str(uuid.uuid4()))
+    PostgresRunStorage(postgres_url=f"{base}/dagster").add_run(run)
+    assert PostgresRunStorage(postgres_url=f"{explicit}/dagster").has_run(run.run_id)
