@@ -71,6 +71,20 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> Any:
     return records[0] if records else None
 
 
+def _recent_days(today: dt.date) -> list[str]:
+    """The days the healer looks at, oldest first (today included)."""
+    return [(today - dt.timedelta(days=n)).isoformat() for n in range(LOOKBACK_DAYS, -1, -1)]
+
+
+def _unscored_arrival(instance: dg.DagsterInstance, day: str) -> Any:
+    """The day's latest cohort arrival when no scores were written since it, else ``None``."""
+    arrival = _latest(instance, incoming_cohort.key, day)
+    if arrival is None:
+        return None
+    scored = _latest(instance, SCORES, day)
+    return arrival if scored is None or scored.timestamp < arrival.timestamp else None
+
+
 def _failed_permanently(instance: dg.DagsterInstance, day: str, since: float) -> str | None:
     """The asset whose bad input failed the latest run of ``day`` after ``since``, if any."""
     runs = instance.get_run_records(
@@ -96,13 +110,7 @@ def _failed_permanently(instance: dg.DagsterInstance, day: str, since: float) ->
 )
 def scored_in_time(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     today = dt.datetime.now(dt.UTC).date()
-    missing = []
-    for offset in range(LOOKBACK_DAYS, -1, -1):
-        day = (today - dt.timedelta(days=offset)).isoformat()
-        arrival = _latest(context.instance, incoming_cohort.key, day)
-        scored = _latest(context.instance, SCORES, day)
-        if arrival is not None and (scored is None or scored.timestamp < arrival.timestamp):
-            missing.append(day)
+    missing = [d for d in _recent_days(today) if _unscored_arrival(context.instance, d)]
     return dg.AssetCheckResult(
         passed=not missing,
         description=f"not scored: {', '.join(missing)}" if missing else "every arrived day scored",
@@ -149,18 +157,14 @@ def unscored_days(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -
     events: list[Any] = []
     requests: list[dg.RunRequest] = []
     notes: list[str] = []
-    for offset in range(LOOKBACK_DAYS, -1, -1):
-        day = (now.date() - dt.timedelta(days=offset)).isoformat()
-        arrival = _latest(instance, incoming_cohort.key, day)
-        if arrival is None:
-            continue
-        version = (arrival.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "")
-        scored = _latest(instance, SCORES, day)
-        if scored is not None and scored.timestamp >= arrival.timestamp:
+    for day in _recent_days(now.date()):
+        arrival = _unscored_arrival(instance, day)
+        if arrival is None:  # nothing arrived, or scored since: a failing day has healed
             if day in failing:
                 del failing[day]
                 events.append(_evaluation(day, True, f"{day} is scored"))
             continue
+        version = (arrival.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "")
         waited = now.timestamp() - arrival.timestamp
         if waited < due_after:
             notes.append(f"{day}: arrived {waited / 60:.0f} min ago, not due yet")
