@@ -24,7 +24,7 @@ from stroke_dagster.defs.metadata import (
     glance,
     mlflow_run_url,
     pct,
-    round_sig,
+    records_table,
     table_metadata,
 )
 from stroke_dagster.defs.partitions import daily_partitions
@@ -172,42 +172,34 @@ def _log_mlflow(
         return None
 
 
-TESTS_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("feature", "string"),
-        dg.TableColumn("test", "string"),
-        dg.TableColumn("p_value", "float"),
-        dg.TableColumn("threshold", "float"),
-        dg.TableColumn("effect", "string"),
-        dg.TableColumn("effect_size", "float"),
-        dg.TableColumn("floor", "float"),
-        dg.TableColumn("drift", "bool"),
-    ]
-)
+TESTS_COLUMNS = {
+    "feature": "string",
+    "test": "string",
+    "p_value": "float",
+    "threshold": "float",
+    "effect": "string",
+    "effect_size": "float",
+    "floor": "float",
+    "drift": "bool",
+}
 
 
 def _tests_table(report) -> dg.TableMetadataValue:  # noqa: ANN001 - DriftReport
     """The day's tests as a table the UI shows inline (4 significant digits)."""
-
-    def number(value: float) -> float | None:
-        return None if value != value else round_sig(float(value))
-
-    records = [
-        dg.TableRecord(
-            {
-                "feature": r.feature,
-                "test": r.test,
-                "p_value": number(r.p_value),
-                "threshold": number(r.threshold),
-                "effect": r.effect_metric,
-                "effect_size": number(r.effect_size),
-                "floor": number(r.effect_floor),
-                "drift": bool(r.is_drift),
-            }
-        )
+    rows = [
+        {
+            "feature": r.feature,
+            "test": r.test,
+            "p_value": r.p_value,
+            "threshold": r.threshold,
+            "effect": r.effect_metric,
+            "effect_size": r.effect_size,
+            "floor": r.effect_floor,
+            "drift": r.is_drift,
+        }
         for r in report.results
     ]
-    return dg.MetadataValue.table(records, schema=TESTS_SCHEMA)
+    return records_table(rows, TESTS_COLUMNS)
 
 
 @dg.asset(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
@@ -166,13 +167,13 @@ def patient_schema(labelled: bool = False) -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
-def frame_table(frame: Any, columns: dict[str, str]) -> dg.TableMetadataValue:
-    """Columns of a DataFrame as a table the UI shows inline (floats rounded; NaN empty).
+def records_table(rows: Iterable[dict[str, Any]], columns: dict[str, str]) -> Any:
+    """Rows as a table the UI shows inline (floats rounded; NaN and absent values empty).
 
     ``columns`` maps each column to its Dagster type (``string``, ``int``, ``float``, ``bool``).
     """
     records = []
-    for row in frame.to_dict("records"):
+    for row in rows:
         data: dict[str, Any] = {}
         for name, kind in columns.items():
             value = row.get(name)  # a column no row has (all groups too small) stays empty
@@ -189,3 +190,8 @@ def frame_table(frame: Any, columns: dict[str, str]) -> dg.TableMetadataValue:
         records.append(dg.TableRecord(data))
     schema = dg.TableSchema(columns=[dg.TableColumn(n, k) for n, k in columns.items()])
     return dg.MetadataValue.table(records, schema=schema)
+
+
+def frame_table(frame: Any, columns: dict[str, str]) -> Any:
+    """Columns of a DataFrame as a table (see :func:`records_table`)."""
+    return records_table(frame.to_dict("records"), columns)

@@ -9,8 +9,9 @@
   with its reason (tick skip message and log); it never fails the tick or holds back others.
   The same sensor marks today's cohort overdue once ``scoring.cohort_due_hour`` (UTC) has
   passed without a file (the ``arrived_by_due_hour`` check) and alerts once per day.
-* ``champion_model`` is an external asset whose data version is the version the StrokeRF
-  ``champion`` alias points to, observed with what a person asks of it (:func:`champion_glance`).
+* ``champion_model`` is an observable source asset whose data version is the version the
+  StrokeRF ``champion`` alias points to, observed with what a person asks of it
+  (:func:`champion_glance`).
   The ``champion_rescoring`` sensor observes it and, when
   the alias moves (a rollback to an earlier version included), rescores only ``cohort_scores``
   of the ``scoring.rescore_days`` most recent scored days that do not carry the champion, from
@@ -118,13 +119,15 @@ def champion_glance(settings: Settings, version: str) -> dict[str, Any]:
         metadata["holdout_roc_auc"] = float(tags["holdout_roc_auc"])
     run_id = tags.get("run_id") or model_version.run_id
     if run_id:
-        metadata["mlflow_run"] = mlflow_run_url(settings, run_id)
-        try:
-            dagster_run = client.get_run(run_id).data.tags.get("dagster_run_id")
+        try:  # one lookup for both links
+            run = client.get_run(run_id)
         except Exception:  # a link is a courtesy
-            dagster_run = None
-        if dagster_run:
-            metadata["registered_by_run"] = dagster_run_url(settings, dagster_run)
+            run = None
+        if run is not None:
+            metadata["mlflow_run"] = mlflow_run_url(settings, run_id, run.info.experiment_id)
+            dagster_run = run.data.tags.get("dagster_run_id")
+            if dagster_run:
+                metadata["registered_by_run"] = dagster_run_url(settings, dagster_run)
     if warehouse.exists(settings):
         try:
             live = warehouse.query_df(

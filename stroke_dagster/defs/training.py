@@ -17,7 +17,12 @@ from dagster_mlflow.resources import MlFlow
 
 from stroke_dagster import gate, registry, training
 from stroke_dagster.defs import insights
-from stroke_dagster.defs.metadata import glance, mlflow_run_url, mlflow_version_url
+from stroke_dagster.defs.metadata import (
+    glance,
+    mlflow_run_url,
+    mlflow_version_url,
+    records_table,
+)
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.settings import Settings
 
@@ -224,21 +229,12 @@ def registered_model(
     )
 
 
-CRITERIA_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("criterion", "string"),
-        dg.TableColumn("passed", "bool"),
-        dg.TableColumn("reason", "string"),
-    ]
-)
+CRITERIA_COLUMNS = {"criterion": "string", "passed": "bool", "reason": "string"}
 
 
 def _criteria_table(verdict: gate.GateVerdict) -> dg.TableMetadataValue:
-    records = [
-        dg.TableRecord({"criterion": c.name, "passed": bool(c.passed), "reason": c.reason})
-        for c in verdict.criteria
-    ]
-    return dg.MetadataValue.table(records, schema=CRITERIA_SCHEMA)
+    rows = [{"criterion": c.name, "passed": c.passed, "reason": c.reason} for c in verdict.criteria]
+    return records_table(rows, CRITERIA_COLUMNS)
 
 
 def link_back(settings: Settings, mlflow_run_id: str, dagster_run_id: str) -> None:
