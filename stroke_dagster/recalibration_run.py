@@ -114,12 +114,6 @@ def register_recalibrated(
         "holdout_roc_auc": f"{fit.verdict.candidate['roc_auc']:.6f}",
     }.items():
         client.set_model_version_tag(registry.MODEL_NAME, version, key, value)
-    registry.describe_version(
-        client,
-        version,
-        f"v{version}: v{champion.version} recalibrated ({fit.method}) to the site's outcomes on "
-        f"{len(fit.fit_ids)} labelled site patients; judged on the site patients held out.",
-    )
     return version, run_id
 
 

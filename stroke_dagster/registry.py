@@ -85,7 +85,9 @@ def configure_mlflow(settings: Settings) -> str:
             experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
-    describe_experiment(client, experiment, experiment_id, EXPERIMENT_DESCRIPTION)
+    if experiment is None or "mlflow.experimentKind" not in (experiment.tags or {}):
+        # once per store (a new experiment, or one made by an older release), not per process
+        describe_experiment(client, experiment, experiment_id, EXPERIMENT_DESCRIPTION)
     if mlflow.active_run() is None:
         mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
@@ -266,12 +268,7 @@ def register_model(
         version = str(info.registered_model_version)
         run_id = run.info.run_id
     client = _client(settings)
-    describe_version(
-        client,
-        version,
-        f"v{version}: trained on {len(train_df)} patients ({int(train_df[TARGET].sum())} "
-        f"strokes); holdout ROC AUC {evaluation.roc_auc:.3f} on {len(holdout_df)} patients.",
-    )
+    describe_model(client)
     client.set_model_version_tag(MODEL_NAME, version, THRESHOLDS_TAG, thresholds)
     client.set_model_version_tag(MODEL_NAME, version, "run_id", run_id)
     client.set_model_version_tag(
@@ -280,13 +277,12 @@ def register_model(
     return version
 
 
-def describe_version(client: Any, version: str, text: str) -> None:
-    """The version's description (and the registered model's, when it has none yet)."""
+def describe_model(client: Any) -> None:
+    """The registered model's description, once (each version's is its model card, written by
+    :mod:`stroke_dagster.version_docs`)."""
     try:
-        model = client.get_registered_model(MODEL_NAME)
-        if not model.description:
+        if not client.get_registered_model(MODEL_NAME).description:
             client.update_registered_model(MODEL_NAME, description=MODEL_DESCRIPTION)
-        client.update_model_version(MODEL_NAME, str(version), description=text)
     except Exception as exc:  # a courtesy, like the experiment's
         log.debug("model description not set: %s", exc)
 
