@@ -11,6 +11,7 @@ Results are appended batch by batch to an output CSV and/or to a Parquet file st
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -47,7 +48,9 @@ from stroke_dagster.validation import SeenIds, validate_patients, validate_table
 if TYPE_CHECKING:
     import pandas as pd
 
-SCORES_TABLE = "scores"
+    from stroke_dagster.warehouse import Provenance
+
+SCORES_TABLE = "score_history"  # the `scores` view shows its current slice of each day
 COHORT_SOURCE = "cohort"
 OUTPUT_COLUMNS = ("id", "stroke_probability", "risk_tier")
 _QUARANTINE_SCHEMA = pa.schema(
@@ -297,6 +300,7 @@ def score_file(
     output_csv: str | Path | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str | None = COHORT_SOURCE,
+    provenance: Provenance | None = None,
     settings: Settings,
 ) -> ScoreSummary:
     """Score a patient file (CSV or Parquet) batch by batch.
@@ -310,6 +314,9 @@ def score_file(
 
     ``model`` may also be a function returning the model: it is then loaded in a background
     thread while the first batch is read and validated (a bad file fails without waiting for it).
+
+    ``provenance`` (run id, input file) is stored with the day's slice of ``score_history``; the
+    input's sha256 and the model version are filled in here.
     """
     if output_csv is None and cohort_date is None:
         raise ValueError("score_file needs output_csv, cohort_date, or both")
@@ -366,7 +373,9 @@ def score_file(
                     csv_writer = _csv_writer(csv_tmp, schema)
                 csv_writer.close()
                 csv_writer = None
-            _write_warehouse(summary, path, scores, rejected, quarantine_source, settings)
+            _write_warehouse(
+                summary, path, scores, rejected, quarantine_source, provenance, settings
+            )
             if csv_tmp is not None:
                 os.replace(csv_tmp, output)
                 summary.output = str(output)
@@ -430,9 +439,10 @@ def _write_warehouse(
     scores: _ParquetSink | None,
     rejected: _ParquetSink,
     quarantine_source: str | None,
+    provenance: Provenance | None,
     settings: Settings,
 ) -> None:
-    """Replace the day's scores and quarantine rows together (each one atomic file)."""
+    """Replace the day's quarantine rows, then its score slice (the commit of record)."""
     day = summary.cohort_date
     write_rejected = quarantine_source is not None and (day is not None or rejected.rows > 0)
     if scores is None and not write_rejected:
@@ -443,16 +453,20 @@ def _write_warehouse(
     rejected_path = rejected.close()
     source = quarantine_source if day else f"score:{path.resolve()}"
     now = dt.datetime.now(dt.UTC)
-    with warehouse.write_transaction(settings) as con:
+    provenance = dataclasses.replace(provenance or warehouse.Provenance(input_file=str(path)))
+    provenance.model_version = summary.model_version
+    if provenance.input_sha256 is None:
+        provenance.input_sha256 = warehouse.file_sha256(path)
+    with warehouse.write_transaction(settings, provenance) as batch:
+        if write_rejected:
+            warehouse.replace_quarantine_rows(batch, rejected_path, source, day, now)
         if scores_path is not None:
             extra = {
                 "model_name": summary.model_name,
                 "model_version": summary.model_version,
                 "scored_at": now,
             }
-            warehouse.replace_rows(con, SCORES_TABLE, day, scores_path, extra)
-        if write_rejected:
-            warehouse.replace_quarantine_rows(con, rejected_path, source, day, now)
+            warehouse.replace_rows(batch, SCORES_TABLE, day, scores_path, extra)
 
 
 def cohort_path(settings: Settings, day: str) -> StoragePath:

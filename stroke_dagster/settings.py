@@ -100,14 +100,21 @@ class RetrainSettings(_Section):
 
 
 class WarehouseSettings(_Section):
-    """The warehouse's Parquet days and the API's telemetry log.
+    """The warehouse's Delta tables and the API's telemetry log.
 
+    - ``history_days`` (default 183, six months): score slices no longer current are kept this
+      long (the audit trail of what clinicians were shown), then deleted by the daily
+      maintenance.
+    - ``time_travel_days`` (default 7): old versions of every table (their commits and removed
+      files) are kept this long, then vacuumed.
     - ``telemetry_retention_days`` (default 90): telemetry days older than this are deleted.
-    - ``grace_seconds`` (default 3600): a superseded day file is kept this long for queries that
-      listed it before it was replaced.
-    - ``fsync`` (default on): a day's file reaches the disk before it is published.
+    - ``grace_seconds`` (default 3600): a superseded telemetry file is kept this long for queries
+      that listed it before it was replaced.
+    - ``fsync`` (default on): a file reaches the disk before it is published.
     """
 
+    history_days: int = Field(183, ge=1)
+    time_travel_days: int = Field(7, ge=1)
     telemetry_retention_days: int = Field(90, ge=1)
     grace_seconds: float = Field(3600.0, ge=0.0)
     fsync: bool = True
@@ -304,6 +311,14 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
         ("warehouse", "telemetry_retention_days"),
         "an integer number of days >= 1",
     ),
+    "STROKE_WAREHOUSE_HISTORY_DAYS": (
+        ("warehouse", "history_days"),
+        "an integer number of days >= 1",
+    ),
+    "STROKE_WAREHOUSE_TIME_TRAVEL_DAYS": (
+        ("warehouse", "time_travel_days"),
+        "an integer number of days >= 1",
+    ),
     "STROKE_WAREHOUSE_GRACE_SECONDS": (("warehouse", "grace_seconds"), "a number of seconds >= 0"),
     "STROKE_ALERT_WEBHOOK": (("alerts", "webhook"), "a webhook URL"),
     "STROKE_DAGSTER_URL": (("alerts", "dagster_url"), "the Dagster UI's base URL"),
@@ -424,10 +439,6 @@ class Settings(BaseSettings):
     def replace(self, **sections: Any) -> Settings:
         """A copy with some top-level fields or whole sections replaced (validated)."""
         return type(self).from_values(**{**self.model_dump(), **sections})
-
-    @property
-    def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
 
     @property
     def mlflow_artifacts_dir(self) -> Path:

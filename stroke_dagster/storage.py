@@ -651,6 +651,24 @@ class Storage:
             return pafs.LocalFileSystem()
         return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
+    @property
+    def delta_options(self) -> dict[str, str]:
+        """``storage_options`` for delta-rs (the warehouse's Delta tables) on this storage.
+
+        Credentials come from the usual ``AWS_*`` environment. delta-rs commits a table version
+        with a conditional ``PUT`` (``If-None-Match``), which AWS S3 and compatible stores honour,
+        so concurrent writers need no locking service.
+        """
+        if self.is_local:
+            return {}
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        options = {"AWS_REGION": region or "us-east-1"}
+        if self.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.endpoint_url
+            if self.endpoint_url.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        return options
+
     def register(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """Let DuckDB read this storage's URLs on ``con`` (no-op on a local root)."""
         if not self.is_local:

@@ -1,60 +1,63 @@
-"""The warehouse: immutable Parquet files per table and day; a DuckDB file of views to open.
+"""The warehouse: one Delta Lake table per ``CREATE TABLE`` of ``sql/ddl``, read through DuckDB.
 
-Layout under ``STROKE_HOME``::
+Layout, on the platform's file storage (``STROKE_HOME`` or ``storage.url``)::
 
-    warehouse.duckdb                        the entry point: views + a small metadata table only
-    warehouse/<table>/cohort_date=<D>/data~<version>.parquet            a day of a table
-    warehouse/quarantine/cohort_date=<D|NULL>/source-<hash>~<version>.parquet   (day, source)
-    telemetry/date=<D>/*.parquet            the API's request log (see ``api.telemetry``)
+    warehouse/<table>/_delta_log/             the table's commits (the Delta Lake protocol)
+    warehouse/<table>/cohort_date=<D>/*.parquet
+    telemetry/date=<D>/*.parquet              the API's request log (see api.telemetry)
 
-* **A write costs O(day).** A day is written to a hidden temporary file, then renamed to a new
-  version name (``<key>~<version>.parquet``, version = publication time in ns). Nothing else is read
-  or rewritten, whatever the history holds.
-* **A day is seen whole or not at all.** A file is never modified or renamed over: DuckDB opens a
-  Parquet path several times per query (metadata at bind, data at scan), so replacing the content
-  behind a path could mix two versions. Each view reads every file of its glob and keeps, per day
-  and key, only the newest file that a ``glob()`` listing taken at execution shows; if a new
-  version lands between the two listings, that day is absent from that one query (never mixed).
-  A superseded version is deleted once its successor is older than the grace period (an hour by
-  default), by the next write of that day or ``stroke warehouse vacuum``.
-* **Readers never wait and are never waited for.** Writers never open ``warehouse.duckdb``; its
-  views expand their globs at every query, so a session open for hours (DuckDB CLI, Python,
-  ``stroke sql``) sees a new day on its next query. There is no lock file.
-* **Writers run in parallel.** Different days or tables are different files; two writers of the
-  same day each publish a whole version and the later one wins.
-* **Crash safety.** A writer killed before its rename leaves only a ``.*.tmp`` file (never matched
-  by the views' globs, removed by the next write of that day); the previous version stays current.
+The tables are written and maintained with ``deltalake`` (delta-rs), so any Delta reader (Spark,
+Trino, Polars, DuckDB's ``delta`` extension) reads them as they are.
 
-**Object storage.** With ``storage.url = s3://bucket/prefix`` the data files (``warehouse/`` and
-``telemetry/``) live under that prefix instead of ``STROKE_HOME`` (:mod:`stroke_dagster.storage`):
-a day is staged in a private local scratch file and published by one ``PUT`` under its new
-version name (S3 shows an object whole or not at all), listings come from the bucket, and the
-views of the entry point glob ``s3://`` URLs. ``warehouse.duckdb`` stays a local file of views per
-reader (under ``STROKE_HOME``); :meth:`Warehouse.connect` registers the storage's fsspec filesystem
-on each connection, through which DuckDB reads the files (its ``httpfs`` extension is not used).
-That filesystem keeps a directory listing for two seconds (instead of one ``HEAD`` request per
-size or time lookup); each new connection starts from fresh listings, so a connection kept open
-sees another machine's new day at most two seconds late.
+**Writes.** A day's rows are typed and checked by the table's ``CREATE TABLE`` (types,
+``NOT NULL``, ``CHECK``) in an in-memory DuckDB that spills to scratch, staged to a local Parquet
+file, then committed as one Delta commit that replaces the day (``predicate`` overwrite: the day's
+old files are removed and the new ones added atomically). Writers of different days never
+conflict: delta-rs retries the commit at the next table version. Two writers of the same day are
+serialised by Delta's conflict detection: the later commit is refused ("a concurrent transaction
+added new data") and :meth:`Warehouse.commit` reloads the table and commits again. No clock
+orders anything. Every commit carries its provenance as commit metadata (``stroke.write_id``,
+``stroke.tables``, ``stroke.run_id``, ``stroke.model_version``, ``stroke.input_file``,
+``stroke.input_sha256``).
 
-The views are (re)built from ``sql/ddl`` only when their definition changes (a fingerprint of the
-DDL and the home path kept in ``warehouse_meta``): written to a temporary file and renamed over the
-entry point, so analysts holding the old file open are not disturbed. A warehouse written by the
-single-file layout of earlier versions is converted once (:mod:`stroke_dagster.warehouse_migrate`).
+**Several tables in one write** (a day's scores with its quarantine rows; drift metrics with
+their summary): :func:`write_transaction` stages every table first (nothing is committed if one
+fails), then commits them in the order staged, the last one being the *commit of record*.
+Delta has no multi-table transaction: a crash between two commits leaves the companions newer
+than the record. A reader can tell (:meth:`Warehouse.incomplete_writes` lists the write ids
+committed to companions whose record never committed) and the run's retry writes the whole set
+again. A day present before is never missing: a commit replaces it in one step.
 
-The core takes its location and options as arguments (:class:`Warehouse`); the module-level
-functions are the historical call surface and take the platform ``Settings``.
+**Score history.** ``score_history`` keeps every slice of scores: one per day, model version and
+input file (``slice_id``). Re-running a slice replaces it; a new slice demotes the day's current
+one (``is_current = false``) in the same commit, so a day always has exactly one current slice,
+the one the ``scores`` view shows. ``score_history`` answers "which score did patient X have on
+day D, under which model, from which file, written by which run?".
+
+**Reads.** :meth:`Warehouse.connect` opens an in-memory DuckDB connection on which each table's
+latest snapshot is an Arrow dataset (``DeltaTable.to_pyarrow_dataset``: filters and projections go
+down to the Parquet files; no DuckDB extension is loaded or downloaded), creates the views of
+``sql/ddl`` over them, and lists the table versions it read in ``warehouse_snapshot``. A
+connection reads one snapshot for its whole life: open a new one to see newer days.
+
+**Retention** (:meth:`Warehouse.maintain`, the daily ``warehouse_maintenance`` asset): non-current
+score slices older than ``history_days`` are deleted; small files are compacted; a checkpoint is
+written; commits and removed files older than ``time_travel_days`` are cleaned up and vacuumed.
+
+Warehouses of earlier layouts are converted once, verifiably (:mod:`.warehouse_migrate`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,54 +69,46 @@ import pandas as pd
 import pyarrow as pa
 
 from stroke_dagster.settings import SQL_DIR
-from stroke_dagster.storage import Storage, StoragePath, fsync_dir
-from stroke_dagster.warehouse_files import (
-    VERSION_SEP,
-    remove_superseded,
-    sequence_name,
-    version_name,
-    version_number,
-    versions,
-)
+from stroke_dagster.storage import Storage, StoragePath
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from stroke_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DDL_DIR = SQL_DIR / "ddl"
-LAYOUT_VERSION = 2
-ENTRY_NAME = "warehouse.duckdb"
 DATA_DIR_NAME = "warehouse"
 TELEMETRY_DIR_NAME = "telemetry"
-META_TABLE = "warehouse_meta"
-QUARANTINE_TABLE = "quarantine"
 PARTITION_COLUMN = "cohort_date"
-DEFAULT_KEY = "data"
-PLACEHOLDER_KEY = "_empty"  # an empty file of the table's columns, in the NULL-day partition
+QUARANTINE_TABLE = "quarantine"
+SCORE_TABLE = "score_history"
+SNAPSHOT_TABLE = "warehouse_snapshot"
+META_PREFIX = "stroke."
+# DuckDB's memory while it types and checks one day before staging it (it spills beyond).
+STAGE_MEMORY_LIMIT = "256MB"
+CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
-_ready: set[tuple[Path, str]] = set()
+_ready: set[tuple[str, str]] = set()
 _ready_guard = threading.Lock()
 
 Data = pd.DataFrame | pa.Table | Path | str  # a Path or str: a local Parquet file
 
 
-# DuckDB's memory while it types and checks one partition before writing it (it spills beyond).
-STAGE_MEMORY_LIMIT = "256MB"
-
-
 class WarehouseBusyError(TimeoutError):
-    """Kept for callers' error handlers: the Parquet layout never makes a reader or writer wait."""
+    """A day's commit was refused by concurrent writers of that day more times than allowed."""
 
 
 @dataclass(frozen=True)
 class WarehouseConfig:
     """Options of the warehouse (the ``warehouse`` section of the platform settings)."""
 
-    fsync: bool = True  # flush a day's file to disk before it is published
     telemetry_retention_days: int = 90  # telemetry days older than this are deleted
-    grace_seconds: float = 3600.0  # superseded versions are kept this long for running queries
+    history_days: int = 183  # non-current score slices are kept this long
+    time_travel_days: int = 7  # old table versions (commits and removed files) are kept this long
+    grace_seconds: float = 3600.0  # superseded telemetry files are kept this long
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +128,7 @@ def _as_date(value: str | dt.date | None) -> dt.date | None:
     return dt.date.fromisoformat(str(value))
 
 
-def _sql_string(value: str | Path) -> str:
+def _sql_string(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -157,13 +152,37 @@ class Schema:
         return cls(tables, views)
 
     def fingerprint(self) -> str:
-        text = repr((LAYOUT_VERSION, sorted(self.tables.items()), sorted(self.views.items())))
+        text = repr((sorted(self.tables.items()), sorted(self.views.items())))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def table(self, name: str) -> str:
         if _check_identifier(name) not in self.tables:
             raise ValueError(f"unknown warehouse table {name!r} (tables: {sorted(self.tables)})")
         return self.tables[name]
+
+    def arrow_schema(self, name: str) -> pa.Schema:
+        """The table's Arrow schema: DuckDB's types for the DDL, ``NOT NULL`` kept."""
+        with duckdb.connect() as con:
+            con.execute(self.table(name))
+            schema = con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table().schema
+            nullable = dict(
+                con.execute(
+                    "SELECT column_name, is_nullable FROM duckdb_columns() WHERE table_name = ?",
+                    [name],
+                ).fetchall()
+            )
+        return pa.schema(
+            pa.field(f.name, _delta_type(f.type), nullable=bool(nullable[f.name])) for f in schema
+        )
+
+
+def _delta_type(kind: pa.DataType) -> pa.DataType:
+    """The Arrow type Delta stores for a DuckDB column type (instants are in UTC)."""
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_large_string(kind):
+        return pa.string()
+    return kind
 
 
 def ddl_statements(home: Path, ddl_dir: Path = DDL_DIR) -> list[tuple[str, str]]:
@@ -174,86 +193,99 @@ def ddl_statements(home: Path, ddl_dir: Path = DDL_DIR) -> list[tuple[str, str]]
     ]
 
 
-# --------------------------------------------------------------------------------------------
-# Staging rows: typed and checked by the table's DDL in an in-memory database
-# --------------------------------------------------------------------------------------------
-
-
-def _source_relation(con: duckdb.DuckDBPyConnection, data: Data, name: str) -> str:
-    """Make ``data`` (DataFrame, Arrow table or Parquet path) readable as the view ``name``."""
-    if isinstance(data, str | Path):
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_string(data)})"
-        )
-    else:
-        con.register(name, data)
-    return name
-
-
-def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
-    return [d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description]
-
-
 def insert_rows(
     con: duckdb.DuckDBPyConnection, table: str, data: Data, extra: dict[str, object] | None = None
 ) -> int:
     """Insert ``data`` into ``table`` by column name; ``extra`` columns are set to constants."""
     table = _check_identifier(table)
-    source = _source_relation(con, data, "_incoming_rows")
+    name = "_incoming_rows"
+    if isinstance(data, str | Path):
+        sql = (
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_sql_string(data)})"
+        )
+        con.execute(sql)
+    else:
+        con.register(name, data)
     extra = extra or {}
-    keep = [c for c in _columns(con, source) if c not in extra]
+    columns = [d[0] for d in con.execute(f"SELECT * FROM {name} LIMIT 0").description]
+    keep = [c for c in columns if c not in extra]
     select = ", ".join(
         [*(f'"{c}"' for c in keep), *(f'$e{i} AS "{c}"' for i, c in enumerate(extra))]
     )
     params = {f"e{i}": v for i, v in enumerate(extra.values())}
-    sql = f"INSERT INTO {table} BY NAME SELECT {select} FROM {source}"
-    inserted = con.execute(sql, params).fetchone()[0]
+    inserted = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM {name}", params)
+    count = int(inserted.fetchall()[0][0])
     with contextlib.suppress(duckdb.Error):
-        con.unregister(source)
-    return int(inserted)
+        con.unregister(name)
+    return count
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def file_sha256(path: str | Path, storage: Storage | None = None) -> str:
+    """sha256 of a file's bytes (read in blocks), local or in ``storage``."""
+    digest = hashlib.sha256()
+    opener = storage.fs.open if storage is not None and not storage.is_local else open
+    with opener(storage.key(path) if storage is not None else str(path), "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _remove_stale_tmp(directory: Path) -> None:
-    """Delete temporary files of writers that died before their rename (SIGKILL, power loss)."""
-    for tmp in directory.glob(".*.tmp"):
-        parts = tmp.name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+# --------------------------------------------------------------------------------------------
+# Writes: staged day files and their commits
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class StagedFile:
-    tmp: Path  # a local file (beside its partition on a local root, in the scratch directory else)
-    directory: StoragePath
-    key: str
+class Provenance:
+    """Where a write comes from: stored in every commit's metadata (and in score slices)."""
+
+    run_id: str | None = None
+    model_version: str | None = None
+    input_file: str | None = None
+    input_sha256: str | None = None
+    write_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def metadata(self, tables: list[str]) -> dict[str, str]:
+        values = {**dataclasses.asdict(self), "tables": ",".join(tables)}
+        return {META_PREFIX + k: str(v) for k, v in values.items() if v is not None}
+
+
+@dataclass
+class StagedDay:
+    """One table's rows of one day (and quarantine source), typed and checked, not committed."""
+
+    table: str
+    day: dt.date | None
+    path: Path  # a private local Parquet file
     rows: int
+    source: str | None = None  # quarantine: the input the rows were rejected from
+    slice_id: str | None = None  # score_history: the slice the rows are
 
 
-# --------------------------------------------------------------------------------------------
-# The warehouse
-# --------------------------------------------------------------------------------------------
+def _slice_id(con: duckdb.DuckDBPyConnection) -> str:
+    """``v<model_version>:<input sha256 prefix>`` of the staged score slice (one version)."""
+    ids = con.execute(
+        f"SELECT DISTINCT 'v' || model_version || ':' || coalesce(left(input_sha256, 16), '-') "
+        f"FROM {SCORE_TABLE}"
+    ).fetchall()
+    if len(ids) > 1:
+        raise ValueError(f"a slice of {SCORE_TABLE} holds one model version, got {len(ids)}")
+    slice_id = ids[0][0] if ids else "v-:-"
+    con.execute(f"UPDATE {SCORE_TABLE} SET slice_id = ?", [slice_id])
+    return slice_id
+
+
+def _predicate(column: str, value: object) -> str:
+    if value is None:
+        return f"{column} IS NULL"
+    if isinstance(value, dt.date):
+        return f"{column} = '{value.isoformat()}'"
+    return f"{column} = {_sql_string(value)}"
 
 
 @dataclass(frozen=True)
 class Warehouse:
-    """The warehouse of one ``home`` directory (see the module docstring for the layout).
-
-    ``storage`` holds the Parquet files (default: ``home`` itself); the entry point of views
-    always stays in ``home``, a local file per reader. On object storage the views glob the
-    storage's URLs and :meth:`connect` registers its filesystem on the connection.
-    """
+    """The warehouse on one storage (see the module docstring)."""
 
     home: Path
     config: WarehouseConfig = field(default_factory=WarehouseConfig)
@@ -263,23 +295,20 @@ class Warehouse:
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         if self.storage is None:
-            object.__setattr__(self, "storage", Storage.local(self.home, fsync=self.config.fsync))
+            object.__setattr__(self, "storage", Storage.local(self.home))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Warehouse:
         section = settings.warehouse
         config = WarehouseConfig(
-            fsync=section.fsync,
             telemetry_retention_days=section.telemetry_retention_days,
+            history_days=section.history_days,
+            time_travel_days=section.time_travel_days,
             grace_seconds=section.grace_seconds,
         )
         return cls(Path(settings.home), config, storage=settings.files)
 
-    # -- paths -----------------------------------------------------------------------------
-
-    @property
-    def entry_path(self) -> Path:
-        return self.home / ENTRY_NAME
+    # -- where things are -------------------------------------------------------------------
 
     @property
     def files(self) -> Storage:
@@ -297,161 +326,90 @@ class Warehouse:
     def schema(self) -> Schema:
         return Schema.load(self.ddl_dir)
 
-    def partition_dir(self, table: str, day: dt.date | None) -> StoragePath:
-        value = day.isoformat() if day is not None else "NULL"
-        return self.data_dir / _check_identifier(table) / f"{PARTITION_COLUMN}={value}"
+    def table_uri(self, table: str) -> str:
+        """The table's location as Delta readers name it (a local path or an ``s3://`` URL)."""
+        return self.files.uri(self.data_dir / _check_identifier(table))
 
-    def current_file(
-        self, table: str, day: dt.date | None, key: str = DEFAULT_KEY
-    ) -> StoragePath | None:
-        """The current version of one partition (``None`` before its first write)."""
-        found = versions(self.partition_dir(table, day), key, self.files)
-        return found[-1] if found else None
+    def table(self, table: str, version: int | None = None) -> DeltaTable:
+        """The Delta table (its latest version, or ``version``)."""
+        from deltalake import DeltaTable
 
-    @staticmethod
-    def quarantine_key(source: str) -> str:
-        return "source-" + hashlib.sha256(source.encode()).hexdigest()[:20]
+        return DeltaTable(
+            self.table_uri(table), version=version, storage_options=self.files.delta_options
+        )
 
-    # -- the entry point --------------------------------------------------------------------
+    # -- tables -----------------------------------------------------------------------------
 
-    def view_sql(self, schema: Schema | None = None) -> list[str]:
-        """The statements that define every view of the entry point."""
-        schema = schema or self.schema()
-        statements = []
-        scratch = duckdb.connect()
-        try:
-            for table, ddl in schema.tables.items():
-                scratch.execute(ddl)
-                columns = scratch.execute(
-                    "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
-                    "ORDER BY column_index",
-                    [table],
-                ).fetchall()
-                typed = ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in columns)
-                glob = _sql_string(self.data_dir / table / "*" / f"*{VERSION_SEP}*.parquet")
-                # (str() of a path in object storage is its URL: s3://bucket/prefix/...)
-                # The typed empty SELECT fixes the names and types (columns added to the DDL
-                # later read as NULL from older files); an empty placeholder file per table keeps
-                # the glob matching before the first write (no `allow_empty`, so that DuckDB
-                # clients older than the pinned library can read the views too).
-                # The glob() listing, taken after read_parquet's, keeps the newest version of each
-                # (day, key): see the module docstring.
-                statements.append(
-                    f"CREATE OR REPLACE VIEW {table} AS\n"
-                    "SELECT * EXCLUDE (empty, filename) FROM (\n"
-                    f"    SELECT NULL::BOOLEAN AS empty, {typed}, NULL::VARCHAR AS filename\n"
-                    "    WHERE false\n"
-                    "    UNION ALL BY NAME\n"
-                    f"    SELECT * FROM read_parquet({glob}, hive_partitioning = true,\n"
-                    f"        hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true,\n"
-                    "        filename = true)\n"
-                    ")\n"
-                    f"WHERE filename IN (SELECT max(file) FROM glob({glob})\n"
-                    "    GROUP BY parse_dirpath(file), "
-                    f"split_part(parse_filename(file), '{VERSION_SEP}', 1))"
-                )
-        finally:
-            scratch.close()
-        for sql in schema.views.values():
-            statements.append(sql.replace("{stroke_home}", self.files.url))
-        return statements
+    def ensure(self, *, migrate: bool = True) -> None:
+        """Create missing tables (and columns the DDL added), then migrate an old layout.
 
-    def _fingerprint(self, schema: Schema) -> str:
-        return f"{schema.fingerprint()}:{self.files.url}"
-
-    def _entry_fingerprint(self) -> str | None:
-        """The fingerprint stored in the entry point; ``None`` if absent or not of this layout."""
-        try:
-            con = duckdb.connect(str(self.entry_path), read_only=True)
-        except duckdb.Error:
-            return None
-        try:
-            row = con.execute(
-                f"SELECT value FROM {META_TABLE} WHERE key = 'fingerprint'"
-            ).fetchone()
-            return row[0] if row else None
-        except duckdb.Error:
-            return None
-        finally:
-            con.close()
-
-    def publish_entry(self, schema: Schema | None = None) -> Path:
-        """Write the views + metadata to a fresh file and rename it over the entry point."""
-        schema = schema or self.schema()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._ensure_placeholders(schema)  # a view over a glob matching nothing would not bind
-        tmp = self.home / f".{ENTRY_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            # Written in the oldest storage format that holds it, so that DuckDB clients older
-            # than the pinned library (e.g. the 1.x CLI) open the entry point too.
-            con = duckdb.connect(str(tmp), config={"storage_compatibility_version": "v1.0.0"})
-            self.files.register(con)  # a view binds by reading its files
-            try:
-                for statement in self.view_sql(schema):
-                    con.execute(statement)
-                con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-                meta = {
-                    "layout_version": str(LAYOUT_VERSION),
-                    "fingerprint": self._fingerprint(schema),
-                    "data_dir": str(self.data_dir),
-                    "telemetry_dir": str(self.telemetry_dir),
-                    "storage": self.files.url,
-                    "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                }
-                con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(meta.items()))
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-            os.replace(tmp, self.entry_path)
-        finally:
-            for leftover in (tmp, Path(f"{tmp}.wal")):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-        return self.entry_path
-
-    def ensure(self) -> Path:
-        """The entry point, migrated from the old layout or (re)built when its views are stale.
-
-        Cheap after the first call in a process (one fingerprint read on the first call).
+        Cheap after the first call in a process. ``migrate=False``: the tables only (the
+        migration itself writes through them).
         """
         schema = self.schema()
-        key = (self.home.resolve(), self._fingerprint(schema))
+        key = (self.files.url, schema.fingerprint())
         with _ready_guard:
-            if key in _ready and self.entry_path.exists():
-                return self.entry_path
+            if key in _ready:
+                return
         from stroke_dagster import warehouse_migrate
 
-        current = self._entry_fingerprint()
-        if (self.home / warehouse_migrate.MIGRATING_NAME).exists() or (
-            current is None and warehouse_migrate.needs_migration(self)
-        ):
-            warehouse_migrate.migrate(self)
-            current = self._entry_fingerprint()
-        self._ensure_placeholders(schema)
-        if current != self._fingerprint(schema):
-            self.publish_entry(schema)
-        with _ready_guard:
-            _ready.add(key)
-        return self.entry_path
-
-    def _ensure_placeholders(self, schema: Schema) -> None:
-        """An empty file per table (and for the telemetry log) so that every view's glob matches."""
+        for table in schema.tables:
+            self._create_or_evolve(table, schema.arrow_schema(table))
         from stroke_dagster.api.telemetry import ensure_placeholders
 
-        files = self.files
-        for table, ddl in schema.tables.items():
-            directory = self.partition_dir(table, None)
-            if versions(directory, PLACEHOLDER_KEY, files):
-                continue
-            with files.staged_file(".parquet.tmp", near=directory) as tmp:
-                with duckdb.connect() as con:
-                    con.execute(ddl)
-                    con.execute(
-                        f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
-                        f"{_sql_string(tmp)} (FORMAT parquet)"
-                    )
-                files.publish(tmp, directory / version_name(PLACEHOLDER_KEY, 0), fsync=False)
-        ensure_placeholders(self.telemetry_dir, storage=files)
+        ensure_placeholders(self.telemetry_dir, storage=self.files)  # the telemetry view's globs
+        with _ready_guard:
+            _ready.add(key)  # the migration writes through the tables just made ready
+        try:
+            if migrate and warehouse_migrate.needs_migration(self):
+                warehouse_migrate.migrate(self)
+        except BaseException:
+            with _ready_guard:
+                _ready.discard(key)
+            raise
+
+    def _create_or_evolve(self, table: str, arrow_schema: pa.Schema) -> None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        uri, options = self.table_uri(table), self.files.delta_options
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            days = f"interval {self.config.time_travel_days} days"
+            try:
+                DeltaTable.create(
+                    uri,
+                    schema=arrow_schema,
+                    partition_by=[PARTITION_COLUMN],
+                    mode="ignore",  # another process created it first: fine
+                    name=table,
+                    configuration={
+                        "delta.logRetentionDuration": days,
+                        "delta.deletedFileRetentionDuration": days,
+                    },
+                    storage_options=options,
+                )
+            except DeltaError:
+                if not DeltaTable.is_deltatable(uri, storage_options=options):
+                    raise
+            return
+        current = DeltaTable(uri, storage_options=options)
+        have = set(current.schema().to_arrow().names)
+        missing = [f for f in arrow_schema if f.name not in have]
+        if missing:  # a column the DDL gained since: older rows read it as NULL
+            from deltalake import Schema
+
+            added = Schema.from_arrow(pa.schema([f.with_nullable(True) for f in missing]))
+            current.alter.add_columns(list(added.fields))
+            log.info("warehouse table %s: added columns %s", table, [f.name for f in missing])
+
+    def exists(self) -> bool:
+        """Whether any table was created (by this process or another machine)."""
+        from deltalake import DeltaTable
+
+        return any(
+            DeltaTable.is_deltatable(self.table_uri(t), storage_options=self.files.delta_options)
+            for t in self.schema().tables
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -462,98 +420,108 @@ class Warehouse:
         data: Data,
         extra: dict[str, object] | None = None,
         *,
-        key: str = DEFAULT_KEY,
-    ) -> StagedFile:
-        """Write the rows of one partition to a temporary file beside it (typed and checked).
+        source: str | None = None,
+    ) -> StagedDay:
+        """Type and check one day of ``table`` (by its DDL) into a private local Parquet file.
 
-        The rows go through the table's ``CREATE TABLE`` (types, ``NOT NULL``, ``CHECK``) in an
-        in-memory database; a violation raises before anything is published.
+        A violation of the DDL raises here, before anything is committed.
         """
         day = _as_date(day)
         ddl = self.schema().table(table)
-        directory = self.partition_dir(table, day)
-        if self.files.is_local:  # beside the partition: published by a rename
-            local_dir = Path(directory)
-            local_dir.mkdir(parents=True, exist_ok=True)
-            _remove_stale_tmp(local_dir)
-        else:  # a private scratch file: published by one upload
-            local_dir = self.files.scratch
-            _remove_stale_tmp(local_dir)  # left by writers killed before their upload
-        tmp = local_dir / f".{key}.{uuid.uuid4().hex[:12]}.{os.getpid()}.parquet.tmp"
-        # A bounded buffer that spills to private scratch: memory stays flat however big the day.
-        spill = Path(self.files.scratch) / f"spill-{uuid.uuid4().hex[:12]}"
+        extra = {**(extra or {}), PARTITION_COLUMN: day}
+        if source is not None:
+            extra["source"] = source
+        slice_id = None
+        if table == SCORE_TABLE:  # a new slice is current; its id is set below
+            extra.update(is_current=True, slice_id="")
+        scratch = self.files.scratch
+        path = scratch / f"stage-{table}-{uuid.uuid4().hex[:12]}.parquet"
+        spill = scratch / f"spill-{uuid.uuid4().hex[:12]}"
         config = {"memory_limit": STAGE_MEMORY_LIMIT, "temp_directory": str(spill)}
-        con = self.files.register(duckdb.connect(config=config))  # ``data`` may be in storage
+        con = self.files.register(duckdb.connect(config=config))
         try:
             con.execute(ddl)
-            rows = insert_rows(con, table, data, {**(extra or {}), PARTITION_COLUMN: day})
+            rows = insert_rows(con, table, data, extra)
+            if table == SCORE_TABLE:
+                slice_id = _slice_id(con)
+            order = " ORDER BY patient_id" if table == SCORE_TABLE else ""  # tight row-group stats
             con.execute(
-                f"COPY (SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {table}) TO "
-                f"{_sql_string(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+                f"COPY (SELECT * FROM {table}{order}) TO {_sql_string(path)} "
+                "(FORMAT parquet, COMPRESSION zstd)"
             )
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            path.unlink(missing_ok=True)
             raise
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
-        return StagedFile(tmp, directory, key, rows)
+        return StagedDay(table, day, path, rows, source=source, slice_id=slice_id)
 
-    def publish(self, staged: StagedFile, version: int | None = None) -> StoragePath:
-        """Give a staged file its version name: from now on it is the partition's current file.
+    def commit(self, staged: StagedDay, metadata: dict[str, str] | None = None) -> int:
+        """Replace the staged day of its table in one Delta commit; the table version written.
 
-        The version is the partition's next number (the newest version's plus one), claimed by
-        an exclusive create (a hard link locally, a conditional ``PUT`` on object storage): of
-        two writers that pick the same number, one wins and the other takes the next. So the
-        newest version is the last one published, whatever the clocks of their machines say.
-        ``version`` fixes the number instead (the migration publishes with version 0, so that
-        any write made meanwhile stays current).
+        A commit refused because another writer committed the same day meanwhile is retried on
+        the new version (up to :data:`CONFLICT_RETRIES` times).
         """
-        files = self.files
-        if version is not None:
-            target = staged.directory / version_name(staged.key, version)
-            self._publish_file(staged, target, exclusive=False)
-        else:
-            while True:
-                found = versions(staged.directory, staged.key, files)
-                number = version_number(found[-1]) + 1 if found else 1
-                target = staged.directory / sequence_name(staged.key, number)
-                if self._publish_file(staged, target, exclusive=True):
-                    break
-        remove_superseded(staged.directory, staged.key, self.config.grace_seconds, files)
-        return target
+        from deltalake import CommitProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
-    def _publish_file(self, staged: StagedFile, target: StoragePath, *, exclusive: bool) -> bool:
-        if not self.files.is_local:  # one PUT: the object appears whole
-            return self.files.publish(staged.tmp, target, exclusive=exclusive)
-        if self.config.fsync:
-            with open(staged.tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-        if exclusive:
+        self.ensure()
+        target = self.schema().arrow_schema(staged.table)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            table = self.table(staged.table)
+            predicate, reader = self._replacement(table, staged, target)
             try:
-                os.link(staged.tmp, target)
-            except FileExistsError:
-                return False
-            os.unlink(staged.tmp)
-        else:
-            os.rename(staged.tmp, target)
-        if self.config.fsync:
-            fsync_dir(Path(staged.directory))
-        return True
+                write_deltalake(
+                    table,
+                    reader,
+                    mode="overwrite",
+                    predicate=predicate,
+                    commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                )
+            except CommitFailedError as exc:
+                if "concurrent" not in str(exc) or attempt == CONFLICT_RETRIES:
+                    if "concurrent" in str(exc):
+                        raise WarehouseBusyError(
+                            f"{staged.table} {staged.day}: {attempt + 1} commits refused by "
+                            "concurrent writers of the same day"
+                        ) from exc
+                    raise
+                log.info(
+                    "%s %s: concurrent write of the day, committing again", staged.table, staged.day
+                )
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return table.version()
+        raise AssertionError("unreachable")
 
-    def vacuum(self) -> int:
-        """Delete every version superseded longer than the grace period; files removed."""
-        removed = 0
-        files = self.files
-        for table_dir in files.list_dirs(self.data_dir):
-            for directory in files.list_dirs(table_dir, "*=*"):
-                if files.is_local:
-                    _remove_stale_tmp(Path(directory))
-                keys = {f.name.split(VERSION_SEP, 1)[0] for f in files.list_files(directory)}
-                for key in sorted(keys):
-                    removed += remove_superseded(directory, key, self.config.grace_seconds, files)
-        return removed
+    def _replacement(
+        self, table: DeltaTable, staged: StagedDay, target: pa.Schema
+    ) -> tuple[str, pa.RecordBatchReader]:
+        """The overwrite predicate of a staged day and the rows that replace what it matches."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        parts = [_predicate(PARTITION_COLUMN, staged.day)]
+        if staged.source is not None:
+            parts.append(_predicate("source", staged.source))
+        new_rows = ds.dataset(staged.path, format="parquet")
+        sources: list[Iterator[pa.RecordBatch]] = [iter(new_rows.to_batches())]
+        if staged.slice_id is not None:  # score_history: replace the slice, demote the current
+            day_filter = pc.field(PARTITION_COLUMN) == pa.scalar(staged.day, pa.date32())
+            current = table.to_pyarrow_dataset().to_table(
+                columns=["slice_id"], filter=day_filter & pc.field("is_current")
+            )
+            replaced = {staged.slice_id, *current.column("slice_id").unique().to_pylist()}
+            parts.append("slice_id IN (" + ", ".join(map(_sql_string, sorted(replaced))) + ")")
+            demoted = replaced - {staged.slice_id}
+            if demoted:
+                old = table.to_pyarrow_dataset().scanner(
+                    filter=day_filter & pc.field("slice_id").isin(sorted(demoted))
+                )
+                sources.append(_demote(old.to_batches()))
+        batches = (b.cast(target) for source in sources for b in source if b.num_rows)
+        return " AND ".join(parts), pa.RecordBatchReader.from_batches(target, batches)
 
     def replace_partition(
         self,
@@ -562,58 +530,167 @@ class Warehouse:
         data: Data,
         extra: dict[str, object] | None = None,
         *,
-        key: str = DEFAULT_KEY,
+        provenance: Provenance | None = None,
     ) -> int:
-        """Replace one day of ``table`` by ``data``; the number of rows written."""
-        self.ensure()
-        staged = self.stage(table, day, data, extra, key=key)
-        self.publish(staged)
-        return staged.rows
-
-    def partition_days(self, table: str) -> list[dt.date | None]:
-        """The days that have a partition of ``table`` (``None`` for the NULL partition)."""
-        days = []
-        for directory in self.files.list_dirs(self.data_dir / _check_identifier(table), "*=*"):
-            value = directory.name.split("=", 1)[1]
-            days.append(None if value == "NULL" else dt.date.fromisoformat(value))
-        return days
+        """Replace one day of ``table`` by ``data`` in one commit; the number of rows written."""
+        with write_transaction(self, provenance) as batch:
+            return batch.stage(table, day, data, extra)
 
     # -- reading ----------------------------------------------------------------------------
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the entry point (close it when done).
+        """An in-memory DuckDB connection on the tables' latest snapshots (close it when done).
 
-        On object storage, the storage's filesystem is registered on the connection: the views
-        read the Parquet files through it (DuckDB's own ``httpfs`` extension is not needed).
+        Each table is an Arrow dataset of its snapshot, the views of ``sql/ddl`` are defined
+        over them, and ``warehouse_snapshot`` lists the versions read. On object storage, the
+        storage's fsspec filesystem is registered too (the telemetry view reads through it).
         """
-        return self.files.register(duckdb.connect(str(self.ensure()), read_only=True))
+        self.ensure()
+        schema = self.schema()
+        con = self.files.register(duckdb.connect())
+        snapshot = []
+        try:
+            for name in schema.tables:
+                table = self.table(name)
+                con.register(name, table.to_pyarrow_dataset())
+                snapshot.append((name, table.version()))
+            con.execute(f"CREATE TEMP TABLE {SNAPSHOT_TABLE} (table_name VARCHAR, version BIGINT)")
+            con.executemany(f"INSERT INTO {SNAPSHOT_TABLE} VALUES (?, ?)", snapshot)
+            for sql in schema.views.values():
+                con.execute(sql.replace("{stroke_home}", self.files.url))
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     def query_df(self, sql: str, params: list | dict | None = None) -> pd.DataFrame:
-        """Run one query on the warehouse (never waits for a writer)."""
+        """Run one query on the latest snapshots."""
         con = self.connect()
         try:
             return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
         finally:
             con.close()
 
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The table's commits, newest first, with their ``stroke.*`` provenance."""
+        return self.table(table).history(limit)
+
+    def incomplete_writes(self, limit: int = 200) -> list[dict[str, str]]:
+        """Writes whose companions committed but whose commit of record did not (a crash
+        between two commits), among the last ``limit`` commits of each table. A companion
+        commit later replaced by a complete write of the same day is no longer reported."""
+        records: set[tuple[str, str]] = set()
+        latest: dict[tuple[str, str], dict[str, str]] = {}  # (table, predicate) -> newest write
+        for table in self.schema().tables:
+            for commit in self.history(table, limit):  # newest first
+                write_id = commit.get(META_PREFIX + "write_id")
+                tables = commit.get(META_PREFIX + "tables", "").split(",")
+                if not write_id:
+                    continue
+                if tables[-1] == table:
+                    records.add((table, write_id))
+                predicate = commit.get("operationParameters", {}).get("predicate", "")
+                latest.setdefault(
+                    (table, predicate), {"write_id": write_id, "table": table, "record": tables[-1]}
+                )
+        return [
+            w
+            for w in latest.values()
+            if w["record"] != w["table"] and (w["record"], w["write_id"]) not in records
+        ]
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def maintain(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Apply the retention, compact small files, checkpoint, clean the log, vacuum."""
+        now = now or dt.datetime.now(dt.UTC)
+        self.ensure()
+        expired_before = now - dt.timedelta(days=self.config.history_days)
+        hours = self.config.time_travel_days * 24
+        summary: dict[str, Any] = {
+            "slices_expired_rows": 0,
+            "files_compacted": 0,
+            "files_vacuumed": 0,
+        }
+        for name in self.schema().tables:
+            table = self.table(name)
+            if name == SCORE_TABLE:
+                stamp = expired_before.isoformat()
+                result = table.delete(
+                    f"NOT is_current AND scored_at < '{stamp}'",
+                    commit_properties=_maintenance_commit("retention"),
+                )
+                summary["slices_expired_rows"] += int(result.get("num_deleted_rows", 0))
+            compacted = table.optimize.compact(commit_properties=_maintenance_commit("compaction"))
+            summary["files_compacted"] += int(compacted.get("numFilesRemoved", 0))
+            table.create_checkpoint()
+            table.cleanup_metadata()
+            removed = table.vacuum(
+                retention_hours=hours, enforce_retention_duration=False, dry_run=False
+            )
+            summary["files_vacuumed"] += len(removed)
+        return summary
+
+
+def _maintenance_commit(kind: str) -> Any:
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata={META_PREFIX + "maintenance": kind})
+
+
+def _demote(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The rows of a day's current slice, marked as no longer current."""
+    for batch in batches:
+        index = batch.schema.get_field_index("is_current")
+        flags = pa.array([False] * batch.num_rows, pa.bool_())
+        yield batch.set_column(index, batch.schema.field(index), flags)
+
 
 class WriteBatch:
-    """Partitions staged by one :func:`write_transaction` block, published when it ends."""
+    """The days staged by one :func:`write_transaction` block, committed when it ends."""
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, provenance: Provenance) -> None:
         self.warehouse = warehouse
-        self.staged: list[StagedFile] = []
+        self.provenance = provenance
+        self.staged: list[StagedDay] = []
 
-    def stage(self, table: str, day: Any, data: Data, extra: dict | None, key: str) -> int:
-        staged = self.warehouse.stage(table, day, data, extra, key=key)
+    def stage(
+        self,
+        table: str,
+        day: Any,
+        data: Data,
+        extra: dict | None = None,
+        *,
+        source: str | None = None,
+    ) -> int:
+        extra = dict(extra or {})
+        if table == SCORE_TABLE:
+            p = self.provenance
+            for column, value in (
+                ("run_id", p.run_id),
+                ("input_file", p.input_file),
+                ("input_sha256", p.input_sha256),
+                ("write_id", p.write_id),
+            ):
+                extra.setdefault(column, value)
+        staged = self.warehouse.stage(table, day, data, extra, source=source)
         self.staged.append(staged)
         return staged.rows
 
     def discard(self) -> None:
         for staged in self.staged:
-            with contextlib.suppress(FileNotFoundError):
-                staged.tmp.unlink()
+            staged.path.unlink(missing_ok=True)
         self.staged.clear()
+
+    def commit(self) -> None:
+        """Commit each staged day, in order: the last table is the commit of record."""
+        tables = [s.table for s in self.staged]
+        metadata = self.provenance.metadata(tables)
+        try:
+            for staged in self.staged:
+                self.warehouse.commit(staged, metadata)
+        finally:
+            self.discard()
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,52 +699,37 @@ class WriteBatch:
 
 
 def of(settings: Settings) -> Warehouse:
-    """The warehouse of ``settings`` (its home and its ``warehouse`` section)."""
+    """The warehouse of ``settings`` (its storage and its ``warehouse`` section)."""
     return Warehouse.from_settings(settings)
 
 
 def _resolve(settings: Settings | Warehouse) -> Warehouse:
-    if isinstance(settings, Warehouse):
-        return settings
-    return Warehouse.from_settings(settings)
+    return settings if isinstance(settings, Warehouse) else Warehouse.from_settings(settings)
 
 
 def exists(settings: Settings | Warehouse) -> bool:
-    """Whether anything was written to the warehouse yet (its entry point here, or, on object
-    storage, data files that another machine wrote)."""
-    wh = _resolve(settings)
-    if wh.entry_path.exists():
-        return True
-    return not wh.files.is_local and bool(wh.files.list_dirs(wh.data_dir))
-
-
-def warehouse_path(settings: Settings | Warehouse) -> Path:
-    """The entry point file analysts open (``STROKE_HOME/warehouse.duckdb``)."""
-    return _resolve(settings).entry_path
+    """Whether the warehouse has tables yet (on this machine or in the shared storage)."""
+    return _resolve(settings).exists()
 
 
 @contextlib.contextmanager
 def write_transaction(
-    settings: Settings | Warehouse, *, timeout: float | None = None
+    settings: Settings | Warehouse, provenance: Provenance | None = None
 ) -> Iterator[WriteBatch]:
-    """Partitions replaced inside the block are published together when it ends.
+    """Days staged inside the block are committed when it ends, the last one as the record.
 
-    Each staged partition is checked and written in full before any is published; an exception
-    (or a crash) publishes none of them. Publication renames one file per partition, so a reader
-    may see a new day of one table a moment before the same day of the next table, never a mix
-    within one.
+    Every staged day is checked and written in full before anything is committed; an exception
+    (or a crash) inside the block commits nothing.
     """
-    del timeout  # nothing to wait for
     warehouse = _resolve(settings)
     warehouse.ensure()
-    batch = WriteBatch(warehouse)
+    batch = WriteBatch(warehouse, provenance or Provenance())
     try:
         yield batch
     except BaseException:
         batch.discard()
         raise
-    for staged in batch.staged:
-        warehouse.publish(staged)
+    batch.commit()
 
 
 def replace_rows(
@@ -678,7 +740,7 @@ def replace_rows(
     extra: dict[str, object] | None = None,
 ) -> int:
     """Inside :func:`write_transaction`: replace ``table``'s rows of the day by ``data``."""
-    return batch.stage(table, _as_date(cohort_date), data, extra, DEFAULT_KEY)
+    return batch.stage(table, _as_date(cohort_date), data, extra)
 
 
 def replace_partition(
@@ -687,18 +749,19 @@ def replace_partition(
     data: Data,
     *,
     extra: dict[str, object] | None = None,
+    provenance: Provenance | None = None,
     settings: Settings | Warehouse,
-    timeout: float | None = None,
 ) -> int:
-    """Replace the rows of one day of ``table`` by ``data`` atomically; rows written.
+    """Replace the rows of one day of ``table`` by ``data`` in one commit; rows written.
 
-    ``data`` is a DataFrame, an Arrow table, or the path of a Parquet file (read by DuckDB
-    directly). Its ``cohort_date`` column, if any, is overwritten with ``cohort_date``; ``extra``
-    sets further columns to one value for every row. Re-running never duplicates; a failure
-    (exception or crash) leaves the previous rows.
+    ``data`` is a DataFrame, an Arrow table, or the path of a local Parquet file. Its
+    ``cohort_date`` column, if any, is overwritten with ``cohort_date``; ``extra`` sets further
+    columns to one value for every row. Re-running never duplicates; a failure (exception or
+    crash) leaves the previous rows.
     """
-    del timeout
-    return _resolve(settings).replace_partition(table, cohort_date, data, extra)
+    return _resolve(settings).replace_partition(
+        table, cohort_date, data, extra, provenance=provenance
+    )
 
 
 def replace_quarantine_rows(
@@ -709,9 +772,8 @@ def replace_quarantine_rows(
     quarantined_at: dt.datetime | None = None,
 ) -> int:
     """Inside :func:`write_transaction`: replace the rows of ``(source, cohort_date)``."""
-    extra = {"source": source, "quarantined_at": quarantined_at or dt.datetime.now(dt.UTC)}
-    key = Warehouse.quarantine_key(source)
-    return batch.stage(QUARANTINE_TABLE, _as_date(cohort_date), data, extra, key)
+    extra = {"quarantined_at": quarantined_at or dt.datetime.now(dt.UTC)}
+    return batch.stage(QUARANTINE_TABLE, _as_date(cohort_date), data, extra, source=source)
 
 
 def write_quarantine(
@@ -720,29 +782,23 @@ def write_quarantine(
     cohort_date: str | dt.date | None,
     *,
     settings: Settings | Warehouse,
-    timeout: float | None = None,
 ) -> int:
     """Record rejected rows (``row_number, patient_id, reason, record``) with their origin.
 
     The rows replace any earlier ones of the same ``source`` and ``cohort_date`` (``None`` for
     inputs that are not a daily cohort), so a re-run never duplicates them.
     """
-    with write_transaction(settings, timeout=timeout) as batch:
+    with write_transaction(settings) as batch:
         return replace_quarantine_rows(batch, df, source, cohort_date)
 
 
 def connect(settings: Settings | Warehouse) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the entry point (the caller closes it)."""
+    """An in-memory connection on the latest snapshots of the tables (the caller closes it)."""
     return _resolve(settings).connect()
 
 
 def query_df(
-    sql: str,
-    params: list | dict | None = None,
-    *,
-    settings: Settings | Warehouse,
-    timeout: float | None = None,
+    sql: str, params: list | dict | None = None, *, settings: Settings | Warehouse
 ) -> pd.DataFrame:
-    """Run one read-only query on the warehouse (never waits: there is no lock)."""
-    del timeout
+    """Run one query on the latest snapshots of the tables."""
     return _resolve(settings).query_df(sql, params)

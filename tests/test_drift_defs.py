@@ -41,7 +41,7 @@ def _score_day(day: str, cohort: pd.DataFrame) -> None:
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", day, scores, settings=load_settings())
+    warehouse.replace_partition("score_history", day, scores, settings=load_settings())
 
 
 def test_drift_asset_writes_tables_logs_mlflow_and_alerts_once(
@@ -85,7 +85,7 @@ def test_drift_asset_writes_tables_logs_mlflow_and_alerts_once(
     assert metrics.set_index("feature").loc["age", "is_drift"]
     summary = warehouse.query_df("SELECT * FROM drift_summary", settings=load_settings())
     assert summary["run_id"][0] == again.run_id and summary["is_drift"][0]  # replaced, one row
-    assert (champion_home / "models/1/drift_scipy.pkl").is_file()
+    assert (champion_home / "models/1/drift_scipy.parquet").is_file()
 
     import mlflow
 
@@ -125,7 +125,7 @@ def test_performance_asset_records_labelled_days_and_checks_calibration(stroke_h
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", DAY, scores, settings=load_settings())
+    warehouse.replace_partition("score_history", DAY, scores, settings=load_settings())
 
     def run(**kwargs: object) -> dg.ExecuteInProcessResult:
         with dg.instance_for_test() as instance:

@@ -33,7 +33,7 @@ def _write_scores(day: str, n: int = 200, seed: int = 0) -> pd.DataFrame:
             "scored_at": dt.datetime.now(dt.UTC),
         }
     )
-    warehouse.replace_partition("scores", day, scores, settings=load_settings())
+    warehouse.replace_partition("score_history", day, scores, settings=load_settings())
     return scores
 
 

@@ -104,7 +104,7 @@ def test_probabilities_and_tiers_match_the_model(
     assert (written.loc[high, "risk_tier"] == "high").all()
     assert (written.loc[written["stroke_probability"] < 0.05, "risk_tier"] == "low").all()
     # a file without bad rows and no cohort date never touches the warehouse
-    assert not warehouse.warehouse_path(settings=load_settings()).exists()
+    assert not warehouse.exists(load_settings())
 
 
 def test_batch_size_does_not_change_results(
@@ -148,7 +148,7 @@ def test_whole_file_problem_raises_and_writes_nothing(
         score_file(path, model, cohort_date=DAY, output_csv=out, settings=load_settings())
     assert not out.exists()
     assert not list(tmp_path.glob(".out.csv*"))
-    assert not warehouse.warehouse_path(settings=load_settings()).exists()
+    assert not warehouse.exists(load_settings())
 
 
 def test_seen_ids_is_exact_for_integer_and_text_ids() -> None:

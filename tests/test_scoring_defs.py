@@ -162,7 +162,7 @@ rows = pd.DataFrame({"patient_id": [str(i) for i in range(5000)], "stroke_probab
                      "scored_at": pd.Timestamp("2026-01-01T00:00:00Z")})
 start, writes, stop = time.time(), 0, sys.argv[1]
 while not os.path.exists(stop) or writes < 5:  # until the backfill is over
-    warehouse.replace_partition("scores", "2025-12-31", rows, settings=settings)
+    warehouse.replace_partition("score_history", "2025-12-31", rows, settings=settings)
     warehouse.query_df("SELECT count(*) FROM scores", settings=settings)
     writes += 1
     time.sleep(0.2)

@@ -69,7 +69,7 @@ def test_core_writes_to_the_passed_home_not_the_environments(
     runs = {r.info.run_name for r in client.search_runs(experiments)}
     assert {"training_job", f"drift-{DAY}"} <= runs
     assert (home_a / "mlflow.db").is_file() and any((home_a / "mlartifacts").iterdir())
-    assert (home_a / "models" / summary["version"] / "drift_scipy.pkl").is_file()
+    assert (home_a / "models" / summary["version"] / "drift_scipy.parquet").is_file()
     assert (home_a / "cohorts" / f"{DAY}.parquet").is_file()
-    assert warehouse.warehouse_path(settings).is_file()
+    assert warehouse.exists(settings)
     assert sorted(home_b.rglob("*")) == []

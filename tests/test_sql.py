@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -43,13 +42,13 @@ def _scores(rows: list[tuple[str, float, str]], version: str) -> pd.DataFrame:
 def populated(stroke_home: Path) -> Path:
     """Three scored days (patients 2 and 3 in the first two) and quarantined rows of two sources."""
     warehouse.replace_partition(
-        "scores",
+        "score_history",
         D1,
         _scores([("1", 0.02, "low"), ("2", 0.30, "high"), ("3", 0.08, "elevated")], "1"),
         settings=load_settings(),
     )
     warehouse.replace_partition(
-        "scores",
+        "score_history",
         D2,
         _scores(
             [("2", 0.40, "high"), ("3", 0.01, "low"), ("4", 0.25, "high"), ("5", 0.09, "elevated")],
@@ -58,7 +57,7 @@ def populated(stroke_home: Path) -> Path:
         settings=load_settings(),
     )
     warehouse.replace_partition(
-        "scores",
+        "score_history",
         D3,
         _scores(
             [("3", 0.35, "high"), ("4", 0.30, "high"), ("5", 0.20, "high"), ("6", 0.5, "high")],
@@ -82,12 +81,13 @@ def populated(stroke_home: Path) -> Path:
     warehouse.write_quarantine(
         quarantine.iloc[:1], "train:patients.csv", None, settings=load_settings()
     )
-    return warehouse.warehouse_path(load_settings())
+    return warehouse.of(load_settings()).home / "warehouse"
 
 
-def run_file(db: Path, path: Path, **variables: str) -> pd.DataFrame:
-    """The query on the entry point opened from Python (the README's second way in)."""
-    with duckdb.connect(str(db), read_only=True) as con:
+def run_file(data_dir: Path, path: Path, **variables: str) -> pd.DataFrame:
+    """The query on a connection opened from Python (the README's second way in)."""
+    del data_dir  # the warehouse of the test's STROKE_HOME
+    with warehouse.connect(load_settings()) as con:
         for name, value in variables.items():
             con.execute(f"SET VARIABLE {name} = '{value}'")
         return con.execute(path.read_text(encoding="utf-8")).df()
@@ -136,11 +136,11 @@ def test_every_query_runs_through_the_readme_command(populated: Path, path: Path
         assert rows  # populated by the fixture
 
 
-def test_every_ddl_file_defines_a_view_of_the_entry_point(populated: Path) -> None:
-    with duckdb.connect(str(populated), read_only=True) as con:
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+def test_every_ddl_file_is_a_relation_of_a_connection(populated: Path) -> None:
+    with warehouse.connect(load_settings()) as con:
+        names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     for path in sorted((SQL_DIR / "ddl").glob("*.sql")):
-        assert path.stem in views, path.name
+        assert path.stem in names, path.name
 
 
 def test_a_bad_query_is_one_line_and_exit_code_2(populated: Path) -> None:
@@ -220,14 +220,18 @@ def test_quarantine_summary_counts_each_reason(populated: Path) -> None:
     assert len(train) == 1 and pd.isna(train["cohort_date"].iloc[0])
 
 
-def test_an_open_session_sees_a_new_day_on_its_next_query(populated: Path) -> None:
-    with duckdb.connect(str(populated), read_only=True) as con:
+def test_a_connection_reads_one_snapshot_and_the_next_sees_the_new_day(populated: Path) -> None:
+    with warehouse.connect(load_settings()) as con:
         before = con.execute("SELECT count(*) FROM scores").fetchone()[0]
         warehouse.replace_partition(
-            "scores", "2026-01-20", _scores([("9", 0.9, "high")], "3"), settings=load_settings()
+            "score_history",
+            "2026-01-20",
+            _scores([("9", 0.9, "high")], "3"),
+            settings=load_settings(),
         )
-        after = con.execute("SELECT count(*) FROM scores").fetchone()[0]
-    assert after == before + 1
+        assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == before
+    with warehouse.connect(load_settings()) as con:
+        assert con.execute("SELECT count(*) FROM scores").fetchone()[0] == before + 1
     assert dt.date(2026, 1, 20) in set(
         run_file(populated, QUERIES / "daily_risk_tier_summary.sql")["cohort_date"].dt.date
     )

@@ -134,9 +134,9 @@ def test_warehouse_days_live_in_the_bucket(
     )
     extra = {"model_name": "StrokeRF", "model_version": "1", "scored_at": dt.datetime.now(dt.UTC)}
     for day in ("2026-01-01", "2026-01-02"):
-        warehouse.replace_partition("scores", day, rows, extra=extra, settings=settings)
+        warehouse.replace_partition("score_history", day, rows, extra=extra, settings=settings)
     warehouse.replace_partition(
-        "scores", "2026-01-02", rows.head(1), extra=extra, settings=settings
+        "score_history", "2026-01-02", rows.head(1), extra=extra, settings=settings
     )
     counts = warehouse.query_df(
         "SELECT cohort_date::VARCHAR AS day, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1",
@@ -269,7 +269,7 @@ def test_the_daily_loop_runs_on_object_storage(
     # Drift: the detector is saved to and loaded from the bucket; the check reads the typed copy.
     config = DriftSettings(backend="scipy")
     fitted = fit_for_model(small_model, config, settings)
-    assert str(fitted.path) == f"s3://{s3_bucket}/stroke/models/9/drift_scipy.pkl"
+    assert str(fitted.path) == f"s3://{s3_bucket}/stroke/models/9/drift_scipy.parquet"
     loaded = detector_for_model("9", config, settings=settings)
     assert not loaded.fitted_now and loaded.path == fitted.path
     result = check_day(DAY, config=config, settings=settings, loaded=loaded)

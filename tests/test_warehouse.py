@@ -1,7 +1,8 @@
-"""The warehouse: one Parquet file per table and day behind a DuckDB file of views.
+"""The warehouse: one Delta table per DDL table, read through DuckDB (and any Delta engine).
 
-Real processes throughout: analyst sessions, writers killed with SIGKILL, a Dagster run on the
-multiprocess executor, a warehouse written in the single-file layout of earlier versions.
+Real processes throughout: writers killed with SIGKILL between two commits, two writers of one
+day, a reader that queries while days are written, a Dagster run on the multiprocess executor,
+warehouses written by the layouts of earlier versions.
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
+from deltalake import DeltaTable
 
-from stroke_dagster import warehouse
+from stroke_dagster import warehouse, warehouse_migrate
 from stroke_dagster.settings import load_settings
-from stroke_dagster.warehouse import Warehouse
+from stroke_dagster.warehouse import Provenance, Warehouse, WarehouseConfig
 
 DAY = "2026-01-05"
+SCORES = "score_history"
 
 
 def scores_frame(n: int, prob: float = 0.1, prefix: str = "p", version: str = "1") -> pd.DataFrame:
@@ -38,6 +44,17 @@ def scores_frame(n: int, prob: float = 0.1, prefix: str = "p", version: str = "1
             "model_name": ["StrokeRF"] * n,
             "model_version": [version] * n,
             "scored_at": [pd.Timestamp("2026-01-06T02:00:00Z")] * n,
+        }
+    )
+
+
+def quarantine_frame(n: int = 1) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row_number": list(range(1, n + 1)),
+            "patient_id": ["q"] * n,
+            "reason": ["bad"] * n,
+            "record": ["{}"] * n,
         }
     )
 
@@ -78,117 +95,79 @@ def _wait_for_line(proc: subprocess.Popen, expected: str, timeout: float = 60) -
     raise AssertionError(f"child never printed {expected!r}")
 
 
-# -- layout and writes -------------------------------------------------------------------------
+# -- tables and writes ---------------------------------------------------------------------------
 
 
-def test_entry_point_holds_only_views_over_one_file_per_table_and_day(stroke_home: Path) -> None:
+def test_every_ddl_table_is_a_delta_table_and_a_write_is_one_commit_with_provenance(
+    stroke_home: Path,
+) -> None:
     wh = warehouse.of(load_settings())
-    warehouse.replace_partition("scores", DAY, scores_frame(5), settings=load_settings())
-    schema = wh.schema()
-    assert {"scores", "quarantine", "drift_metrics", "drift_summary"} <= set(schema.tables)
-    with duckdb.connect(str(wh.entry_path), read_only=True) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        views = {
-            r[0]
-            for r in con.execute(
-                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-            ).fetchall()
+    provenance = Provenance(run_id="run-1", input_file="incoming/x.csv", input_sha256="ab" * 32)
+    warehouse.replace_partition(
+        SCORES, DAY, scores_frame(5), provenance=provenance, settings=load_settings()
+    )
+    for table in wh.schema().tables:
+        assert DeltaTable.is_deltatable(str(stroke_home / "warehouse" / table)), table
+    history = wh.history(SCORES)
+    assert history[0]["version"] == 1 and history[0]["operation"] == "WRITE"  # 0 = creation
+    assert history[0]["operationParameters"]["predicate"].startswith(f"cohort_date = '{DAY}'")
+    assert history[0]["stroke.run_id"] == "run-1"
+    assert history[0]["stroke.input_sha256"] == "ab" * 32
+    assert history[0]["stroke.write_id"] == provenance.write_id
+    slice_ = warehouse.query_df(
+        "SELECT DISTINCT slice_id, input_file, run_id, is_current FROM score_history",
+        settings=load_settings(),
+    )
+    assert slice_.to_dict("records") == [
+        {
+            "slice_id": "v1:" + "ab" * 8,
+            "input_file": "incoming/x.csv",
+            "run_id": "run-1",
+            "is_current": True,
         }
-        scores_cols = [r[0] for r in con.execute("DESCRIBE scores").fetchall()]
-    assert tables == {warehouse.META_TABLE}  # no rows live in the entry point
-    assert set(schema.tables) | {"inference_log"} <= views
-    assert scores_cols[:3] == ["patient_id", "cohort_date", "stroke_probability"]
-    files = [p.relative_to(wh.data_dir).as_posix() for p in wh.data_dir.rglob("*.parquet")]
-    written = [f for f in files if "/_empty~" not in f]  # one empty placeholder per table
-    assert len(written) == 1 and written[0].startswith(f"scores/cohort_date={DAY}/data~")
-    assert len(files) - len(written) == len(schema.tables)
+    ]
 
 
 def test_replace_partition_rewrites_only_its_day_without_duplicates(stroke_home: Path) -> None:
     wh = warehouse.of(load_settings())
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
-    warehouse.replace_partition(
-        "scores", "2026-01-06", scores_frame(3, 0.3), settings=load_settings()
-    )
-    other = wh.current_file("scores", dt.date(2026, 1, 6))
-    first = wh.current_file("scores", dt.date.fromisoformat(DAY))
-    before = other.stat()
-    entry_before = wh.entry_path.stat()
-    written = warehouse.replace_partition(
-        "scores", DAY, scores_frame(4, 0.2), settings=load_settings()
-    )
-    assert written == 4
+    warehouse.replace_partition(SCORES, DAY, scores_frame(5, 0.1), settings=load_settings())
+    warehouse.replace_partition(SCORES, "2026-01-06", scores_frame(3), settings=load_settings())
+    other_day = {a for a in wh.table(SCORES).file_uris() if "2026-01-06" in a}
+    warehouse.replace_partition(SCORES, DAY, scores_frame(4, 0.2), settings=load_settings())
     rows = day_rows()
     assert len(rows) == 4 and set(rows["stroke_probability"]) == {0.2}
+    assert rows["patient_id"].is_unique
+    assert {a for a in wh.table(SCORES).file_uris() if "2026-01-06" in a} == other_day
     assert len(day_rows("2026-01-06")) == 3
-    after = other.stat()  # the other day's file was not touched, nor the entry point
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert wh.entry_path.stat().st_ino == entry_before.st_ino
-    # The superseded version stays for queries that listed it until the grace period is over.
-    assert first.exists() and wh.current_file("scores", dt.date.fromisoformat(DAY)) != first
-    assert Warehouse(stroke_home, warehouse.WarehouseConfig(grace_seconds=0)).vacuum() == 1
-    assert not first.exists() and len(day_rows()) == 4
 
 
 def test_replace_partition_reads_parquet_and_sets_constant_columns(
     stroke_home: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "day.parquet"
-    scores_frame(6).drop(columns=["model_name", "model_version", "scored_at"]).to_parquet(path)
-    extra = {"model_name": "StrokeRF", "model_version": "7", "scored_at": dt.datetime.now(dt.UTC)}
-    warehouse.replace_partition("scores", DAY, path, extra=extra, settings=load_settings())
-    rows = day_rows()
-    assert len(rows) == 6 and set(rows["model_version"]) == {"7"}
+    path = tmp_path / "rows.parquet"
+    scores_frame(3).drop(columns=["model_version"]).to_parquet(path)
+    warehouse.replace_partition(
+        SCORES, DAY, path, extra={"model_version": "7"}, settings=load_settings()
+    )
+    assert set(day_rows()["model_version"]) == {"7"}
 
 
-def test_failure_before_publication_keeps_previous_rows(stroke_home: Path) -> None:
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
-    bad = scores_frame(5, 0.2)
-    bad.loc[4, "stroke_probability"] = 2.0  # violates the table's CHECK
+def test_a_row_the_ddl_refuses_commits_nothing(stroke_home: Path) -> None:
+    wh = warehouse.of(load_settings())
+    warehouse.replace_partition(SCORES, DAY, scores_frame(5, 0.1), settings=load_settings())
+    version = wh.table(SCORES).version()
     with pytest.raises(duckdb.ConstraintException):
-        warehouse.replace_partition("scores", DAY, bad, settings=load_settings())
+        warehouse.replace_partition(SCORES, DAY, scores_frame(2, 1.5), settings=load_settings())
     with (
         pytest.raises(RuntimeError, match="boom"),
-        warehouse.write_transaction(settings=load_settings()) as batch,
+        warehouse.write_transaction(load_settings()) as batch,
     ):
-        warehouse.replace_rows(batch, "scores", DAY, scores_frame(9, 0.9))
+        warehouse.replace_rows(batch, SCORES, DAY, scores_frame(3, 0.3))
         raise RuntimeError("boom")
+    assert wh.table(SCORES).version() == version
     rows = day_rows()
     assert len(rows) == 5 and set(rows["stroke_probability"]) == {0.1}
-    assert not list(warehouse.of(load_settings()).data_dir.rglob("*.tmp"))
-
-
-def test_killed_writer_leaves_the_previous_day(stroke_home: Path) -> None:
-    warehouse.replace_partition("scores", DAY, scores_frame(5, 0.1), settings=load_settings())
-    child = _spawn(
-        stroke_home,
-        f"""
-        import pandas as pd
-        df = pd.DataFrame({{"patient_id": [f"new{{i}}" for i in range(50_000)],
-                           "stroke_probability": 0.5, "risk_tier": "elevated",
-                           "model_name": "StrokeRF", "model_version": "2",
-                           "scored_at": pd.Timestamp("2026-01-07T00:00:00Z")}})
-        with warehouse.write_transaction(load_settings()) as batch:
-            warehouse.replace_rows(batch, "scores", "{DAY}", df)
-            warehouse.replace_quarantine_rows(batch, pd.DataFrame({{"row_number": [1],
-                "patient_id": ["q"], "reason": ["bad"], "record": ["{{}}"]}}), "cohort", "{DAY}")
-            print("mid-write", flush=True)
-            time.sleep(120)
-        """,
-    )
-    try:
-        _wait_for_line(child, "mid-write")
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        child.kill()
-    day_dir = warehouse.of(load_settings()).partition_dir("scores", dt.date.fromisoformat(DAY))
-    assert list(day_dir.glob(".*.tmp"))  # the dead writer's staged file was left behind ...
-    rows = day_rows()  # ... invisible: the day is the previous one, whole
-    assert len(rows) == 5 and set(rows["model_version"]) == {"1"}
-    warehouse.replace_partition("scores", DAY, scores_frame(2, 0.4), settings=load_settings())
-    assert len(day_rows()) == 2
-    assert not list(day_dir.glob(".*.tmp"))  # the next write of the day removed it
+    assert not list(wh.files.scratch.glob("stage-*"))  # staged files are removed
 
 
 def test_write_quarantine_replaces_rows_of_the_same_source_and_day(stroke_home: Path) -> None:
@@ -202,7 +181,7 @@ def test_write_quarantine_replaces_rows_of_the_same_source_and_day(stroke_home: 
     )
     warehouse.write_quarantine(rows, "cohort", DAY, settings=load_settings())
     warehouse.write_quarantine(rows, "cohort", DAY, settings=load_settings())
-    warehouse.write_quarantine(rows.iloc[:1], "other", DAY, settings=load_settings())
+    warehouse.write_quarantine(rows.iloc[:1], "other's", DAY, settings=load_settings())
     warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None, settings=load_settings())
     warehouse.write_quarantine(rows.iloc[:1], "train:file.csv", None, settings=load_settings())
     got = warehouse.query_df(
@@ -210,129 +189,256 @@ def test_write_quarantine_replaces_rows_of_the_same_source_and_day(stroke_home: 
         "ORDER BY source, row_number",
         settings=load_settings(),
     )
-    assert list(got["source"]) == ["cohort", "cohort", "other", "train:file.csv"]
+    assert list(got["source"]) == ["cohort", "cohort", "other's", "train:file.csv"]
     assert list(got["row_number"]) == [3, 8, 3, 3]
     assert str(got["cohort_date"].iloc[0])[:10] == DAY
     assert pd.isna(got["cohort_date"].iloc[3])
 
 
-# -- readers and writers at once -----------------------------------------------------------------
+# -- the audit trail of scores ------------------------------------------------------------------
 
-ANALYST = """
-import duckdb, json
-con = duckdb.connect(sys.argv[1], read_only=True)  # one session, held open throughout
-print("open", flush=True)
-for line in sys.stdin:
-    rows = con.execute(line).fetchall()
-    print(json.dumps(rows, default=str), flush=True)
+
+def test_a_rescore_under_a_new_model_keeps_the_old_slice(stroke_home: Path) -> None:
+    settings = load_settings()
+    first = Provenance(run_id="r1", input_file="incoming/a.csv", input_sha256="11" * 32)
+    warehouse.replace_partition(
+        SCORES, DAY, scores_frame(4, 0.1, version="1"), provenance=first, settings=settings
+    )
+    second = Provenance(run_id="r2", input_file="incoming/a.csv", input_sha256="11" * 32)
+    warehouse.replace_partition(
+        SCORES, DAY, scores_frame(4, 0.3, version="2"), provenance=second, settings=settings
+    )
+    # the same slice again (a retry of run r2) replaces itself: no duplicate
+    warehouse.replace_partition(
+        SCORES, DAY, scores_frame(4, 0.3, version="2"), provenance=second, settings=settings
+    )
+    current = day_rows()
+    assert len(current) == 4 and set(current["model_version"]) == {"2"}
+    history = warehouse.query_df(
+        "SELECT model_version, is_current, run_id, input_sha256, count(*) AS n, "
+        "min(stroke_probability) AS p FROM score_history GROUP BY ALL ORDER BY model_version",
+        settings=settings,
+    )
+    assert history.to_dict("list") == {
+        "model_version": ["1", "2"],
+        "is_current": [False, True],
+        "run_id": ["r1", "r2"],
+        "input_sha256": ["11" * 32, "11" * 32],
+        "n": [4, 4],
+        "p": [0.1, 0.3],
+    }
+    # A rollback rescores under v1: v1's slice is current again, v2's is kept.
+    warehouse.replace_partition(
+        SCORES, DAY, scores_frame(4, 0.1, version="1"), provenance=first, settings=settings
+    )
+    again = warehouse.query_df(
+        "SELECT model_version, is_current FROM score_history GROUP BY ALL ORDER BY 1",
+        settings=settings,
+    )
+    assert again["is_current"].tolist() == [True, False]
+    # The audit question: patient p2's score on DAY under each model, with file and run.
+    audit = warehouse.query_df(
+        "SELECT model_version, stroke_probability, input_file, run_id FROM score_history "
+        "WHERE patient_id = 'p2' AND cohort_date = ? ORDER BY model_version",
+        [dt.date.fromisoformat(DAY)],
+        settings=settings,
+    )
+    assert audit.values.tolist() == [
+        ["1", 0.1, "incoming/a.csv", "r1"],
+        ["2", 0.3, "incoming/a.csv", "r2"],
+    ]
+
+
+def test_retention_deletes_expired_slices_and_vacuum_old_versions(stroke_home: Path) -> None:
+    settings = load_settings()
+    warehouse.replace_partition(SCORES, DAY, scores_frame(4, version="1"), settings=settings)
+    warehouse.replace_partition(SCORES, DAY, scores_frame(4, version="2"), settings=settings)
+    wh = Warehouse(stroke_home, WarehouseConfig(history_days=30, time_travel_days=0))
+    # Within the history window nothing goes.
+    kept = wh.maintain(now=dt.datetime(2026, 1, 20, tzinfo=dt.UTC))
+    assert kept["slices_expired_rows"] == 0
+    assert len(warehouse.query_df("SELECT * FROM score_history", settings=settings)) == 8
+    # Past it, the non-current slice goes and the current one stays.
+    done = wh.maintain(now=dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    assert done["slices_expired_rows"] == 4
+    left = warehouse.query_df(
+        "SELECT DISTINCT model_version, is_current FROM score_history", settings=settings
+    )
+    assert left.values.tolist() == [["2", True]]
+    assert done["files_vacuumed"] >= 1  # with no time travel kept, removed files are deleted
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the old version's files are gone
+        wh.table(SCORES, version=1).to_pyarrow_table()
+    assert len(day_rows()) == 4
+    # The default keeps a week of versions: time travel to the first write still works.
+    warehouse.replace_partition(SCORES, "2026-01-07", scores_frame(2), settings=settings)
+    before = warehouse.of(settings).table(SCORES).version()
+    warehouse.replace_partition(SCORES, "2026-01-07", scores_frame(3), settings=settings)
+    warehouse.of(settings).maintain()
+    old = warehouse.of(settings).table(SCORES, version=before).to_pyarrow_table()
+    assert pc_count(old, "2026-01-07") == 2
+
+
+def pc_count(table: pa.Table, day: str) -> int:
+    return sum(1 for d in table.column("cohort_date").to_pylist() if str(d) == day)
+
+
+# -- crashes, races and readers ------------------------------------------------------------------
+
+KILLED_BETWEEN_TABLES = f"""
+import pandas as pd
+from stroke_dagster.warehouse import Warehouse
+commit = Warehouse.commit
+calls = []
+def slow_commit(self, staged, metadata=None):
+    if calls:  # the second commit (the record): announce, then wait to be killed
+        print("between", flush=True)
+        time.sleep(120)
+    calls.append(staged.table)
+    return commit(self, staged, metadata)
+Warehouse.commit = slow_commit
+df = pd.DataFrame({{"patient_id": [f"new{{i}}" for i in range(50)], "stroke_probability": 0.5,
+                   "risk_tier": "elevated", "model_name": "StrokeRF", "model_version": "2",
+                   "scored_at": pd.Timestamp("2026-01-07T00:00:00Z")}})
+q = pd.DataFrame({{"row_number": [1, 2], "patient_id": ["q", "r"], "reason": ["bad", "bad"],
+                  "record": ["{{}}", "{{}}"]}})
+with warehouse.write_transaction(load_settings()) as batch:
+    warehouse.replace_quarantine_rows(batch, q, "cohort", "{DAY}")
+    warehouse.replace_rows(batch, "score_history", "{DAY}", df)
 """
 
 
-def _ask(analyst: subprocess.Popen, sql: str) -> list:
-    analyst.stdin.write(sql.replace("\n", " ") + "\n")
-    analyst.stdin.flush()
-    line = analyst.stdout.readline()
-    if not line:
-        raise AssertionError(analyst.stderr.read())
-    return json.loads(line)
-
-
-def test_an_open_analyst_session_waits_for_nothing_and_sees_each_new_day_whole(
-    champion_home: Path,
+def test_a_writer_killed_between_tables_leaves_the_day_whole_and_is_told(
+    stroke_home: Path,
 ) -> None:
-    """The pipeline scores, checks drift and records telemetry beside one open analyst session."""
-    from stroke_dagster import registry, scoring
-    from stroke_dagster.api.telemetry import TelemetryWriter
-    from stroke_dagster.drift import DriftConfig
-    from stroke_dagster.drift.daily import check_day
-    from stroke_dagster.simulate import simulate_patients, write_patients
-
     settings = load_settings()
-    entry = warehouse.of(settings).ensure()
-    analyst = _spawn(champion_home, ANALYST, str(entry))
+    with warehouse.write_transaction(settings) as batch:
+        warehouse.replace_quarantine_rows(batch, quarantine_frame(1), "cohort", DAY)
+        warehouse.replace_rows(batch, SCORES, DAY, scores_frame(5, 0.1))
+    child = _spawn(stroke_home, KILLED_BETWEEN_TABLES)
     try:
-        _wait_for_line(analyst, "open")
-        assert _ask(analyst, "SELECT count(*) FROM scores") == [[0]]
-        model = registry.load_model("champion", settings=load_settings())
-        config = DriftConfig(backend="scipy")
-        telemetry = TelemetryWriter(champion_home)
-        for i, day in enumerate(["2026-02-01", "2026-02-02"]):
-            patients = simulate_patients(200 + i, seed=i, with_label=False)
-            write_patients(patients, settings.incoming_dir / f"{day}.csv")
-            cohort = scoring.current_cohort(settings, day)
-            scoring.score_file(
-                cohort.path,
-                model,
-                cohort_date=day,
-                quarantine_source=None,
-                settings=load_settings(),
-            )
-            got = _ask(
-                analyst,
-                f"SELECT count(*), count(DISTINCT patient_id) FROM scores "
-                f"WHERE cohort_date = DATE '{day}'",
-            )
-            assert got == [[cohort.rows_valid, cohort.rows_valid]]  # the new day, whole
-            result = check_day(day, config=config, settings=settings)
-            got = _ask(analyst, f"SELECT count(*) FROM drift_metrics WHERE cohort_date = '{day}'")
-            assert got == [[len(result.report.to_frame())]]
-            got = _ask(analyst, f"SELECT n_cohort FROM drift_summary WHERE cohort_date = '{day}'")
-            assert got == [[cohort.rows_valid]]
-            ts = dt.datetime.fromisoformat(day).replace(hour=9, tzinfo=dt.UTC)
-            for k in range(3):
-                telemetry.record({"ts": ts, "request_id": f"{day}-{k}", "status_code": 200})
-            telemetry.flush()
-            got = _ask(analyst, f"SELECT count(*) FROM inference_log WHERE date = '{day}'")
-            assert got == [[3]]
-        assert analyst.poll() is None  # the same session all along
-        got = _ask(analyst, "SELECT count(DISTINCT cohort_date) FROM scores")
-        assert got == [[2]]
+        _wait_for_line(child, "between")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
     finally:
-        analyst.stdin.close()
-        analyst.kill()
+        child.kill()
+    rows = day_rows()  # the record never committed: the day's scores are the previous, whole
+    assert len(rows) == 5 and set(rows["model_version"]) == {"1"}
+    quarantined = warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=settings)
+    assert quarantined["n"].item() == 2  # the companion committed before the crash ...
+    incomplete = warehouse.of(settings).incomplete_writes()  # ... and a reader can tell
+    assert [(w["table"], w["record"]) for w in incomplete] == [("quarantine", SCORES)]
+    # The retry writes the whole set again.
+    with warehouse.write_transaction(settings) as batch:
+        warehouse.replace_quarantine_rows(batch, quarantine_frame(2), "cohort", DAY)
+        warehouse.replace_rows(batch, SCORES, DAY, scores_frame(6, version="2"))
+    assert len(day_rows()) == 6
+    assert warehouse.of(settings).incomplete_writes() == []
 
 
 REWRITER = """
 import pandas as pd
-versions = [(n, p) for n, p in ((300, 0.1), (700, 0.2))]
 frames = [pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "stroke_probability": p,
-                        "risk_tier": "low", "model_name": "StrokeRF", "model_version": str(n),
-                        "scored_at": pd.Timestamp("2026-01-06T02:00:00Z")}) for n, p in versions]
+                        "risk_tier": "low", "model_name": "StrokeRF", "model_version": "1",
+                        "scored_at": pd.Timestamp("2026-01-06T02:00:00Z")})
+          for n, p in ((300, 0.1), (700, 0.2))]
 for k in range(int(sys.argv[1])):
-    warehouse.replace_partition("scores", sys.argv[2], frames[k % 2], settings=load_settings())
+    warehouse.replace_partition("score_history", sys.argv[2], frames[k % 2],
+                                settings=load_settings())
 print("done", flush=True)
 """
 
 
-def test_readers_see_a_day_whole_while_two_writers_replace_it(stroke_home: Path) -> None:
-    """Two processes replace the same day over and over; every read sees one version whole."""
-    warehouse.replace_partition(
-        "scores", DAY, scores_frame(300, 0.1, version="300"), settings=load_settings()
-    )
-    writers = [_spawn(stroke_home, REWRITER, "25", DAY) for _ in range(2)]
+def test_two_writers_of_one_day_are_serialised_and_readers_see_it_whole(
+    stroke_home: Path,
+) -> None:
+    """Two processes replace the same day 15 times each; Delta's conflict detection orders them
+    and every read (a fresh snapshot each time) sees one version whole, never none."""
+    settings = load_settings()
+    warehouse.replace_partition(SCORES, DAY, scores_frame(300, 0.1), settings=settings)
+    start = warehouse.of(settings).table(SCORES).version()
+    writers = [_spawn(stroke_home, REWRITER, "15", DAY) for _ in range(2)]
     seen = set()
-    con = warehouse.connect(settings=load_settings())
     try:
         while any(w.poll() is None for w in writers):
-            row = con.execute(
-                "SELECT count(*), count(DISTINCT patient_id), min(stroke_probability), "
-                "max(stroke_probability), min(model_version), max(model_version) FROM scores"
-            ).fetchone()
-            # A version published between the query's two listings hides the day from that query
-            # (count 0); a mix of two versions never shows.
-            assert row in {
-                (0, 0, None, None, None, None),
-                (300, 300, 0.1, 0.1, "300", "300"),
-                (700, 700, 0.2, 0.2, "700", "700"),
-            }
+            con = warehouse.connect(settings)
+            try:
+                row = con.execute(
+                    "SELECT count(*), count(DISTINCT patient_id), min(stroke_probability), "
+                    "max(stroke_probability) FROM scores"
+                ).fetchone()
+            finally:
+                con.close()
+            assert row in {(300, 300, 0.1, 0.1), (700, 700, 0.2, 0.2)}
             seen.add(row[0])
+        for w in writers:
+            assert w.wait(timeout=180) == 0, w.stderr.read()
     finally:
-        con.close()
-    for w in writers:
-        assert w.wait(timeout=120) == 0, w.stderr.read()
-    assert {300, 700} <= seen
-    final = day_rows()  # the last writer won, whole
-    assert len(final) in {300, 700} and final["model_version"].nunique() == 1
+        for w in writers:
+            w.kill()
+    history = warehouse.of(settings).history(SCORES)
+    writes = [c for c in history if c["version"] > start and c["operation"] == "WRITE"]
+    assert len(writes) == 30  # every write committed once: none lost, none doubled
+    final = day_rows()
+    assert len(final) in {300, 700} and final["patient_id"].is_unique
+    assert 300 in seen
+
+
+def test_a_reader_never_misses_a_day_while_days_are_written(stroke_home: Path) -> None:
+    settings = load_settings()
+    days = [f"2026-02-{d:02d}" for d in range(1, 9)]
+    for day in days[:4]:
+        warehouse.replace_partition(SCORES, day, scores_frame(50), settings=settings)
+    errors: list[str] = []
+
+    def write() -> None:
+        try:
+            for k in range(6):
+                warehouse.replace_partition(
+                    SCORES, days[k % 4], scores_frame(50, 0.2), settings=load_settings()
+                )
+                warehouse.replace_partition(
+                    SCORES, days[4 + k % 4], scores_frame(50), settings=load_settings()
+                )
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    present: set[str] = set()
+    reads = 0
+    while writer.is_alive() or reads < 3:
+        got = warehouse.query_df(
+            "SELECT strftime(cohort_date, '%Y-%m-%d') AS d, count(*) AS n FROM scores GROUP BY 1",
+            settings=settings,
+        )
+        now = dict(zip(got["d"], got["n"], strict=True))
+        assert present <= set(now), f"days vanished: {present - set(now)}"
+        assert set(now.values()) == {50}  # every day whole
+        present = set(now)
+        reads += 1
+    writer.join()
+    assert errors == []
+    assert present == set(days)
+
+
+# -- a second engine -----------------------------------------------------------------------------
+
+
+def test_polars_and_deltalake_read_the_same_tables(stroke_home: Path) -> None:
+    import polars as pl
+
+    settings = load_settings()
+    warehouse.replace_partition(SCORES, DAY, scores_frame(4, version="1"), settings=settings)
+    warehouse.replace_partition(SCORES, DAY, scores_frame(3, 0.4, version="2"), settings=settings)
+    warehouse.write_quarantine(quarantine_frame(2), "cohort", DAY, settings=settings)
+    uri = warehouse.of(settings).table_uri(SCORES)
+    current = pl.read_delta(uri).filter(pl.col("is_current")).sort("patient_id")
+    ours = day_rows()
+    assert current["patient_id"].to_list() == ours["patient_id"].tolist()
+    assert current["stroke_probability"].to_list() == ours["stroke_probability"].tolist()
+    assert pl.read_delta(uri).height == 7  # both slices
+    quarantine = DeltaTable(warehouse.of(settings).table_uri("quarantine")).to_pandas()
+    assert sorted(quarantine["row_number"]) == [1, 2] and set(quarantine["source"]) == {"cohort"}
 
 
 # -- a backfill on the multiprocess executor -----------------------------------------------------
@@ -350,15 +456,8 @@ def _write_day_op(day: str) -> dg.OpDefinition:
         n = 100 + int(day[-2:])
         frame = scores_frame(n, 0.1, prefix=f"{day}-")
         with warehouse.write_transaction(wh) as batch:
-            warehouse.replace_rows(batch, "scores", day, frame)
-            warehouse.replace_quarantine_rows(
-                batch,
-                pd.DataFrame(
-                    {"row_number": [1], "patient_id": ["x"], "reason": ["bad"], "record": ["{}"]}
-                ),
-                "cohort",
-                day,
-            )
+            warehouse.replace_quarantine_rows(batch, quarantine_frame(1), "cohort", day)
+            warehouse.replace_rows(batch, SCORES, day, frame)
             # Parallelism made visible: hold the write open until another day's writer is also
             # inside one (a queue of one writer at a time would never get past this point).
             marker = inside / day
@@ -395,6 +494,7 @@ def test_a_14_day_backfill_writes_its_days_in_parallel(stroke_home: Path) -> Non
             }
         }
     }
+    warehouse.of(load_settings()).ensure()  # the tables exist before the writers race
     with dg.instance_for_test() as instance:
         # Loaded by file path in every step process (the tests folder is not a package).
         job = ReconstructableJob.for_file(__file__, "backfill_job")
@@ -455,15 +555,20 @@ def test_telemetry_is_compacted_per_day_without_losing_or_doubling_a_row(
     assert len(read_day(load_settings(), "2026-01-02")) == 5
 
 
-# -- migration from the single-file layout -------------------------------------------------------
+# -- migration from the layouts of earlier versions ---------------------------------------------
 
 
-def _write_old_layout(home: Path) -> dict[str, int]:
-    """A warehouse as earlier versions wrote it: the DDL's tables inside warehouse.duckdb."""
+def _write_single_file_layout(home: Path) -> dict[str, int]:
+    """A warehouse as the first versions wrote it: the DDL's tables inside warehouse.duckdb."""
     home.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(home / "warehouse.duckdb"))
+    con.execute(
+        "CREATE TABLE scores (patient_id VARCHAR NOT NULL, cohort_date DATE NOT NULL, "
+        "stroke_probability DOUBLE NOT NULL, risk_tier VARCHAR NOT NULL, model_name VARCHAR "
+        "NOT NULL, model_version VARCHAR NOT NULL, scored_at TIMESTAMPTZ NOT NULL)"
+    )
     for _, sql in warehouse.ddl_statements(home):
-        if "CREATE TABLE" in sql:
+        if "CREATE TABLE IF NOT EXISTS quarantine" in sql:
             con.execute(sql)
     con.execute(
         "INSERT INTO scores SELECT 'p' || i, DATE '2026-01-01' + (i % 3)::INTEGER, 0.01 * (i % 90),"
@@ -477,71 +582,92 @@ def _write_old_layout(home: Path) -> dict[str, int]:
         " ('train:b.csv', NULL, 2, 'z', 'bad', '{}', now())"
     )
     con.execute("CREATE TABLE api_test_load (x INTEGER)")  # not in the DDL: left in the backup
-    counts = {
-        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("scores", "quarantine")
-    }
     con.execute("CHECKPOINT")
     con.close()
-    (home / "warehouse_snapshot.duckdb").write_bytes((home / "warehouse.duckdb").read_bytes())
     (home / "warehouse.lock").touch()
-    return counts
+    return {SCORES: 1000, "quarantine": 4}
 
 
-def _all_rows(db: Path, table: str) -> pd.DataFrame:
-    with duckdb.connect(str(db), read_only=True) as con:
-        frame = con.execute(f"SELECT * FROM {table}").df()
-    return frame.sort_values(list(frame.columns)[:4], ignore_index=True)
+def _write_parquet_days_layout(home: Path) -> dict[str, int]:
+    """A warehouse as the previous version wrote it: versioned Parquet files per day."""
+    base = home / "warehouse"
+    stamp = pd.Timestamp("2026-01-04T02:00:00Z")
+
+    def put(table: str, directory: str, name: str, frame: pd.DataFrame) -> None:
+        path = base / table / directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+    for day, n in (("2026-01-01", 30), ("2026-01-02", 20)):
+        old = scores_frame(n + 5, 0.9, version="0")  # superseded by the newer version below
+        put("scores", f"cohort_date={day}", "data~00000000000000000001.parquet", old)
+        new = scores_frame(n, 0.05, version="1").assign(scored_at=stamp)
+        put("scores", f"cohort_date={day}", "data~00000000000000000002.parquet", new)
+    put("scores", "cohort_date=NULL", "_empty~00000000000000000000.parquet", scores_frame(0))
+    q = quarantine_frame(3).assign(source="cohort", quarantined_at=stamp)
+    put("quarantine", "cohort_date=2026-01-01", "source-abc~00000000000000000001.parquet", q)
+    t = quarantine_frame(1).assign(source="train:x.csv", quarantined_at=stamp)
+    put("quarantine", "cohort_date=NULL", "source-def~00000000000000000001.parquet", t)
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:  # its file of views
+        con.execute("CREATE TABLE warehouse_meta (key VARCHAR, value VARCHAR)")
+    return {SCORES: 50, "quarantine": 4}
 
 
-def test_stroke_warehouse_migrate_converts_an_old_warehouse_without_losing_a_row(
-    stroke_home: Path,
-) -> None:
-    counts = _write_old_layout(stroke_home)
-    before = {t: _all_rows(stroke_home / "warehouse.duckdb", t) for t in counts}
+def _counts() -> dict[str, int]:
+    return {
+        t: int(
+            warehouse.query_df(f"SELECT count(*) AS n FROM {t}", settings=load_settings())["n"][0]
+        )
+        for t in (SCORES, "quarantine")
+    }
+
+
+def test_stroke_warehouse_migrate_converts_a_single_file_warehouse(stroke_home: Path) -> None:
+    counts = _write_single_file_layout(stroke_home)
+    with duckdb.connect(str(stroke_home / "warehouse.duckdb"), read_only=True) as con:
+        before = con.execute("SELECT * FROM scores ORDER BY patient_id").df()
     command = [sys.executable, "-m", "stroke_dagster.cli", "warehouse", "migrate"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {t: n for t, n in summary["rows"].items() if n} == counts
+    assert summary["rows"] == counts and summary["verified"] is True
     assert summary["skipped_tables"] == ["api_test_load"]
-    assert summary["partitions"] == 3 + 3  # 3 days of scores; 3 (day, source) of quarantine
-    backup = stroke_home / "warehouse.v1.duckdb"
-    assert summary["backup"] == str(backup) and backup.exists()
-    assert not (stroke_home / "warehouse_snapshot.duckdb").exists()
+    assert summary["days"] == 3 + 3  # 3 days of scores; 3 (day, source) of quarantine
+    assert (stroke_home / "warehouse.v1.duckdb").exists()
+    assert not (stroke_home / "warehouse.duckdb").exists()
     assert not (stroke_home / "warehouse.lock").exists()
-    for table, frame in before.items():
-        after = _all_rows(stroke_home / "warehouse.duckdb", table)
-        pd.testing.assert_frame_equal(after[frame.columns], frame, check_dtype=False)
+    after = warehouse.query_df("SELECT * FROM scores ORDER BY patient_id", settings=load_settings())
+    pd.testing.assert_frame_equal(after[before.columns], before, check_dtype=False)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert json.loads(again.stdout.strip().splitlines()[-1])["rows"] == {}  # nothing left to do
-    info = subprocess.run(command[:-1] + ["info"], capture_output=True, text=True, timeout=300)
-    rows = json.loads(info.stdout.strip().splitlines()[-1])["rows"]
-    assert {t: n for t, n in rows.items() if n} == counts
+    assert json.loads(again.stdout.strip().splitlines()[-1])["rows"] == {}  # done once
+    assert _counts() == counts
 
 
-def test_the_first_access_migrates_automatically_and_keeps_newer_days(stroke_home: Path) -> None:
-    counts = _write_old_layout(stroke_home)
-    # A crash after the rename, with one day already written in the new layout by a newer run.
-    os.rename(stroke_home / "warehouse.duckdb", stroke_home / "warehouse.migrating.duckdb")
-    wh = Warehouse(stroke_home)
-    staged = wh.stage("scores", dt.date(2026, 1, 2), scores_frame(7, version="9"))
-    wh.publish(staged)
+def test_the_first_access_migrates_parquet_days_and_a_failed_check_keeps_the_old_files(
+    stroke_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = _write_parquet_days_layout(stroke_home)
+    old_files = sorted(p for p in (stroke_home / "warehouse").rglob("*~*.parquet"))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("checksum mismatch")
+
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="checksum"):
+        patch.setattr(warehouse_migrate, "_verify", broken)
+        warehouse.query_df("SELECT 1", settings=load_settings())
+    assert sorted((stroke_home / "warehouse").rglob("*~*.parquet")) == old_files  # kept
+    assert _counts() == counts  # the next access migrates again, nothing doubled
     got = warehouse.query_df(
-        "SELECT strftime(cohort_date, '%d') AS d, count(*) AS n, max(model_version) AS v "
-        "FROM scores GROUP BY 1 ORDER BY 1",
+        "SELECT strftime(cohort_date, '%d') AS d, count(*) AS n, max(model_version) AS v, "
+        "max(stroke_probability) AS p FROM scores GROUP BY 1 ORDER BY 1",
         settings=load_settings(),
     )
-    assert got["d"].tolist() == ["01", "02", "03"]
-    assert got["v"].tolist() == ["1", "9", "1"]  # the newer day was kept
-    old = _all_rows(stroke_home / "warehouse.v1.duckdb", "scores")
-    assert got["n"].tolist() == [
-        int((old["cohort_date"].dt.day == 1).sum()),
-        7,
-        int((old["cohort_date"].dt.day == 3).sum()),
-    ]
-    assert (
-        warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=load_settings())[
-            "n"
-        ].item()
-        == counts["quarantine"]
+    assert got.values.tolist() == [["01", 30, "1", 0.05], ["02", 20, "1", 0.05]]
+    assert not list((stroke_home / "warehouse").rglob("*~*.parquet"))  # the old files are gone
+    assert not (stroke_home / "warehouse" / "scores").exists()
+    assert not (stroke_home / "warehouse.duckdb").exists()
+    quarantine = warehouse.query_df(
+        "SELECT source, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 1",
+        settings=load_settings(),
     )
+    assert quarantine.values.tolist() == [["cohort", 3], ["train:x.csv", 1]]

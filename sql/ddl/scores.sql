@@ -1,11 +1,6 @@
--- One row per scored patient per cohort day. A day is always replaced as a whole, in one
--- transaction, so (cohort_date, patient_id) is unique without an index.
-CREATE TABLE IF NOT EXISTS scores (
-    patient_id          VARCHAR     NOT NULL,  -- the input file's `id`
-    cohort_date         DATE        NOT NULL,  -- the daily partition (UTC)
-    stroke_probability  DOUBLE      NOT NULL CHECK (stroke_probability BETWEEN 0 AND 1),
-    risk_tier           VARCHAR     NOT NULL CHECK (risk_tier IN ('low', 'elevated', 'high')),
-    model_name          VARCHAR     NOT NULL,  -- registered model, e.g. StrokeRF
-    model_version       VARCHAR     NOT NULL,  -- registry version that produced the score
-    scored_at           TIMESTAMPTZ NOT NULL   -- when the day was scored
-);
+-- One row per scored patient per cohort day: the current slice of score_history (the scores the
+-- clinicians were shown last). (cohort_date, patient_id) is unique: a day has one current slice.
+CREATE OR REPLACE VIEW scores AS
+SELECT patient_id, cohort_date, stroke_probability, risk_tier, model_name, model_version, scored_at
+FROM score_history
+WHERE is_current;

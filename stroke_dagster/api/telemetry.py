@@ -56,14 +56,14 @@ from stroke_dagster.schema import (
 )
 from stroke_dagster.settings import Settings
 from stroke_dagster.storage import Storage, StoragePath, storage_for
-from stroke_dagster.warehouse_files import remove_superseded, version_name, versions
+from stroke_dagster.versioned_files import remove_superseded, version_name, versions
 
 log = logging.getLogger(__name__)
 
 TELEMETRY_DIR = "telemetry"
 FEATURES_DIR = "telemetry_features"
 SEGMENT_PREFIX = "part-"
-COMPACTED_KEY = "compacted"  # compacted~<version>.parquet (see warehouse_files)
+COMPACTED_KEY = "compacted"  # compacted~<version>.parquet (see versioned_files)
 DEFAULT_RETENTION_DAYS = 90
 # Rows kept in memory at most while the disk is unwritable; newer rows are then counted as dropped.
 MAX_BUFFERED_ROWS = 1_000_000

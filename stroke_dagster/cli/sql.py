@@ -1,12 +1,13 @@
-"""``stroke sql``: run an analyst query on the warehouse entry point (``warehouse.duckdb``).
+"""``stroke sql``: run an analyst query on the warehouse.
 
 ``stroke sql FILE [--param NAME=VALUE ...]`` runs a file of SQL (e.g. ``sql/queries/*.sql``) and
 prints the result of its last statement; ``-c SQL`` runs a statement given inline; without either
 the SQL is read from stdin. Each ``--param`` becomes ``SET VARIABLE NAME = 'VALUE'`` before the
 query (queries read it with ``getvariable('NAME')`` and cast it) and, when the SQL names ``$NAME``,
-the value of that prepared-statement parameter (a number when it reads as one). The connection is
-read-only, never waits for the pipeline and never makes it wait; the same file opens in Python with
-``duckdb.connect("data/warehouse.duckdb", read_only=True)``.
+the value of that prepared-statement parameter (a number when it reads as one). The query runs on
+the latest snapshot of every Delta table (:func:`stroke_dagster.warehouse.connect`): it never waits
+for the pipeline and never makes it wait; in Python, ``warehouse.connect(settings)`` opens the
+same connection.
 """
 
 from __future__ import annotations

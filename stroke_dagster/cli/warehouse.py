@@ -1,13 +1,12 @@
-"""``stroke warehouse``: maintenance of the warehouse.
+"""``stroke warehouse``: maintenance of the warehouse's Delta tables.
 
-``stroke warehouse migrate`` converts a warehouse written by the single-file layout of earlier
-versions (tables inside ``warehouse.duckdb``) to one Parquet file per table and day, keeping the
-old file as ``warehouse.v1.duckdb`` (the pipeline also does this on its first access).
-``stroke warehouse compact-telemetry`` compacts the API's request log into one file per past day
-and deletes days older than the retention (the daily telemetry asset does this too).
-``stroke warehouse vacuum`` deletes day files replaced longer ago than the grace period (the
-next write of a day does it for that day; the daily telemetry asset for all of them).
-``stroke warehouse info`` prints the entry point, the data directory and rows per table.
+``stroke warehouse info`` prints each table's location, version and rows, and any write whose
+commit of record is missing. ``stroke warehouse maintain`` applies the retention (score slices no
+longer current, older than ``warehouse.history_days``), compacts small files, checkpoints and
+vacuums every table (the daily ``warehouse_maintenance`` asset does the same).
+``stroke warehouse migrate`` converts a warehouse of an earlier layout (the first access does it
+too). ``stroke warehouse compact-telemetry`` compacts the API's request log into one file per past
+day and deletes days older than the retention (the daily telemetry asset does this too).
 The last stdout line is a JSON summary.
 """
 
@@ -19,7 +18,9 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("migrate", help="convert a single-file warehouse of earlier versions")
+    sub.add_parser("info", help="tables: location, version, rows; incomplete writes")
+    sub.add_parser("maintain", help="retention, compaction, checkpoint and vacuum of every table")
+    sub.add_parser("migrate", help="convert a warehouse of an earlier layout to Delta tables")
     compact = sub.add_parser(
         "compact-telemetry", help="one file per past day of telemetry; apply the retention"
     )
@@ -28,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="delete telemetry days older than this (default: the warehouse settings, 90)",
     )
-    sub.add_parser("vacuum", help="delete day files replaced longer ago than the grace period")
-    sub.add_parser("info", help="entry point, data directory, rows per table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         result = warehouse_migrate.migrate(wh)
         wh.ensure()
-        print(json.dumps({"entry_point": str(wh.entry_path), **result.as_dict()}))
+        print(json.dumps(result.as_dict()))
+    elif args.action == "maintain":
+        print(json.dumps(wh.maintain()))
     elif args.action == "compact-telemetry":
         from stroke_dagster.api.telemetry import compact_telemetry
 
@@ -49,21 +50,21 @@ def run(args: argparse.Namespace) -> int:
             retention = wh.config.telemetry_retention_days
         summary = compact_telemetry(wh.telemetry_dir, storage=wh.files, retention_days=retention)
         print(json.dumps(summary))
-    elif args.action == "vacuum":
-        print(json.dumps({"files_removed": wh.vacuum(), "grace_seconds": wh.config.grace_seconds}))
     else:
-        rows = {
-            table: int(wh.query_df(f"SELECT count(*) AS n FROM {table}")["n"][0])
-            for table in wh.schema().tables
-        }
-        print(
-            json.dumps(
-                {
-                    "entry_point": str(wh.ensure()),
-                    "data_dir": str(wh.data_dir),
-                    "storage": wh.files.url,
-                    "rows": rows,
+        con = wh.connect()
+        try:
+            tables = {
+                name: {
+                    "location": wh.table_uri(name),
+                    "version": version,
+                    "rows": con.execute(f"SELECT count(*) FROM {name}").fetchone()[0],
                 }
-            )
-        )
+                for name, version in con.execute(
+                    f"SELECT * FROM {warehouse.SNAPSHOT_TABLE} ORDER BY 1"
+                ).fetchall()
+            }
+        finally:
+            con.close()
+        info = {"tables": tables, "incomplete_writes": wh.incomplete_writes()}
+        print(json.dumps(info))
     return 0

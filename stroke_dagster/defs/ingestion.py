@@ -150,7 +150,7 @@ def clean_patients(
                 "quarantine_reasons": dg.MetadataValue.json(
                     {str(k): int(v) for k, v in reasons.items()}
                 ),
-                "warehouse": str(settings.warehouse_path),
+                "quarantine_table": str(settings.files.path("warehouse", "quarantine")),
             },
         )
     )

@@ -17,7 +17,7 @@ import json
 
 import dagster as dg
 
-from stroke_dagster import registry, scoring
+from stroke_dagster import registry, scoring, warehouse
 from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
 from stroke_dagster.defs.metadata import (
     COLUMN_SCHEMA,
@@ -100,7 +100,7 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     kinds=KINDS,
     owners=OWNERS,
     deps=[daily_cohort, champion_model],
-    metadata=table_metadata("scores"),
+    metadata=table_metadata("score_history"),
     # A new champion rescores through the champion_rescoring sensor (recent days only).
     automation_condition=on_new_upstream_data(ignore=[champion_model.key]),
     retry_policy=TRANSIENT_RETRY,
@@ -115,8 +115,9 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     ],
     description=(
         "Stroke probability and risk tier (thresholds recorded with the model at training time) "
-        "of every valid patient of the day, scored by the StrokeRF champion; replaces the day's "
-        "rows of the DuckDB `scores` table in one transaction (re-runs never duplicate)."
+        "of every valid patient of the day, scored by the StrokeRF champion: one Delta commit "
+        "replaces the day's slice of `score_history` (re-runs never duplicate; an earlier "
+        "model's slice is kept, no longer current) and the `scores` view shows it."
     ),
 )
 def cohort_scores(
@@ -126,9 +127,19 @@ def cohort_scores(
     settings = stroke.settings()
     cohort = _cohort(context, settings, day, revalidate=False)
     model = registry.load_model(registry.CHAMPION, settings=settings)  # resolved afresh
+    provenance = warehouse.Provenance(
+        run_id=context.run_id,
+        input_file=cohort.source_file,
+        input_sha256=warehouse.file_sha256(cohort.source_file, settings.files),
+    )
     with settings.files.local_copy(cohort.path) as cohort_file:  # a download on object storage
         scored = scoring.score_file(
-            cohort_file, model, cohort_date=day, quarantine_source=None, settings=settings
+            cohort_file,
+            model,
+            cohort_date=day,
+            quarantine_source=None,
+            provenance=provenance,
+            settings=settings,
         )
     rows_in = cohort.rows_in
     accounted = scored.rows_scored + cohort.rows_quarantined

@@ -3,10 +3,9 @@
 ``inference_daily_summary`` aggregates the day's request telemetry (the Parquet segments behind
 the warehouse view ``inference_log``; see :mod:`stroke_dagster.api.telemetry`) and logs it as one
 MLflow run per day in the experiment ``stroke-inference`` (re-materialising a day updates that
-run). It then compacts every past day of telemetry into one file per day, deletes the days older
-than the retention (``warehouse.telemetry_retention_days``, default 90) and the warehouse day
-files replaced longer ago than the grace period. Parquet only: it runs beside the scoring assets
-and never waits for them.
+run). It then compacts every past day of telemetry into one file per day and deletes the days
+older than the retention (``warehouse.telemetry_retention_days``, default 90). Parquet only: it
+runs beside the scoring assets and never waits for them.
 """
 
 import datetime as dt
@@ -106,7 +105,6 @@ def inference_daily_summary(
     metadata["mlflow_run"] = mlflow_run_url(settings, run_id)
     metadata["days_compacted"] = len(compaction["compacted"])
     metadata["days_deleted"] = len(compaction["deleted"])
-    metadata["warehouse_files_vacuumed"] = wh.vacuum()
     return glance(dg.MaterializeResult(metadata=metadata))
 
 

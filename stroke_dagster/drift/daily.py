@@ -113,7 +113,7 @@ def write_report(
     run_id: str | None = None,
     settings: Settings,
 ) -> int:
-    """Replace the day's ``drift_metrics`` and ``drift_summary`` partitions together."""
+    """Replace the day's ``drift_metrics``, then its ``drift_summary`` (the commit of record)."""
     from stroke_dagster import warehouse
 
     computed_at = dt.datetime.now(dt.UTC)
@@ -121,7 +121,8 @@ def write_report(
     metrics = report.to_frame()
     summary = pd.DataFrame([report.summary()]).drop(columns=["reference_model_version"])
     common = {"reference_model_version": version, "computed_at": computed_at}
-    with warehouse.write_transaction(settings) as con:
+    provenance = warehouse.Provenance(run_id=run_id, model_version=version)
+    with warehouse.write_transaction(settings, provenance) as con:
         written = warehouse.replace_rows(
             con, METRICS_TABLE, day, metrics, {**common, "backend": report.backend}
         )

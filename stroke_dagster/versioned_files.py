@@ -1,15 +1,13 @@
-"""Immutable, versioned files: the naming shared by the warehouse and the telemetry log.
+"""Immutable, versioned files: the naming of the API's telemetry log (``telemetry/``).
 
 A published file is never modified or renamed over. A new version of ``<key>`` gets a new name,
-``<key>~<version>.parquet`` (version zero-padded, so names sort by version); readers take the
-newest name of each key. Warehouse days number their versions 1, 2, 3... (:func:`sequence_name`,
-claimed by an exclusive create); the telemetry log and older warehouses use the publication
-time in ns (:func:`version_name`), and a sequence continues from the newest of those. A
-superseded version is deleted once its successor is older than a grace period, so that a query
-that listed it can still open it.
+``<key>~<version>.parquet`` (version = publication time in ns, zero-padded so that names sort by
+version); readers take the newest name of each key. A superseded version is deleted once its
+successor is older than a grace period, so that a query that listed it can still open it.
 
 The directories are those of a :class:`~stroke_dagster.storage.Storage` (a local directory or an
-object-store prefix); without one, plain local paths.
+object-store prefix); without one, plain local paths. (The warehouse's tables are Delta tables:
+:mod:`stroke_dagster.warehouse`.)
 """
 
 from __future__ import annotations
@@ -30,28 +28,10 @@ def version_name(key: str, version: int | None = None) -> str:
     return f"{key}{VERSION_SEP}{version:020d}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def sequence_name(key: str, number: int) -> str:
-    """``<key>~<number>.parquet``: the name of version ``number``, the same for every writer."""
-    return f"{key}{VERSION_SEP}{number:020d}.parquet"
-
-
-def version_number(path: PurePath) -> int:
-    """The version number of a published file's name (either form above)."""
-    return int(path.name.split(VERSION_SEP, 1)[1][:20])
-
-
 def versions(directory: PurePath, key: str, storage: Storage | None = None) -> list[StoragePath]:
     """The published versions of ``key`` in a partition directory, oldest first."""
     files = storage_for(directory, storage).list_files(directory, f"{key}{VERSION_SEP}*.parquet")
     return [item.path for item in files]
-
-
-def latest_files(directory: PurePath, storage: Storage | None = None) -> list[StoragePath]:
-    """The current file of every key of a partition directory."""
-    current: dict[str, StoragePath] = {}
-    for item in storage_for(directory, storage).list_files(directory, f"*{VERSION_SEP}*.parquet"):
-        current[item.name.split(VERSION_SEP, 1)[0]] = item.path
-    return sorted(current.values(), key=lambda path: path.name)
 
 
 def remove_superseded(
