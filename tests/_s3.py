@@ -155,11 +155,13 @@ def s3_storage_env(s3: MotoS3, bucket: str, prefix: str = DEFAULT_PREFIX) -> dic
 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
-    """One moto S3 server (in-process thread) for the test session."""
+    """One moto S3 server for the test session: a child process, because delta-rs (the
+    warehouse's Delta tables) calls S3 without releasing the GIL, which an in-process server
+    thread would need to answer."""
     previous = {name: os.environ.get(name) for name in AWS_TEST_ENV}
     os.environ.update(AWS_TEST_ENV)  # boto3's client() above and s3fs need credentials
     try:
-        with MotoS3() as server:
+        with MotoS3(mode="process") as server:
             yield server
     finally:
         for name, value in previous.items():

@@ -111,20 +111,18 @@ def test_duckdb_reads_the_storage(store: Storage) -> None:
 
 
 def _home_files(home: Path) -> list[str]:
-    """Files under STROKE_HOME, relative (the warehouse's file of views excepted)."""
-    return sorted(
-        p.relative_to(home).as_posix()
-        for p in home.rglob("*")
-        if p.is_file() and p.name != "warehouse.duckdb"
-    )
+    """Files under STROKE_HOME, relative."""
+    return sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
 
 
-def test_warehouse_days_live_in_the_bucket(
+def test_warehouse_tables_live_in_the_bucket_and_commit_conditionally(
     s3_bucket: str, moto_s3: MotoS3, stroke_home: Path
 ) -> None:
     import datetime as dt
+    import threading
 
     import pandas as pd
+    import polars as pl
 
     from stroke_dagster import warehouse
 
@@ -135,29 +133,48 @@ def test_warehouse_days_live_in_the_bucket(
     extra = {"model_name": "StrokeRF", "model_version": "1", "scored_at": dt.datetime.now(dt.UTC)}
     for day in ("2026-01-01", "2026-01-02"):
         warehouse.replace_partition("score_history", day, rows, extra=extra, settings=settings)
-    warehouse.replace_partition(
-        "score_history", "2026-01-02", rows.head(1), extra=extra, settings=settings
-    )
+    # Two writers of one day at once: Delta's conditional commit (If-None-Match on the next
+    # log entry) lets one win; the other is refused, reloads and commits after it.
+    errors: list[str] = []
+
+    def write(n: int) -> None:
+        try:
+            warehouse.replace_partition(
+                "score_history", "2026-01-02", rows.head(n), extra=extra, settings=settings
+            )
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    wh = warehouse.of(settings)
+    before = wh.table("score_history").version()
+    writers = [threading.Thread(target=write, args=(n,)) for n in (1, 2, 1, 2)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    assert errors == []
+    commits = [c for c in wh.history("score_history") if c["version"] > before]
+    assert len(commits) == 4  # none lost to a lost update on the object store
     counts = warehouse.query_df(
         "SELECT cohort_date::VARCHAR AS day, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1",
         settings=settings,
     )
-    assert counts.to_dict("list") == {"day": ["2026-01-01", "2026-01-02"], "n": [2, 1]}
-    wh = warehouse.of(settings)
-    assert [str(d) for d in wh.partition_days("scores")] == ["2026-01-01", "2026-01-02", "None"]
-    day2 = wh.partition_dir("scores", dt.date(2026, 1, 2))
-    assert len(wh.files.list_files(day2)) == 2  # the superseded version waits for the grace
-    assert wh.vacuum() == 0
-    assert (
-        warehouse.Warehouse(
-            stroke_home, warehouse.WarehouseConfig(grace_seconds=0), storage=wh.files
-        ).vacuum()
-        == 1
-    )
-    assert len(wh.files.list_files(day2)) == 1
+    assert counts["day"].tolist() == ["2026-01-01", "2026-01-02"]
+    assert counts["n"].iloc[0] == 2 and counts["n"].iloc[1] in (1, 2)
     keys = moto_s3.keys(s3_bucket)
-    assert any(k.startswith("stroke/warehouse/scores/cohort_date=2026-01-02/data~") for k in keys)
-    assert _home_files(stroke_home) == []  # only the views file is local
+    assert any(k.startswith("stroke/warehouse/score_history/_delta_log/") for k in keys)
+    assert any(k.startswith("stroke/warehouse/score_history/cohort_date=2026-01-02/") for k in keys)
+    # A second engine reads the table in the bucket.
+    options = {
+        **wh.files.delta_options,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    frame = pl.read_delta(wh.table_uri("score_history"), storage_options=options)
+    assert frame.filter(pl.col("is_current")).height == counts["n"].sum()
+    summary = wh.maintain()
+    assert summary["files_vacuumed"] == 0  # a week of time travel is kept
+    assert _home_files(stroke_home) == []  # nothing of the warehouse is local
     con = warehouse.connect(settings)
     try:
         assert con.execute("SELECT count(*) FROM inference_log").fetchone() == (0,)
@@ -299,16 +316,19 @@ def test_the_daily_loop_runs_on_object_storage(
     assert summary["compacted"] == {"2026-01-04": 3}
     assert len(read_day(settings, "2026-01-04")) == 3
 
-    # A rescored day: the superseded version stays for the grace period, then goes.
+    # A rescored day replaces its slice in one commit (the day's files are swapped).
     with files.local_copy(cohort.path) as local:
         scoring.score_file(
             local, small_model, cohort_date=DAY, quarantine_source=None, settings=settings
         )
-    day_dir = warehouse.of(settings).partition_dir("scores", dt.date.fromisoformat(DAY))
-    assert len(files.list_files(day_dir)) == 2
-    no_grace = settings.replace(warehouse={"grace_seconds": 0})
-    assert warehouse.of(no_grace).vacuum() >= 1
-    assert len(files.list_files(day_dir)) == 1
+    assert (
+        warehouse.query_df(
+            "SELECT count(*) AS n FROM score_history WHERE cohort_date = ?",
+            [dt.date.fromisoformat(DAY)],
+            settings=settings,
+        )["n"].item()
+        == scored.rows_scored
+    )
 
     # The command line reads the same warehouse.
     cli_sql.run(
@@ -322,12 +342,13 @@ def test_the_daily_loop_runs_on_object_storage(
     assert json.loads(capsys.readouterr().out) == [{"n": 3}]
     cli_warehouse.run(argparse.Namespace(action="info"))
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert info["rows"]["scores"] == scored.rows_scored and info["storage"] == files.url
+    assert info["tables"]["score_history"]["rows"] == scored.rows_scored
+    assert info["tables"]["score_history"]["location"].startswith(files.url)
 
     keys = moto_s3.keys(s3_bucket, "stroke/")
     for prefix in ("incoming/", "labels/", "cohorts/", "models/9/", "warehouse/", "telemetry"):
         assert any(key.startswith(f"stroke/{prefix}") for key in keys), prefix
-    # Only the file of views (and no data) was added under STROKE_HOME.
+    # Nothing was added under STROKE_HOME.
     assert set(_home_files(stroke_home)) - before == set()
 
 
