@@ -104,6 +104,7 @@ class CohortSummary:
     rows_valid: int
     rows_quarantined: int
     source_version: str | None = None  # the input file's version (see storage.FileInfo)
+    source_sha256: str | None = None  # sha256 of the input file's bytes (score provenance)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -558,6 +559,9 @@ def validate_cohort(
         files.staged_file(".tmp", near=dest.parent) as tmp,
     ):
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
+        from stroke_dagster import warehouse
+
+        source_sha256 = warehouse.file_sha256(local)
         try:
             schema: pa.Schema | None = None
             for valid, quarantine in iter_validated(local, batch_rows):
@@ -574,8 +578,6 @@ def validate_cohort(
                 raise AssertionError("iter_patient_batches yields at least one batch")
             writer.close()
             writer = None
-            from stroke_dagster import warehouse
-
             warehouse.write_quarantine(rejected.close(), quarantine_source, day, settings=settings)
             files.publish(tmp, dest, fsync=False)
         finally:
@@ -589,6 +591,7 @@ def validate_cohort(
         rows_valid=rows_valid,
         rows_quarantined=rows_quarantined,
         source_version=source_info.version if source_info is not None else None,
+        source_sha256=source_sha256,
     )
     files.write_text(dest.with_suffix(".json"), json.dumps(summary.to_dict(), indent=2))
     return summary

@@ -127,10 +127,10 @@ def cohort_scores(
     settings = stroke.settings()
     cohort = _cohort(context, settings, day, revalidate=False)
     model = registry.load_model(registry.CHAMPION, settings=settings)  # resolved afresh
-    provenance = warehouse.Provenance(
-        run_id=context.run_id,
-        input_file=cohort.source_file,
-        input_sha256=warehouse.file_sha256(cohort.source_file, settings.files),
+    provenance = warehouse.Provenance(  # a summary of an older version has no hash: the
+        run_id=context.run_id,  # scored copy is hashed instead (see scoring.score_file)
+        input_file=cohort.source_file if cohort.source_sha256 else cohort.path,
+        input_sha256=cohort.source_sha256,
     )
     with settings.files.local_copy(cohort.path) as cohort_file:  # a download on object storage
         scored = scoring.score_file(
