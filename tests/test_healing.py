@@ -437,29 +437,38 @@ def test_stroke_score_tells_dagster_of_the_day_it_wrote(champion_home: Path, cap
 
 
 # ---------------------------------------------------------------------- warehouse versions
-def test_writers_of_one_day_take_successive_versions(stroke_home: Path) -> None:
-    """The day's newest version is the last published, by sequence, not by any clock."""
+def test_a_commit_refused_by_a_concurrent_writer_of_the_day_is_made_again(
+    stroke_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same-day writers are ordered by Delta's conflict detection, not by a clock: a commit
+    prepared on a snapshot another writer of the day has since changed is refused, and the
+    writer commits again on the new version (the last commit is the current day)."""
     import pandas as pd
 
     wh = warehouse.Warehouse.from_settings(load_settings())
     wh.ensure()
-    frame = pd.DataFrame(
-        {
-            "source": ["test"],
-            "row_number": [1],
-            "patient_id": ["1"],
-            "reason": ["x"],
-            "record": ["{}"],
-            "quarantined_at": [dt.datetime.now(dt.UTC)],
-        }
-    )
-    first = wh.stage("quarantine", "2026-03-02", frame)
-    second = wh.stage("quarantine", "2026-03-02", frame)
-    a = wh.publish(second)
-    b = wh.publish(first)  # staged earlier, published later: it is the newer version
-    assert a.name.endswith("~00000000000000000001.parquet")
-    assert b.name.endswith("~00000000000000000002.parquet")
-    assert wh.current_file("quarantine", dt.date(2026, 3, 2)) == b
+    rows = pd.DataFrame(
+        {"row_number": [1, 2], "patient_id": ["1", "2"], "reason": ["x", "y"], "record": ["{}"] * 2}
+    ).assign(quarantined_at=pd.Timestamp("2026-03-02T01:00:00Z"))
+    first = wh.stage("quarantine", "2026-03-02", rows, source="test")
+    second = wh.stage("quarantine", "2026-03-02", rows.head(1), source="test")
+    stale = wh.table("quarantine")  # the snapshot `first` is prepared on ...
+    wh.commit(second)  # ... then another writer commits the same day
+    loads = []
+    real_table = warehouse.Warehouse.table
+
+    def snapshot(self: warehouse.Warehouse, table: str, version: int | None = None):  # noqa: ANN202
+        loads.append(table)
+        return stale if len(loads) == 1 else real_table(self, table, version)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(warehouse.Warehouse, "table", snapshot)
+        version = wh.commit(first)
+    assert len(loads) == 2  # refused once on the stale snapshot, committed on the new one
+    history = wh.history("quarantine", 2)
+    assert [c["version"] for c in history] == [version, version - 1]
+    got = warehouse.query_df("SELECT count(*) AS n FROM quarantine", settings=load_settings())
+    assert got["n"].item() == 2  # the last commit is the day, whole
 
 
 def test_an_unreachable_object_store_is_an_outage_not_a_missing_file(

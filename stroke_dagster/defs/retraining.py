@@ -3,8 +3,8 @@
 A sensor rather than an automation condition: the policy reads the drift verdicts from the
 warehouse (``drift_summary``, against the current champion), needs the run history for its
 cooldown and window, and starts ``training_job`` as one run with its tags; automation
-conditions only see asset events and cannot read either. A busy warehouse or a malformed
-setting skips the tick with the reason; it never fails it.
+conditions only see asset events and cannot read either. It reads the latest snapshot of the
+warehouse (never waiting for a writer); a malformed setting skips the tick with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from stroke_dagster.settings import Settings
 
 TRAINING_JOB = "training_job"
 TRIGGER_TAG = "stroke/trigger"
-READ_TIMEOUT_S = 20.0
 
 
 def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, bool]]:
@@ -32,7 +31,6 @@ def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, 
         "WHERE reference_model_version = ? ORDER BY cohort_date DESC LIMIT ?",
         [version, window],
         settings=settings,
-        timeout=READ_TIMEOUT_S,
     )
     return [(str(d), bool(f)) for d, f in zip(frame["day"], frame["is_drift"], strict=True)]
 
@@ -96,12 +94,11 @@ def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRe
         "Starts training_job when retrain.drifted_days of the last retrain.window_days checked "
         "days drifted against the current champion: once per policy window, at most once per "
         "retrain.cooldown_hours; a failed or cancelled retraining spends neither and is tried "
-        "again up to retrain.max_attempts times, then alerts; a busy warehouse or a malformed "
-        "setting skips the tick."
+        "again up to retrain.max_attempts times, then alerts; a malformed setting skips the tick."
     ),
 )
 def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings):  # noqa: ANN201
-    from stroke_dagster import registry, warehouse
+    from stroke_dagster import registry
     from stroke_dagster.alerts import post_alert, retrain_failed_text
     from stroke_dagster.defs.healing import ENDED_BADLY, count_runs
     from stroke_dagster.retraining import Policy, decide
@@ -135,10 +132,7 @@ def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings
         return dg.SkipReason("no champion registered yet: nothing to compare drift against")
     last = _last_retrain(context)
     window = policy.window_days + (policy.window_days if last else 0)
-    try:
-        verdicts = _verdicts(champion, window, settings)
-    except warehouse.WarehouseBusyError as exc:
-        return dg.SkipReason(f"warehouse busy ({exc}); checking again on the next tick")
+    verdicts = _verdicts(champion, window, settings)  # a snapshot: never waits for a writer
     now = dt.datetime.now(dt.UTC)
     decision = decide(verdicts, champion=champion, policy=policy, now=now, last=last)
     state = json.loads(context.cursor) if context.cursor else {}

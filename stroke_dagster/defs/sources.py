@@ -136,9 +136,8 @@ def champion_glance(settings: Settings, version: str) -> dict[str, Any]:
                 "FROM performance_metrics WHERE model_version = ?",
                 [version],
                 settings=settings,
-                timeout=10.0,
             ).iloc[0]
-        except Exception:  # a busy or absent table: the figures come on a later tick
+        except Exception:  # an unreachable store: the figures come on a later tick
             live = None
         if live is not None and int(live["days"] or 0):
             metadata["live_labelled_days"] = int(live["days"])
