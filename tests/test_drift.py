@@ -189,7 +189,7 @@ def test_detector_is_fitted_once_per_model_version(champion_home: Path) -> None:
     assert (
         first.path
         == detector_path("1", "scipy", settings=load_settings())
-        == champion_home / "models/1/drift_scipy.pkl"
+        == champion_home / "models/1/drift_scipy.parquet"
     )
     assert first.path.is_file()
     stamp = first.path.stat().st_mtime_ns
@@ -200,7 +200,7 @@ def test_detector_is_fitted_once_per_model_version(champion_home: Path) -> None:
     assert second.detector.config.alpha == 0.01  # check-time settings follow the caller
     # the holdout predictions were fitted too: prediction drift is available
     assert any(g.source == "predictions" for g in second.detector.groups)
-    first.path.write_bytes(b"not a pickle")  # unreadable -> refitted, not a failure
+    first.path.write_bytes(b"not parquet")  # unreadable -> refitted, not a failure
     assert detector_for_model(config=config, settings=load_settings()).fitted_now
 
 

@@ -480,8 +480,8 @@ def test_objects_between_steps_go_through_object_storage(
         result = dg.materialize([upstream, downstream], resources={"io_manager": manager})
         assert result.success and result.output_for_node("downstream") == 3
         keys = s3.keys(bucket)
-    assert "stroke/dagster/io/upstream/__all__.pkl" in keys
-    assert "stroke/dagster/io/downstream/__all__.pkl" in keys
+    assert "stroke/dagster/io/upstream/__all__.zip" in keys
+    assert "stroke/dagster/io/downstream/__all__.zip" in keys
     assert not (stroke_home / "dagster" / "storage").exists()  # nothing on the local disk
 
 

@@ -11,12 +11,18 @@ Tests run per group of columns that share rows (one engine call per group):
 
 All p-values of a check form one family corrected with Bonferroni or Benjamini-Hochberg. A row
 drifts when it is significant after correction *and* its effect size reaches the configured floor.
+
+What ``fit`` learns is plain data (:meth:`TabularDriftDetector.to_state`): the layout of the tested
+columns with their rare-category lookups, and each group's encoded reference matrix. Everything
+else (sorted reference, scale, bin edges, shares, the engine's tests) is derived from it, by
+``fit`` and by :meth:`TabularDriftDetector.from_state` alike, so a stored detector needs no pickle.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +62,10 @@ from stroke_dagster.schema import (
 PROBABILITY = "stroke_probability"
 TIER = "risk_tier"
 _CATEGORIES = {f.name: f.categories for f in CATEGORICAL_FIELDS}
+_SOURCES = {"features": frozenset(FEATURES), "predictions": frozenset((PROBABILITY, TIER))}
+_KINDS = frozenset((FEATURE, MISSINGNESS, PREDICTION))
+_ENCODINGS = frozenset(("value", "observed", "missing", "codes"))
+STATE_COLUMNS = ("group", "column", "value")  # the encoded reference values, one row per value
 
 
 @dataclass
@@ -83,6 +93,7 @@ class _Group:
     source: str  # "features" or "predictions": which input frame the columns come from
     columns: list[_Column]
     tests: ColumnTests | None = None
+    reference: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # encoded, by column
 
 
 def _raw_codes(frame: pd.DataFrame, column: _Column) -> np.ndarray:
@@ -201,7 +212,10 @@ class TabularDriftDetector:
                 column.lookup = pool_rare_codes(
                     codes, _n_codes(column), self.config.rare_category_share
                 )
-        vectors = [_encode(frame, c) for c in group.columns]
+        self._fit_vectors(group, [_encode(frame, c) for c in group.columns])
+
+    def _fit_vectors(self, group: _Group, vectors: list[np.ndarray]) -> None:
+        """Everything else ``fit`` learns, from the group's encoded reference vectors."""
         categories: dict[int, list[int]] = {}
         for i, (column, values) in enumerate(zip(group.columns, vectors, strict=True)):
             column.n_reference = int(values.size)
@@ -216,7 +230,87 @@ class TabularDriftDetector:
                 column.reference_share = binned_share(values, column.edges)
         if min(v.size for v in vectors) == 0:
             raise InputError(f"reference has no observed values for {group.columns[0].name}")
-        group.tests = make_column_tests(self.backend, np.column_stack(vectors), categories)
+        group.reference = np.column_stack(vectors).astype(np.float64, copy=False)
+        group.tests = make_column_tests(self.backend, group.reference, categories)
+
+    # -------------------------------------------------------------------------------- state
+    def to_state(self) -> tuple[dict[str, Any], pd.DataFrame]:
+        """What ``fit`` learned, as data: ``(layout, values)``.
+
+        ``layout`` (JSON-ready): the reference version and size, and per group its source and
+        columns (name, source, kind, encoding, categorical, rare-category lookup). ``values``: the
+        encoded reference values, columns :data:`STATE_COLUMNS` (group and column positions, in
+        reference row order within each column).
+        """
+        if not self.groups:
+            raise RuntimeError("the drift detector is not fitted")
+        groups = [
+            {
+                "source": group.source,
+                "columns": [
+                    {
+                        "name": c.name,
+                        "source": c.source,
+                        "kind": c.kind,
+                        "encoding": c.encoding,
+                        "categorical": c.categorical,
+                        "lookup": None if c.lookup is None else [int(v) for v in c.lookup],
+                    }
+                    for c in group.columns
+                ],
+            }
+            for group in self.groups
+        ]
+        layout = {
+            "reference_version": self.reference_version,
+            "n_reference": self.n_reference,
+            "groups": groups,
+        }
+        parts = [
+            pd.DataFrame(
+                {
+                    "group": np.full(group.reference.shape[0], g, dtype=np.int32),
+                    "column": np.full(group.reference.shape[0], c, dtype=np.int32),
+                    "value": group.reference[:, c],
+                }
+            )
+            for g, group in enumerate(self.groups)
+            for c in range(group.reference.shape[1])
+        ]
+        return layout, pd.concat(parts, ignore_index=True)
+
+    @classmethod
+    def from_state(
+        cls, layout: dict[str, Any], values: pd.DataFrame, config: DriftConfig | None = None
+    ) -> TabularDriftDetector:
+        """The detector :meth:`to_state` described, fitted again from its encoded reference.
+
+        Raises ``ValueError`` (or ``KeyError``/``TypeError``) when the state is malformed.
+        """
+        detector = cls(config)
+        version = layout["reference_version"]
+        detector.reference_version = None if version is None else str(version)
+        detector.n_reference = int(layout["n_reference"])
+        group_of = values["group"].to_numpy()
+        column_of = values["column"].to_numpy()
+        numbers = values["value"].to_numpy(dtype=np.float64)
+        used = 0
+        for g, spec in enumerate(layout["groups"]):
+            source = spec["source"]
+            if source not in _SOURCES or not spec["columns"]:
+                raise ValueError(f"drift state: bad group {g}")
+            group = _Group(source, [_column_from_state(source, c) for c in spec["columns"]])
+            vectors = [
+                numbers[(group_of == g) & (column_of == c)] for c in range(len(spec["columns"]))
+            ]
+            if len({v.size for v in vectors}) != 1:
+                raise ValueError(f"drift state: columns of group {g} differ in length")
+            used += sum(v.size for v in vectors)
+            detector._fit_vectors(group, vectors)
+            detector.groups.append(group)
+        if used != len(values) or not detector.groups:
+            raise ValueError("drift state: values outside the layout")
+        return detector
 
     # -------------------------------------------------------------------------------- check
     def check(
@@ -339,6 +433,33 @@ class TabularDriftDetector:
             "n_reference": column.n_reference,
             "n_cohort": int(values.size),
         }
+
+
+def _column_from_state(group_source: str, spec: dict[str, Any]) -> _Column:
+    """One tested column of a stored layout, checked against what ``fit`` can produce."""
+    column = _Column(
+        name=str(spec["name"]),
+        source=spec["source"],
+        kind=spec["kind"],
+        encoding=spec["encoding"],
+        categorical=spec["categorical"],
+    )
+    if (
+        column.source not in _SOURCES[group_source]
+        or column.kind not in _KINDS
+        or column.encoding not in _ENCODINGS
+        or not isinstance(column.categorical, bool)
+    ):
+        raise ValueError(f"drift state: bad column {column.name!r}")
+    lookup = spec["lookup"]
+    if lookup is not None:
+        n_codes = _n_codes(column)
+        if column.encoding != "codes" or len(lookup) != n_codes:
+            raise ValueError(f"drift state: bad lookup for {column.name!r}")
+        if not all(isinstance(v, int) and 0 <= v < n_codes for v in lookup):
+            raise ValueError(f"drift state: bad lookup for {column.name!r}")
+        column.lookup = np.asarray(lookup, dtype=np.int64)
+    return column
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:

@@ -1,22 +1,29 @@
-"""Fitted detectors kept per model version: ``models/<version>/drift_<backend>.pkl`` of the file
+"""Fitted detectors kept per model version: ``models/<version>/drift_<backend>.parquet`` of the file
 storage (``STROKE_HOME`` by default, ``storage.url`` on object storage).
 
 A detector is fitted once from the version's reference data (its training split) and holdout
-predictions, both MLflow artifacts of the version's run, then loaded by every later check. The file
-is a pickle written atomically by this platform for itself (never load one from elsewhere); a file
-that no longer loads or was fitted with other settings is refitted and replaced.
+predictions, both MLflow artifacts of the version's run, then loaded by every later check.
+
+The file is data, never a pickle (the bucket also receives the upstream system's cohorts: whoever
+can write there must not be able to run code in the steps). It is one Parquet file, published
+atomically: the rows are the detector's encoded reference values (``group``, ``column``,
+``value``) and the key-value metadata ``stroke.drift_detector`` is a JSON of the fit signature and
+the column layout (:meth:`~stroke_dagster.drift.detector.TabularDriftDetector.to_state`). Loading
+fits the engine's tests again from those values (cheap: the engines only keep the reference
+matrix). A file that does not load, describes an impossible layout or was fitted with other
+settings is refitted and replaced; the ``drift_<backend>.pkl`` of earlier releases is never read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from stroke_dagster.drift.config import DriftConfig
-from stroke_dagster.drift.detector import TabularDriftDetector
+from stroke_dagster.drift.detector import STATE_COLUMNS, TabularDriftDetector
 from stroke_dagster.errors import InputError
 from stroke_dagster.settings import Settings
 from stroke_dagster.storage import Storage, StoragePath, storage_for
@@ -25,11 +32,13 @@ if TYPE_CHECKING:
     from stroke_dagster.registry import ServingModel
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the pickles of earlier releases (ignored)
+SUFFIX = ".parquet"
+METADATA_KEY = b"stroke.drift_detector"
 
 
 def detector_path(version: str, backend: str, settings: Settings) -> StoragePath:
-    return settings.files.path("models", str(version), f"drift_{backend}.pkl")
+    return settings.files.path("models", str(version), f"drift_{backend}{SUFFIX}")
 
 
 def _fit_signature(config: DriftConfig) -> dict[str, Any]:
@@ -46,11 +55,16 @@ def save_detector(
     detector: TabularDriftDetector, path: PurePath, storage: Storage | None = None
 ) -> StoragePath:
     """Write the fitted detector atomically (a reader never sees half a file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     storage = storage_for(path, storage)
-    payload = {"signature": _fit_signature(detector.config), "detector": detector}
-    with storage.staged_file(".tmp", near=path.parent) as tmp:
-        with open(tmp, "wb") as handle:
-            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    layout, values = detector.to_state()
+    meta = {"signature": _fit_signature(detector.config), **layout}
+    table = pa.Table.from_pandas(values, preserve_index=False)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    with storage.staged_file(SUFFIX, near=path.parent) as tmp:
+        pq.write_table(table, tmp)
         storage.publish(tmp, path, fsync=False)
     return path
 
@@ -59,21 +73,24 @@ def load_detector(
     path: PurePath, config: DriftConfig, storage: Storage | None = None
 ) -> TabularDriftDetector | None:
     """The stored detector with ``config`` applied, or ``None`` if absent, stale or unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     storage = storage_for(path, storage)
     try:
         data = storage.read_bytes(path)
     except (FileNotFoundError, IsADirectoryError):
         return None
     try:
-        payload = pickle.loads(data)  # noqa: S301 - a file this platform wrote for itself
-    except Exception as exc:  # a pickle from other library versions: refit instead of failing
+        table = pq.read_table(pa.BufferReader(data), columns=list(STATE_COLUMNS))
+        meta = json.loads((table.schema.metadata or {})[METADATA_KEY])
+        if not isinstance(meta, dict) or meta.get("signature") != _fit_signature(config):
+            return None
+        values = table.replace_schema_metadata(None).to_pandas()
+        return TabularDriftDetector.from_state(meta, values, config)
+    except Exception as exc:  # damaged, tampered or of another layout: refit instead of failing
         log.warning("cannot load drift detector %s (%s): refitting", path, exc)
         return None
-    if not isinstance(payload, dict) or payload.get("signature") != _fit_signature(config):
-        return None
-    detector: TabularDriftDetector = payload["detector"]
-    detector.config = config
-    return detector
 
 
 @dataclass
