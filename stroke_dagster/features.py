@@ -18,6 +18,7 @@ from stroke_dagster.schema import (
     FEATURES,
     ID,
     NUMERIC_FEATURES,
+    PATIENT_KEY,
     TARGET,
 )
 
@@ -58,13 +59,27 @@ def holdout_mask(ids: pd.Series | list[object], holdout_fraction: float = 0.2) -
     return buckets < cut
 
 
+def patient_keys(df: pd.DataFrame) -> pd.Series:
+    """The patient of each row: ``patient_key`` where present, else the row's ``id``."""
+    ids = df[ID].astype(str).str.strip()
+    if PATIENT_KEY not in df.columns:
+        return ids
+    return df[PATIENT_KEY].astype("string").str.strip().fillna(ids).astype(str)
+
+
+def has_recurring_patients(df: pd.DataFrame) -> bool:
+    """Whether some patient has several rows (then splits must group by patient)."""
+    return PATIENT_KEY in df.columns and not patient_keys(df).is_unique
+
+
 def split_train_holdout(
     df: pd.DataFrame, holdout_fraction: float = 0.2
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split labelled patients into train and holdout frames by :func:`holdout_mask` of the id.
+    """Split labelled rows into train and holdout frames by :func:`holdout_mask` of the patient.
 
-    Both frames keep every column of ``df`` and get a fresh 0..n-1 index. Ids must be unique (a
-    duplicated id could fall on both sides only if its rows differ, which validation forbids).
+    A patient's rows (:func:`patient_keys`: one per labelled day it was seen) all fall on the same
+    side, so "patients the model never trained on" holds per patient, not per row. Both frames
+    keep every column of ``df`` and get a fresh 0..n-1 index.
     """
     if TARGET not in df.columns:
         raise InputError(f"training data needs the '{TARGET}' label column")
@@ -75,7 +90,7 @@ def split_train_holdout(
         raise InputError(
             f"training data needs at least 10 patients of each class, got {counts.to_dict()}"
         )
-    mask = holdout_mask(df[ID], holdout_fraction)
+    mask = holdout_mask(patient_keys(df), holdout_fraction)
     train, holdout = df.loc[~mask], df.loc[mask]
     for name, part in (("train", train), ("holdout", holdout)):
         if part[TARGET].nunique() < 2:

@@ -18,7 +18,14 @@ import pandas as pd
 
 from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import canonical_column, read_patient_file
-from stroke_dagster.schema import ID, MISSING_MARKERS, RAW_COLUMNS, REQUIRED_COLUMNS, TARGET
+from stroke_dagster.schema import (
+    ID,
+    MISSING_MARKERS,
+    PATIENT_KEY,
+    RAW_COLUMNS,
+    REQUIRED_COLUMNS,
+    TARGET,
+)
 from stroke_dagster.settings import Settings
 from stroke_dagster.storage import Storage, StoragePath, storage_for
 
@@ -135,8 +142,12 @@ def labeled_cohorts(settings: Settings) -> pd.DataFrame:
     Rows are the cohort file's rows (as read, before validation) that have a label, with the label
     taken from ``labels/<day>.csv`` as given; pass the frame through ``validate_patients(...,
     require_label=True)`` like any raw training file. Ids become ``<day>/<id>`` so that a patient
-    seen on several days, or an id reused by another source, is not dropped as a duplicate.
+    seen on several days, or an id reused by another source, is not dropped as a duplicate; the
+    patient stays known as ``patient_key`` (the cohort's id, or the column named by
+    ``scoring.patient_key_column`` where a site sends a separate patient identifier), which every
+    split groups by.
     """
+    key_column = settings.scoring.patient_key_column
     frames = []
     files = settings.files
     for day in labelled_days(settings):
@@ -152,8 +163,10 @@ def labeled_cohorts(settings: Settings) -> pd.DataFrame:
         if missing:
             log.warning("cohort %s lacks %s: skipped", cohort_path.name, ", ".join(missing))
             continue
+        patient = cohort[key_column] if key_column in cohort.columns else cohort[ID]
         cohort = cohort[list(REQUIRED_COLUMNS)].copy()
         cohort["_key"] = cohort[ID].astype(str).str.strip()
+        cohort[PATIENT_KEY] = patient.astype(str).str.strip().to_numpy()
         labels = _read_csv_text(settings.labels_dir / f"{day}.csv", files)
         labels.columns = [canonical_column(c) for c in labels.columns]
         if ID not in labels.columns or TARGET not in labels.columns:
@@ -163,7 +176,7 @@ def labeled_cohorts(settings: Settings) -> pd.DataFrame:
         labels = labels.drop_duplicates(subset=["_key"], keep="last")
         joined = cohort.merge(labels, on="_key", how="inner")
         joined[ID] = day + "/" + joined["_key"]
-        frames.append(joined[list(RAW_COLUMNS)])
+        frames.append(joined[[*RAW_COLUMNS, PATIENT_KEY]])
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in RAW_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (*RAW_COLUMNS, PATIENT_KEY)})
     return pd.concat(frames, ignore_index=True)

@@ -46,7 +46,7 @@ from stroke_dagster.calibration import (
     logit,
     pointwise_log_loss,
 )
-from stroke_dagster.schema import ID, TARGET
+from stroke_dagster.schema import ID, PATIENT_KEY, TARGET
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class RecalibrationFit:
     step_slope: float = 1.0
     judge: pd.DataFrame | None = field(repr=False, default=None)
     fit_ids: list[str] = field(repr=False, default_factory=list)
+    fit_patients: list[str] = field(repr=False, default_factory=list)  # their patient keys
 
     def step(self, p: np.ndarray) -> np.ndarray:
         """The fitted map alone: the recalibrated model's probability from the original's."""
@@ -291,6 +292,12 @@ def _site_ids(df: pd.DataFrame, id_column: str) -> list[str]:
     return (df["day"].astype(str) + "/" + ids).tolist() if "day" in df else ids.tolist()
 
 
+def _patients(df: pd.DataFrame) -> list[str]:
+    from stroke_dagster.features import patient_keys
+
+    return patient_keys(df).tolist() if len(df) else []
+
+
 class NotEnoughEvents(Exception):
     """Too few labelled events in the fit part to recalibrate."""
 
@@ -309,6 +316,8 @@ def recalibrate(
     from stroke_dagster.features import feature_frame
 
     config = config or RecalibrationConfig()
+    if id_column == ID and PATIENT_KEY in labelled.columns:
+        id_column = PATIENT_KEY  # a patient seen on several days stays on one side
     fit_part, judge_part = split_fit_judge(labelled, config.judge_fraction, config.salt, id_column)
     y_fit = fit_part[TARGET].to_numpy(dtype=int)
     method = choose_method(int(y_fit.sum()), config)
@@ -341,7 +350,8 @@ def recalibrate(
         step_intercept=intercept,
         step_slope=slope,
         judge=judge_part,
-        fit_ids=_site_ids(fit_part, id_column),
+        fit_ids=_site_ids(fit_part, ID),
+        fit_patients=_patients(fit_part),
     )
 
 
@@ -349,7 +359,8 @@ def labelled_patients(settings: Any, days: list[str] | None = None) -> tuple[pd.
     """Validated labelled cohort patients of ``days`` (default: every labelled day).
 
     ``incoming/D.*`` joined with ``labels/D.csv`` on ``id``, scored or not. Returns the patients
-    (schema columns plus ``day``) and the number of rows rejected by validation or label.
+    (schema columns plus ``day`` and ``patient_key``: the cohort's id, or the column
+    ``scoring.patient_key_column``) and the number of rows rejected by validation or label.
     """
     from stroke_dagster.errors import InputError
     from stroke_dagster.ingest import read_patient_file
@@ -372,6 +383,9 @@ def labelled_patients(settings: Any, days: list[str] | None = None) -> tuple[pd.
             cohort = read_patient_file(local)
         cohort = cohort.drop(columns=[TARGET], errors="ignore")
         cohort["_key"] = cohort[ID].astype(str).str.strip()
+        key_column = settings.scoring.patient_key_column
+        patient = cohort[key_column] if key_column in cohort.columns else cohort[ID]
+        cohort[PATIENT_KEY] = patient.astype(str).str.strip()
         labels = labels.rename(columns={ID: "_key"})
         labels[TARGET] = labels[TARGET].map({0.0: "0", 1.0: "1"})
         joined = cohort.merge(labels, on="_key", how="inner").drop(columns=["_key"])

@@ -157,20 +157,32 @@ def gate_recalibrated(version: str, champion: Any, fit: RecalibrationFit, settin
 def _split_ids(champion: Any, fit: RecalibrationFit) -> pd.DataFrame:
     """The champion's split ids plus the site patients: fit part as training, judge as holdout.
 
-    Site ids are written ``<day>/<id>`` like labelled cohorts in training data, so a later
-    candidate trained on those cohorts is never judged on patients this version was fit on.
+    Site ids are written ``<day>/<id>`` like labelled cohorts in training data, with their
+    ``patient_key``, so a later candidate trained on those cohorts is never judged on patients
+    this version was fit on.
     """
-    from stroke_dagster.schema import ID
+    from stroke_dagster.features import patient_keys
+    from stroke_dagster.schema import ID, PATIENT_KEY
 
     frames = []
     base = champion.split_ids()
     if base is not None:
-        frames.append(base[[ID, "split"]])
+        if PATIENT_KEY not in base.columns:  # a version stored before patient keys were kept
+            base = base.assign(**{PATIENT_KEY: base[ID].astype(str)})
+        frames.append(base[[ID, PATIENT_KEY, "split"]])
     judge = fit.judge if fit.judge is not None else pd.DataFrame(columns=[ID, "day"])
-    frames.append(pd.DataFrame({ID: fit.fit_ids, "split": "train"}))
     frames.append(
         pd.DataFrame(
-            {ID: (judge["day"] + "/" + judge[ID].astype(str)).tolist(), "split": "holdout"}
+            {ID: fit.fit_ids, PATIENT_KEY: fit.fit_patients or fit.fit_ids, "split": "train"}
+        )
+    )
+    frames.append(
+        pd.DataFrame(
+            {
+                ID: (judge["day"] + "/" + judge[ID].astype(str)).tolist(),
+                PATIENT_KEY: patient_keys(judge).tolist() if len(judge) else [],
+                "split": "holdout",
+            }
         )
     )
     return pd.concat(frames, ignore_index=True)

@@ -45,7 +45,7 @@ from stroke_dagster.model_store import (  # noqa: F401 (re-exported)
     ModelStore,
     StoredModel,
 )
-from stroke_dagster.schema import FEATURES, ID, TARGET
+from stroke_dagster.schema import FEATURES, ID, PATIENT_KEY, TARGET
 from stroke_dagster.settings import MODEL_NAME, Settings
 
 if TYPE_CHECKING:
@@ -191,11 +191,20 @@ def reference_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_ids_frame(train_df: pd.DataFrame, holdout_df: pd.DataFrame) -> pd.DataFrame:
-    """``id`` (text) and ``split`` (``train`` / ``holdout``) of every patient of a version."""
+    """``id`` (text), ``patient_key`` and ``split`` (``train`` / ``holdout``) of every row of a
+    version: which patient was on which side (a patient's rows are all on one side)."""
+    from stroke_dagster.features import patient_keys
+
     return pd.concat(
         [
-            pd.DataFrame({ID: train_df[ID].astype(str).to_numpy(), "split": "train"}),
-            pd.DataFrame({ID: holdout_df[ID].astype(str).to_numpy(), "split": "holdout"}),
+            pd.DataFrame(
+                {
+                    ID: frame[ID].astype(str).to_numpy(),
+                    PATIENT_KEY: patient_keys(frame).to_numpy(),
+                    "split": side,
+                }
+            )
+            for frame, side in ((train_df, "train"), (holdout_df, "holdout"))
         ],
         ignore_index=True,
     )

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 ID = "id"
 TARGET = "stroke"
+# The patient a row belongs to, where a patient can have several rows (a labelled cohort day is
+# one row per patient and day, ids "<day>/<id>"): the holdout, the tuning folds, the
+# recalibration's fit/judge split and the gate's "patients neither model trained on" all go by
+# it. Absent, a row's `id` is its patient (one row per patient, as in the raw training file).
+PATIENT_KEY = "patient_key"
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,9 @@ class ScoringSettings(_Section):
     max_heal_attempts: int = Field(3, ge=1)
     # the first daily partition (default: the first day the platform saw, see defs/partitions)
     go_live: dt.date | None = None
+    # the cohort column that identifies a patient across days (default: the cohort's `id`);
+    # training, tuning folds, recalibration and the gate split by it (see schema.PATIENT_KEY)
+    patient_key_column: str = "id"
 
 
 class StorageSettings(_Section):
@@ -332,6 +335,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_API_BODY_TIMEOUT": (("api", "body_timeout"), "a number of seconds > 0"),
     "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
+    "STROKE_PATIENT_KEY_COLUMN": (("scoring", "patient_key_column"), "a column name"),
     "STROKE_UNSCORED_AFTER_MINUTES": (("scoring", "unscored_after_minutes"), "a number > 0"),
     "STROKE_MAX_HEAL_ATTEMPTS": (("scoring", "max_heal_attempts"), "an integer >= 1"),
     "STROKE_GO_LIVE": (("scoring", "go_live"), "a date YYYY-MM-DD"),

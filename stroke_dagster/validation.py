@@ -22,6 +22,7 @@ from stroke_dagster.schema import (
     ID,
     MISSING_MARKERS,
     NUMERIC_FIELDS,
+    PATIENT_KEY,
     REQUIRED_COLUMNS,
     TARGET,
 )
@@ -222,6 +223,10 @@ def validate_patients(
         ids = ids.mask(integral, as_num[integral].astype("Int64").astype("string"))
     flag(ids.isna(), "id is missing")
     out[ID] = ids
+    if PATIENT_KEY in raw.columns:  # carried through for the split (see schema.PATIENT_KEY)
+        keys = _text(raw[PATIENT_KEY])
+        flag(keys.isna() & ids.notna(), "patient key is missing")
+        out[PATIENT_KEY] = keys.astype(object)
 
     for field in NUMERIC_FIELDS:
         text = _text(raw[field.name])
@@ -284,7 +289,7 @@ def validate_patients(
 
 
 def _ordered(columns: pd.Index) -> list[str]:
-    order = [ID, *FEATURES, TARGET]
+    order = [ID, *FEATURES, TARGET, PATIENT_KEY]
     return [c for c in order if c in columns]
 
 

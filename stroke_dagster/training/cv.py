@@ -1,17 +1,22 @@
-"""Stratified cross-validation of one parameter set, and the no-skill Brier score."""
+"""Stratified cross-validation of one parameter set, and the no-skill Brier score.
+
+When a patient has several rows (labelled cohort days), the folds are grouped by patient
+(``StratifiedGroupKFold``), so that no fold validates on a patient its model trained on; with one
+row per patient they are plain stratified folds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from stroke_dagster.features import feature_frame
+from stroke_dagster.features import feature_frame, has_recurring_patients, patient_keys
 from stroke_dagster.training.pipeline import build_pipeline, labels
 
 
@@ -30,6 +35,21 @@ class CVScores:
     oof: np.ndarray = field(repr=False)
     folds_run: int
     complete: bool
+
+
+def folds(
+    train_df: pd.DataFrame, cv_folds: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(fit rows, validation rows)`` of each fold: stratified, grouped by patient when a
+    patient has several rows (a patient is never on both sides of a fold)."""
+    y = labels(train_df)
+    if has_recurring_patients(train_df):
+        grouped = StratifiedGroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+        yield from grouped.split(train_df, y, groups=patient_keys(train_df).to_numpy())
+    else:
+        yield from StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(
+            train_df, y
+        )
 
 
 def cross_validate(
@@ -51,8 +71,7 @@ def cross_validate(
     x, y = feature_frame(train_df), labels(train_df)
     oof = np.full(len(y), np.nan)
     aucs, briers = [], []
-    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    for fit_idx, val_idx in folds.split(x, y):
+    for fit_idx, val_idx in folds(train_df, cv_folds, seed):
         model = build_pipeline(params).fit(x.iloc[fit_idx], y[fit_idx])
         prob = model.predict_proba(x.iloc[val_idx])[:, 1]
         oof[val_idx] = prob
