@@ -58,8 +58,12 @@ def register_recalibrated(
     judge = fit.judge if fit.judge is not None else pd.DataFrame()
     example = feature_frame(judge).head(5)
     registry.configure_mlflow(settings)
-    with registry.mlflow_run(
-        run_name="stroke-recalibrate", tags={"stroke.stage": "recalibrate"}, settings=settings
+    # Its own MLflow run (nested under a training run that is active): the base version's
+    # artifacts (split ids, holdout predictions) stay as they are.
+    with mlflow.start_run(
+        run_name="stroke-recalibrate",
+        tags={"stroke.stage": "recalibrate"},
+        nested=mlflow.active_run() is not None,
     ) as run:
         champion_params = mlflow.MlflowClient().get_run(champion.run_id).data.params
         inherited = {
@@ -118,40 +122,137 @@ def register_recalibrated(
 
 
 JUDGED_ON = "site patients held out of the recalibration fit"
+JUDGED_ON_NEW = "site patients neither the new forest, its recalibration nor the champion saw"
 
 
-def gate_recalibrated(version: str, champion: Any, fit: RecalibrationFit, settings: Any) -> Any:
+def gate_recalibrated(
+    version: str,
+    champion: Any,
+    fit: RecalibrationFit,
+    settings: Any,
+    *,
+    criteria: Any = None,
+    rule: str = JUDGED_ON,
+) -> Any:
     """Judge the new version against the champion on the judge part (patients the fit did not
-    see; the forest never saw site patients) with :data:`gate.RECALIBRATION_CRITERIA`; set its
-    alias and record the verdict like any gated version."""
+    see) minus any patient the champion trained on, with ``criteria`` (default
+    :data:`gate.RECALIBRATION_CRITERIA`: a recalibration of the champion must be clearly better
+    calibrated); set its alias and record the verdict like any gated version."""
     from stroke_dagster import gate, registry
-    from stroke_dagster.features import feature_frame
+    from stroke_dagster.features import feature_frame, patient_keys
+    from stroke_dagster.schema import PATIENT_KEY, TARGET
 
+    criteria = criteria or gate.RECALIBRATION_CRITERIA
     judge_df = fit.judge if fit.judge is not None else pd.DataFrame()
-    x = feature_frame(judge_df)
-    p_candidate = fit.model.predict_proba(x)[:, 1]
+    if len(judge_df):
+        judge_df = judge_df.assign(**{PATIENT_KEY: patient_keys(judge_df)})
     against = {"model": champion}
 
     def decide() -> Any:
         # Compare-and-set (gate.move_alias): if the champion moved meanwhile, judge against it.
         current = registry.resolve_alias(registry.CHAMPION, settings=settings)
-        if current not in (None, str(version), str(against["model"].version)):
+        if current is None:  # no champion to compare with: the judge part alone decides
+            x = feature_frame(judge_df)
+            evidence = gate.Evidence(
+                y=judge_df[TARGET].to_numpy(dtype=int),
+                p_candidate=fit.model.predict_proba(x)[:, 1],
+                p_champion=None,
+                settings=settings.gate,
+                candidate_version=str(version),
+                champion_version=None,
+                rule=rule,
+            )
+            return gate.judge(evidence, criteria)
+        if against["model"] is None or current not in (str(version), str(against["model"].version)):
             against["model"] = registry.load_model(current, settings=settings)
         model = against["model"]
+        unseen = _not_trained_on_by(model, judge_df)
+        x = feature_frame(unseen)
         evidence = gate.Evidence(
-            y=judge_df["stroke"].to_numpy(dtype=int),
-            p_candidate=p_candidate,
-            p_champion=model.pipeline.predict_proba(x)[:, 1],
+            y=unseen[TARGET].to_numpy(dtype=int),
+            p_candidate=fit.model.predict_proba(x)[:, 1]
+            if len(unseen)
+            else pd.Series(dtype=float).to_numpy(),
+            p_champion=model.pipeline.predict_proba(x)[:, 1]
+            if len(unseen)
+            else pd.Series(dtype=float).to_numpy(),
             settings=settings.gate,
             candidate_version=str(version),
             champion_version=str(model.version),
-            rule=JUDGED_ON,
+            rule=rule,
         )
-        return gate.judge(evidence, gate.RECALIBRATION_CRITERIA)
+        return gate.judge(evidence, criteria)
 
     verdict = gate.move_alias(decide, settings)
     gate.record_verdict(verdict, settings)
     return verdict
+
+
+def _not_trained_on_by(model: Any, patients: pd.DataFrame) -> pd.DataFrame:
+    """``patients`` minus those ``model`` trained on (by patient key; by id for a version
+    stored before patient keys were kept)."""
+    from stroke_dagster.schema import ID, PATIENT_KEY
+
+    split = model.split_ids()
+    if split is None or not len(patients):
+        return patients.reset_index(drop=True)
+    trained = split[split["split"] == "train"]
+    keys = trained[PATIENT_KEY] if PATIENT_KEY in trained.columns else trained[ID]
+    keep = ~patients[PATIENT_KEY].astype(str).isin(set(keys.astype(str)))
+    return patients.loc[keep.to_numpy()].reset_index(drop=True)
+
+
+def site_holdout(holdout: pd.DataFrame) -> pd.DataFrame:
+    """The labelled cohort rows (ids ``<day>/<id>``) of a new version's holdout: site patients
+    its forest never trained on, with ``day`` and the cohort's own ``id``."""
+    from stroke_dagster.features import patient_keys
+    from stroke_dagster.schema import ID, PATIENT_KEY
+
+    ids = holdout[ID].astype(str)
+    site = holdout.loc[ids.str.contains("/", regex=False).to_numpy()].copy()
+    if site.empty:
+        return site
+    parts = site[ID].astype(str).str.split("/", n=1)
+    site[PATIENT_KEY] = patient_keys(site).to_numpy()
+    site["day"], site[ID] = parts.str[0], parts.str[1]
+    return site.reset_index(drop=True)
+
+
+def recalibrate_new_version(
+    version: str, holdout: pd.DataFrame, settings: Any, config: RecalibrationConfig | None = None
+) -> dict[str, Any] | None:
+    """Retrain, then recalibrate: fit a recalibration of freshly trained ``version`` on the site
+    patients of its holdout (labelled cohort days it never trained on), register it as the next
+    version, and gate that against the champion with the default criteria on the site patients
+    neither the forest, the recalibration fit nor the champion saw.
+
+    ``None`` (nothing registered) when the holdout holds no labelled site patients or too few
+    events to recalibrate; the forest is then gated as it is.
+    """
+    from stroke_dagster import gate, registry
+
+    site = site_holdout(holdout)
+    if site.empty:
+        return None
+    forest = registry.load_model(str(version), settings=settings)
+    try:
+        fit = recalibrate(forest.pipeline, site, config or RecalibrationConfig())
+    except NotEnoughEvents as exc:
+        log.info("v%s not recalibrated: %s", version, exc)
+        return None
+    days = sorted(site["day"].unique().tolist())
+    new_version, run_id = register_recalibrated(forest, fit, days, settings)
+    registry.client(settings).set_model_version_tag(
+        registry.MODEL_NAME, str(version), "recalibrated_as", new_version
+    )
+    champion = None
+    current = registry.resolve_alias(registry.CHAMPION, settings=settings)
+    if current is not None:
+        champion = registry.load_model(current, settings=settings)
+    verdict = gate_recalibrated(
+        new_version, champion, fit, settings, criteria=gate.DEFAULT_CRITERIA, rule=JUDGED_ON_NEW
+    )
+    return {"version": new_version, "run_id": run_id, "fit": fit, "verdict": verdict, "days": days}
 
 
 def _split_ids(champion: Any, fit: RecalibrationFit) -> pd.DataFrame:
@@ -169,6 +270,7 @@ def _split_ids(champion: Any, fit: RecalibrationFit) -> pd.DataFrame:
     if base is not None:
         if PATIENT_KEY not in base.columns:  # a version stored before patient keys were kept
             base = base.assign(**{PATIENT_KEY: base[ID].astype(str)})
+        base = base[~base[ID].astype(str).isin(set(fit.fit_ids))]  # now fit on: training
         frames.append(base[[ID, PATIENT_KEY, "split"]])
     judge = fit.judge if fit.judge is not None else pd.DataFrame(columns=[ID, "day"])
     frames.append(

@@ -142,6 +142,8 @@ def run_training(
     return {
         "model_name": MODEL_NAME,
         "version": registered["version"],
+        "forest_version": registered.get("forest_version", registered["version"]),
+        "recalibrated": bool(registered.get("recalibrated", False)),
         "alias": registered["alias"],
         "gate_reason": registered["gate_reason"],
         "previous_champion": registered["previous_champion"] or None,

@@ -39,9 +39,11 @@ def _recurring_days(home: Path, n: int = 600) -> pd.DataFrame:
 
 def _sides(frame: pd.DataFrame, part: pd.Series) -> pd.Series:
     """How many sides each patient's rows fell on."""
-    return pd.DataFrame({"patient": patient_keys(frame), "side": part}).groupby("patient")[
-        "side"
-    ].nunique()
+    return (
+        pd.DataFrame({"patient": patient_keys(frame), "side": part})
+        .groupby("patient")["side"]
+        .nunique()
+    )
 
 
 def test_a_recurring_patient_is_on_one_side_of_the_holdout(stroke_home: Path) -> None:
@@ -103,3 +105,41 @@ def test_training_in_dagster_stores_each_patient_on_one_side(
     assert len(site) == 2 * 600  # every labelled row, each patient on two days
     assert (site.groupby(PATIENT_KEY)["split"].nunique() == 1).all()
     assert set(site["split"]) == {"train", "holdout"}
+
+
+@pytest.mark.slow
+def test_a_retraining_recalibrates_the_new_forest_and_the_gate_judges_that(
+    champion_home: Path, synthetic_train_csv: Path
+) -> None:
+    """Retrain -> recalibrate the candidate -> gate, as one path: the new forest is recalibrated
+    on site patients it never trained on, and the recalibrated version is judged against the
+    champion on site patients none of them saw."""
+    from stroke_dagster import registry
+    from stroke_dagster.training_run import run_training
+
+    _recurring_days(champion_home, n=3000)
+    settings = load_settings()
+    champion = registry.resolve_alias("champion", settings=settings)
+    summary = run_training(synthetic_train_csv, settings=settings, n_trials=2, seed=1)
+    assert summary["recalibrated"] is True
+    forest_version, candidate = summary["forest_version"], summary["version"]
+    assert int(candidate) == int(forest_version) + 1
+    client = registry.client(settings)
+    recal = client.get_model_version(registry.MODEL_NAME, candidate)
+    assert recal.tags["recalibrated_from"] == forest_version
+    forest = client.get_model_version(registry.MODEL_NAME, forest_version)
+    assert forest.tags["recalibrated_as"] == candidate
+    assert summary["previous_champion"] == champion  # judged against the champion
+    forest_split = registry.load_model(forest_version, settings=settings).split_ids()
+    trained = set(forest_split.loc[forest_split["split"] == "train", PATIENT_KEY])
+    recal_split = registry.load_model(candidate, settings=settings).split_ids()
+    # The recalibration's fit rows: training rows of the new version the forest held out.
+    forest_train_ids = set(forest_split.loc[forest_split["split"] == "train", ID])
+    fit_rows = recal_split[
+        (recal_split["split"] == "train") & ~recal_split[ID].isin(forest_train_ids)
+    ]
+    held_out = set(forest_split.loc[forest_split["split"] == "holdout", PATIENT_KEY])
+    assert len(fit_rows) and fit_rows[ID].str.contains("/").all()  # site rows only
+    assert set(fit_rows[PATIENT_KEY]) <= held_out  # fit on patients the forest never saw
+    assert not set(fit_rows[PATIENT_KEY]) & trained
+    assert summary["gate_n_unseen"] > 0

@@ -9,7 +9,7 @@ recalibrate``):
   its holdout calibration, subgroup table, decision curve and model card (MLflow + metadata);
   its ``subgroups`` check WARNs when a subgroup's AUC or calibration strays from the
   population's;
-* ``site_recalibration`` - by hand (``recalibration_job``) or from the retraining policy: fit,
+* ``site_recalibration`` - by hand (``recalibration_job``, or ``stroke recalibrate``): fit,
   register, gate and document a recalibration on the labelled cohort days;
 * daily, once the day is scored: ``high_risk_explanations`` and ``label_free_estimates``; once
   its labels arrived: ``daily_calibration``.
@@ -286,29 +286,3 @@ def daily_calibration(
     metadata["reliability_diagram"] = _image("Reliability", png)
     metadata[ROW_COUNT] = len(frame)
     return glance(dg.MaterializeResult(metadata=metadata))
-
-
-@dg.run_status_sensor(
-    name="recalibrate_after_drift_retraining",
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    request_job=recalibration_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "A retraining started by drift ends in a site recalibration of the (new) champion when "
-        "labelled cohort days exist: the retrained forest learnt the site's patients, the "
-        "recalibration fixes its probabilities to the site's outcomes."
-    ),
-)
-def recalibrate_after_drift_retraining(
-    context: dg.RunStatusSensorContext, stroke: StrokeSettings
-) -> dg.RunRequest | dg.SkipReason:
-    from stroke_dagster.defs.retraining import TRAINING_JOB, TRIGGER_TAG
-    from stroke_dagster.performance import labelled_days
-
-    run = context.dagster_run
-    if run.job_name != TRAINING_JOB or run.tags.get(TRIGGER_TAG) != "drift":
-        return dg.SkipReason(f"run {run.run_id[:8]} was not a drift retraining")
-    if not labelled_days(stroke.settings()):
-        return dg.SkipReason("no labelled cohort days to recalibrate on")
-    return dg.RunRequest(run_key=f"recalibrate-after-{run.run_id}", tags={TRIGGER_TAG: "drift"})

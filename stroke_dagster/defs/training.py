@@ -15,7 +15,7 @@ import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
-from stroke_dagster import gate, registry, training
+from stroke_dagster import gate, recalibration_run, registry, training
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.metadata import (
     glance,
@@ -190,19 +190,32 @@ def registered_model(
         tuned_model["tuning"],
         settings=settings,
     )
-    verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
     run_id = mlflow.active_run().info.run_id
+    # Retrain, then recalibrate: with labelled site patients in its holdout, the new forest is
+    # recalibrated on them and the recalibrated version is what the gate judges.
+    recalibrated = recalibration_run.recalibrate_new_version(version, holdout, settings)
+    if recalibrated is None:
+        candidate, judged_on = version, holdout
+        verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
+    else:
+        candidate, verdict = recalibrated["version"], recalibrated["verdict"]
+        judged_on = recalibrated["fit"].judge
+        context.log.info(
+            f"v{version} recalibrated on {len(recalibrated['days'])} site day(s) as v{candidate}"
+        )
     link_back(settings, run_id, context.run_id)
-    context.log.info(f"{registry.MODEL_NAME} v{version} -> {verdict.alias}: {verdict.reason}")
+    context.log.info(f"{registry.MODEL_NAME} v{candidate} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
     docs, subgroup_check = insights.document_registered_version(
-        context, settings, version, holdout, config
+        context, settings, candidate, judged_on, config
     )
     return glance(
         dg.MaterializeResult(
             metadata={
                 "model_name": registry.MODEL_NAME,
-                "version": version,
+                "version": candidate,
+                "forest_version": version,
+                "recalibrated": recalibrated is not None,
                 "alias": verdict.alias,
                 "gate_reason": verdict.reason,
                 "gate_rule": verdict.rule,
@@ -210,8 +223,8 @@ def registered_model(
                 "previous_champion": verdict.champion_version or "",
                 "holdout_roc_auc": model_evaluation.roc_auc,
                 **figures,
-                "model_uri": f"models:/{registry.MODEL_NAME}/{version}",
-                "mlflow_version": mlflow_version_url(settings, version),
+                "model_uri": f"models:/{registry.MODEL_NAME}/{candidate}",
+                "mlflow_version": mlflow_version_url(settings, candidate),
                 "mlflow_run": mlflow_run_url(settings, run_id),
                 **docs,
             },
@@ -220,7 +233,7 @@ def registered_model(
                     check_name=GATE_CHECK,
                     passed=verdict.promoted,
                     severity=dg.AssetCheckSeverity.WARN,
-                    description=f"v{version} -> {verdict.alias}: {verdict.reason}",
+                    description=f"v{candidate} -> {verdict.alias}: {verdict.reason}",
                     metadata={"alias": verdict.alias, **figures},
                 ),
                 subgroup_check,
