@@ -51,7 +51,12 @@ def drop_day(home: Path, number: int) -> None:
 def run_requested(result: dg.EvaluateAutomationConditionsResult, instance) -> int:  # noqa: ANN001
     """Execute the runs of one automation evaluation (one run per day, as the sensor does)."""
     by_day: dict[str, list[dg.AssetKey]] = defaultdict(list)
+    unpartitioned: list[dg.AssetKey] = []  # e.g. the daily warehouse maintenance (on a cron)
     for item in result.results:
+        if not item.true_subset.is_partitioned:
+            if not item.true_subset.is_empty:
+                unpartitioned.append(item.key)
+            continue
         for key in item.true_subset.expensively_compute_partition_keys():
             by_day[key].append(item.key)
     defs = project_defs()
@@ -60,7 +65,10 @@ def run_requested(result: dg.EvaluateAutomationConditionsResult, instance) -> in
         job.execute_in_process(
             instance=instance, partition_key=key, asset_selection=assets, raise_on_error=False
         )
-    return len(by_day)
+    if unpartitioned:
+        job = defs.resolve_implicit_job_def_def_for_assets(unpartitioned)
+        job.execute_in_process(instance=instance, asset_selection=unpartitioned)
+    return len(by_day) + bool(unpartitioned)
 
 
 def materializations(instance, asset: str) -> dict[str, list]:  # noqa: ANN001
