@@ -56,5 +56,3 @@ def test_daily_insight_assets(champion_home: Path) -> None:
     assert calibration["reliability_diagram"].value.startswith("![Reliability](data:image/png")
     stored = warehouse.query_df("SELECT * FROM label_free_estimates", settings=load_settings())
     assert len(stored) == 1 and str(stored["cohort_date"].iloc[0])[:10] == DAY
-
-
