@@ -88,6 +88,9 @@ SNAPSHOT_TABLE = "warehouse_snapshot"
 META_PREFIX = "stroke."
 # DuckDB's memory while it types and checks one day before staging it (it spills beyond).
 STAGE_MEMORY_LIMIT = "256MB"
+# The staged day file is read once, by the commit, on this machine: written fast, not small.
+STAGE_CODEC = "COMPRESSION snappy"
+ORDER_SCORES = " ORDER BY patient_id"  # tight row-group statistics for one patient's lookup
 CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
@@ -270,9 +273,7 @@ def _slice_id(con: duckdb.DuckDBPyConnection) -> str:
     ).fetchall()
     if len(ids) > 1:
         raise ValueError(f"a slice of {SCORE_TABLE} holds one model version, got {len(ids)}")
-    slice_id = ids[0][0] if ids else "v-:-"
-    con.execute(f"UPDATE {SCORE_TABLE} SET slice_id = ?", [slice_id])
-    return slice_id
+    return ids[0][0] if ids else "v-:-"
 
 
 def _predicate(column: str, value: object) -> str:
@@ -442,13 +443,12 @@ class Warehouse:
         try:
             con.execute(ddl)
             rows = insert_rows(con, table, data, extra)
-            if table == SCORE_TABLE:
+            select = f"SELECT * FROM {table}"
+            if table == SCORE_TABLE:  # the slice id set as the rows are copied (no UPDATE)
                 slice_id = _slice_id(con)
-            order = " ORDER BY patient_id" if table == SCORE_TABLE else ""  # tight row-group stats
-            con.execute(
-                f"COPY (SELECT * FROM {table}{order}) TO {_sql_string(path)} "
-                "(FORMAT parquet, COMPRESSION zstd)"
-            )
+                select = f"SELECT * REPLACE ({_sql_string(slice_id)} AS slice_id) FROM {table}"
+                select += ORDER_SCORES
+            con.execute(f"COPY ({select}) TO {_sql_string(path)} (FORMAT parquet, {STAGE_CODEC})")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
