@@ -1,7 +1,7 @@
 """Cohort scoring end to end vs the bare ``predict_proba``, parity, and memory up to 10M rows.
 
     .venv/bin/python benchmarks/scoring.py [--rows 1000000] [--big-rows 10000000] [--repeats 3]
-                                           [--trials N] [--parity-rows 1000000]
+                                           [--trials N] [--parity-rows 1000000] [--no-recalibrated]
 
 In a temporary STROKE_HOME: trains a champion with ``stroke train``'s settings (``--trials``
 Optuna trials; trial 0 is the default forest, 300 trees of depth 8) on 5,110 simulated patients,
@@ -19,6 +19,19 @@ parity: the probabilities ``stroke score --output`` wrote for every row against 
 (exact means <= 1e-12). With ``--big-rows`` (0 to skip) it writes a bigger CSV chunk by chunk
 (never more than ``--rows`` patients in this process), scores it once, prints its peak RSS
 against the ``--rows`` peak, and checks the warehouse's scores of the first chunk's patients.
+
+Then a site-recalibrated champion (unless ``--no-recalibrated``): labelled site days (strokes kept
+with probability 1/3, so the forest over-predicts) go through ``run_recalibration`` (fit, register,
+gate; the champion alias is then moved to it if the gate did not), and the same ``--rows`` file is
+scored end to end against the bare ``predict_proba`` of that recalibrated model (target < 1.0),
+with its parity and its engine's bare predict.
+
+Breakdown (plain and recalibrated champion): one more ``stroke score --cohort-date`` process with
+timers around the stages (:data:`PROFILE`, the CLI's own code, wrapped at batch granularity): the
+main thread's wall split into interpreter start, imports, the CLI around scoring, waiting for the
+reader, the engine's preprocessing, forest walk and output map, tiers, staging and the warehouse
+write, and the exit; the reader thread's reading and validation and the model load, which overlap
+it. Printed against the engine's bare predict (target: end to end <= 1.5x).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,26 +58,187 @@ BIN = Path(sys.executable).parent
 # this (large) benchmark process would include this process's memory.
 LAUNCHER = """
 import os, sys, time
-t = time.perf_counter()
+t, at = time.perf_counter(), time.time()
 pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 cpu, code = usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status)
-print(f"BENCH {time.perf_counter() - t} {usage.ru_maxrss} {code} {cpu}")
+print(f"BENCH {time.perf_counter() - t} {usage.ru_maxrss} {code} {cpu} {at}")
+"""
+
+# ``stroke score`` (the CLI's main) with timers around its stages, per thread: "main" is the
+# thread that scores, "background" the reader (prefetch), the model load and the numba load.
+# Wrappers sit at batch granularity (a few dozen calls a run). The modules the CLI imports lazily
+# are imported first, so their import time is measured apart.
+PROFILE = r"""
+import json, sys, threading, time
+T0 = time.time()
+import stroke_dagster.cli.loop as loop
+import stroke_dagster.cli.score
+import stroke_dagster.settings as settings_module
+from stroke_dagster import cli, engine, model_store, scoring
+T_IMPORTED = time.time()
+TIMES, LOCK = {}, threading.Lock()
+
+def add(stage, seconds):
+    main = threading.current_thread() is threading.main_thread()
+    key = ("main:" if main else "background:") + stage
+    with LOCK:
+        TIMES[key] = TIMES.get(key, 0.0) + seconds
+
+def timed(stage, fn):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            add(stage, time.perf_counter() - t)
+    return wrapper
+
+def timed_iter(stage, fn):
+    def wrapper(*args, **kwargs):
+        it = iter(fn(*args, **kwargs))
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    add(stage, time.perf_counter() - t)
+                yield item
+        finally:
+            getattr(it, "close", lambda: None)()
+    return wrapper
+
+E = engine.ForestEngine
+scoring.iter_patient_tables = timed_iter("read", scoring.iter_patient_tables)
+scoring.validate_table = timed("validate", scoring.validate_table)
+scoring.validate_patients = timed("validate (general path)", scoring.validate_patients)
+scoring.prefetch = timed_iter("wait for read + validate", scoring.prefetch)
+scoring._Background.result = timed("wait for the model", scoring._Background.result)
+model_store.load_model = timed("model load", model_store.load_model)
+settings_module.load_settings = timed("settings", settings_module.load_settings)
+engine._kernel = timed("numba kernel load", engine._kernel)
+scoring.predict_probabilities = timed("predict", scoring.predict_probabilities)
+E.transform_columns = timed("preprocess", E.transform_columns)
+E._walk_kernel = timed("forest walk", E._walk_kernel)
+E._walk_numpy = timed("forest walk", E._walk_numpy)
+E._finish = timed("output map", E._finish)
+scoring.tier_index = timed("tiers", scoring.tier_index)
+scoring._count_tiers = timed("tiers", scoring._count_tiers)
+scoring._ParquetSink.write = timed("staging Parquet write", scoring._ParquetSink.write)
+scoring._write_warehouse = timed("warehouse write", scoring._write_warehouse)
+loop.refuse_managed_day = timed("managed-day check", loop.refuse_managed_day)
+loop.report_scores = timed("report to Dagster", loop.report_scores)
+scoring.score_file = timed("score_file", scoring.score_file)
+T_CLI = time.time()
+code = cli.main(sys.argv[1:])
+T_END = time.time()
+marks = {"t0": T0, "imported": T_IMPORTED, "cli": T_CLI, "end": T_END}
+print("PROFILE " + json.dumps({"marks": marks, "times": TIMES}), flush=True)
+sys.exit(code)
 """
 
 
 def run_score(path: Path, *extra: str) -> tuple[float, float, dict, float]:
     """Wall seconds, peak RSS (MB), the JSON summary and the CPU seconds (user + system) of one
     ``stroke score`` process."""
-    command = [str(BIN / "stroke"), "score", "--input", str(path), *extra]
+    wall, rss, summary, cpu, _ = _launch([str(BIN / "stroke")], path, *extra)
+    return wall, rss, summary, cpu
+
+
+def _launch(program: list[str], path: Path, *extra: str) -> tuple[float, float, dict, float, dict]:
+    """:func:`run_score` of ``program score --input path ...``, plus the launch time (``at``)
+    and the ``PROFILE`` record when the program prints one."""
+    command = [*program, "score", "--input", str(path), *extra]
     done = subprocess.run(
         [sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True, text=True
     )
     lines = done.stdout.strip().splitlines()
-    _, wall, rss_kb, code, cpu = lines[-1].split()
+    _, wall, rss_kb, code, cpu, at = lines[-1].split()
     if int(code) != 0:
         raise SystemExit(f"stroke score failed ({code}): {done.stderr.strip()}")
-    return float(wall), int(rss_kb) / 1024, json.loads(lines[-2]), float(cpu)
+    profile = {"at": float(at)}
+    summary: dict = {}
+    for line in lines[:-1]:
+        if line.startswith("PROFILE "):
+            profile.update(json.loads(line.removeprefix("PROFILE ")))
+        elif line.startswith("{"):
+            summary = json.loads(line)
+    return float(wall), int(rss_kb) / 1024, summary, float(cpu), profile
+
+
+def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None:
+    """Print where one profiled ``stroke score --cohort-date`` process spends its wall time,
+    against the median end to end ``e2e`` and the engine's bare predict ``bare``."""
+    wall, _, summary, _, profile = _launch(
+        [sys.executable, "-c", PROFILE], path, "--cohort-date", day
+    )
+    marks, times = profile["marks"], profile["times"]
+
+    def main(stage: str) -> float:
+        return times.get(f"main:{stage}", 0.0)
+
+    def background(stage: str) -> float:
+        return times.get(f"background:{stage}", 0.0)
+
+    predict = main("predict")
+    engine_parts = main("preprocess") + main("forest walk") + main("output map")
+    scoring_parts = {
+        "waiting for the reader (read + validate)": main("wait for read + validate"),
+        "waiting for the model load": main("wait for the model"),
+        "engine: preprocessing (columns -> float32 matrix)": main("preprocess"),
+        "engine: forest walk (numba kernel)": main("forest walk"),
+        "engine: output map (recalibration)": main("output map"),
+        "predict: rest (column dict, checks, fallback)": predict - engine_parts,
+        "tiers": main("tiers"),
+        "staging Parquet write": main("staging Parquet write"),
+        "warehouse write (Delta commit)": main("warehouse write"),
+    }
+    scoring_parts["score_file: rest (output arrays, loop)"] = main("score_file") - sum(
+        scoring_parts.values()
+    )
+    cli_total = marks["end"] - marks["cli"]
+    parts = {
+        "interpreter start": marks["t0"] - profile["at"],
+        "imports (the CLI's modules, numpy, pyarrow, pandas)": marks["imported"] - marks["t0"],
+        "managed-day check (imports dagster, opens the instance)": main("managed-day check"),
+        "CLI: rest (arguments, settings, JSON out)": cli_total
+        - main("score_file")
+        - main("report to Dagster")
+        - main("managed-day check"),
+        **scoring_parts,
+        "report to Dagster": main("report to Dagster"),
+        "exit (interpreter shutdown: gc, module teardown)": profile["at"] + wall - marks["end"],
+    }
+    rows = summary.get("rows_scored", 0)
+    print(
+        f"breakdown, {label} ({rows:,} rows, one profiled run: {wall:.2f} s wall; median end to "
+        f"end {e2e:.2f} s = {e2e / bare:.2f}x the engine's bare predict {bare:.2f} s, target "
+        f"<= 1.5x):"
+    )
+    for name, seconds in parts.items():
+        if abs(seconds) >= 0.0005:
+            print(f"    {name:<60} {seconds:7.2f} s  {seconds / wall:6.1%}")
+    print(f"    {'sum (main thread)':<60} {sum(parts.values()):7.2f} s")
+    print("  overlapped, in the reader and loader threads:")
+    for stage in (
+        "read",
+        "validate",
+        "validate (general path)",
+        "model load",
+        "forest walk",
+        "numba kernel load",
+    ):
+        if background(stage):
+            name = "model check (probe walk)" if stage == "forest walk" else stage
+            print(f"    {name:<60} {background(stage):7.2f} s")
+    engine_total = engine_parts
+    print(
+        f"  the engine inside the run: {engine_total:.2f} s ({engine_total / bare:.2f}x its bare "
+        f"predict); everything else on the main thread: {wall - engine_total:.2f} s"
+    )
 
 
 def gap(ids: np.ndarray, probs: np.ndarray, by_id: dict[str, float]) -> tuple[float, int]:
@@ -90,6 +265,142 @@ def write_big(path: Path, rows: int, chunk: int, work: Path) -> None:
     (work / "part.csv").unlink()
 
 
+def end_to_end(
+    label: str, cohort: Path, floor: Callable[[], np.ndarray], rows: int, repeats: int, day: str
+) -> dict:
+    """Interleaved repeats of ``floor()`` in memory and ``stroke score --cohort-date day``;
+    prints each repeat, the medians and their ratio; returns the figures and the last floor."""
+    floors, walls, rss, floor_cpu, cpus = [], [], [], [], []
+    reference = np.empty(0)
+    for i in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        reference = floor()
+        floors.append(time.perf_counter() - t)
+        floor_cpu.append(time.process_time() - c)
+        wall, peak, summary, cpu = run_score(cohort, "--cohort-date", day)
+        walls.append(wall)
+        cpus.append(cpu)
+        rss.append(peak)
+        assert summary["rows_scored"] == rows, summary
+        assert summary.get("engine_fallback_batches", 0) == 0, summary
+        print(
+            f"  repeat {i + 1}: floor {floors[-1]:.2f} s ({floor_cpu[-1]:.2f} CPU s), "
+            f"end to end {wall:.2f} s ({cpu:.2f} CPU s), {os.getloadavg()[0]:.1f} load"
+        )
+    floor_s, e2e = statistics.median(floors), statistics.median(walls)
+    print(f"{label}floor (predict_proba, {rows:,} rows in memory): median {floor_s:.2f} s")
+    print(f"{label}end to end (stroke score --cohort-date):            median {e2e:.2f} s")
+    print(f"{label}ratio end to end / floor: {e2e / floor_s:.2f}x (target < 1.0)")
+    cpu_floor, cpu_e2e = statistics.median(floor_cpu), statistics.median(cpus)
+    print(
+        f"{label}CPU seconds (user + system, all threads): floor {cpu_floor:.2f}, end to end "
+        f"{cpu_e2e:.2f}, ratio {cpu_e2e / cpu_floor:.2f}x (less sensitive to a shared machine)"
+    )
+    print(f"{label}throughput: {rows / e2e:,.0f} rows/s end to end")
+    print(f"{label}peak RSS at {rows:,} rows: {max(rss):.0f} MB")
+    return {"e2e": e2e, "floor": floor_s, "rss": max(rss), "reference": reference}
+
+
+def engine_bare(label: str, pipeline: object, rows: object, repeats: int) -> float | None:
+    """The engine alone on the same rows in memory (Arrow columns in, probabilities out):
+    prints the median and the node visits per second; ``None`` when it does not compile."""
+    import pyarrow as pa
+
+    from stroke_dagster.engine import ForestEngine
+    from stroke_dagster.schema import FEATURES
+
+    engine = ForestEngine.compile(pipeline)
+    if engine is None:
+        print(f"{label}the champion's pipeline does not compile: no engine figures")
+        return None
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    columns = {c: table[c] for c in FEATURES}
+    engine.predict_columns(columns)  # the kernel is loaded
+    bare = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        engine.predict_columns(columns)
+        bare.append(time.perf_counter() - t)
+    x = engine.transform_columns(columns)
+    forest = getattr(pipeline, "base", pipeline).named_steps["model"]
+    visits = node_visits(forest, x)
+    steps = len(x) * int(engine.depths.sum())
+    seconds = statistics.median(bare)
+    n = len(x)
+    mapped = f" + its {len(engine.maps)} output map(s)" if engine.maps else ""
+    print(
+        f"{label}engine bare predict ({n:,} Arrow rows -> p{mapped}): median {seconds:.2f} s, "
+        f"{n / seconds:,.0f} rows/s, {visits / seconds / 1e6:,.0f} M node visits/s "
+        f"({visits / n:.0f} visits a row; the kernel walks {steps / n:.0f} steps "
+        f"a row, {steps / seconds / 1e6:,.0f} M steps/s)"
+    )
+    return seconds
+
+
+def written_parity(
+    label: str, cohort: Path, ids: np.ndarray, reference: np.ndarray, n: int, out: Path
+) -> None:
+    """What ``stroke score --output`` writes for every row against ``reference``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    run_score(cohort, "--output", str(out))
+    written = pacsv.read_csv(
+        out, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
+    )
+    by_id = dict(
+        zip(written["id"].to_pylist(), written["stroke_probability"].to_pylist(), strict=True)
+    )
+    n = min(n, len(ids))
+    worst, found = gap(ids[:n], reference[:n], by_id)
+    print(
+        f"{label}parity: max |written - predict_proba| = {worst:.1e} over {found:,} rows (<= 1e-12)"
+    )
+
+
+def recalibrated_champion() -> str:
+    """Register a site recalibration of the champion (``run_recalibration``, as ``stroke
+    recalibrate`` does) and make it the champion; its version."""
+    from stroke_dagster import registry
+    from stroke_dagster.recalibration import RecalibrationConfig
+    from stroke_dagster.recalibration_run import run_recalibration
+    from stroke_dagster.settings import load_settings
+    from stroke_dagster.simulate import simulate_patients
+
+    settings = load_settings()
+    site = simulate_patients(12_000, seed=77, id_start=50_000_001)
+    keep = np.random.default_rng(78).random(len(site)) < 1 / 3  # a site with a third the strokes
+    site = site[(site["stroke"] == 0) | keep].reset_index(drop=True)
+    incoming, labels = Path(settings.incoming_dir), Path(settings.labels_dir)  # local home
+    incoming.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    days = []
+    for i, part in enumerate(np.array_split(site, 3)):
+        day = f"2026-03-{i + 1:02d}"
+        part.drop(columns=["stroke"]).to_csv(incoming / f"{day}.csv", index=False)
+        part[["id", "stroke"]].to_csv(labels / f"{day}.csv", index=False)
+        days.append(day)
+    summary = run_recalibration(
+        settings, days, RecalibrationConfig(slope_min_events=40), document=False
+    )
+    version = summary["version"]
+    if version is None:
+        raise SystemExit(f"recalibration registered nothing: {summary.get('reason')}")
+    if summary["alias"] != registry.CHAMPION:
+        registry.set_alias(
+            version,
+            registry.CHAMPION,
+            "benchmark: the recalibrated version as champion",
+            settings=settings,
+        )
+    print(
+        f"recalibrated champion v{version} ({summary['method']}: intercept "
+        f"{summary['intercept']:+.4f}, slope {summary['slope']:.4f}; gate: {summary['alias']}, "
+        f"{summary['reason'][:120]}...)"
+    )
+    return str(version)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -97,6 +408,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=None, help="Optuna trials of the champion")
     parser.add_argument("--parity-rows", type=int, default=1_000_000, help="rows compared")
+    parser.add_argument(
+        "--no-recalibrated", action="store_true", help="skip the recalibrated champion"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -104,11 +418,7 @@ def main() -> None:
     os.environ["STROKE_HOME"] = str(tmp / "home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     from stroke_dagster import registry, warehouse
-    from stroke_dagster.engine import ForestEngine
     from stroke_dagster.ingest import read_patient_file
     from stroke_dagster.schema import FEATURES, ID
     from stroke_dagster.settings import load_settings
@@ -136,72 +446,20 @@ def main() -> None:
 
     cold_wall, _, _, _ = run_score(cohort, "--cohort-date", "2026-01-01")
     print(f"first run after registration (fills the model cache): {cold_wall:.2f} s")
-    floors, walls, rss, floor_cpu, cpus = [], [], [], [], []
-    reference = np.empty(0)
-    for i in range(args.repeats):
-        t, c = time.perf_counter(), time.process_time()
-        reference = model.pipeline.predict_proba(rows)[:, 1]
-        floors.append(time.perf_counter() - t)
-        floor_cpu.append(time.process_time() - c)
-        wall, peak, summary, cpu = run_score(cohort, "--cohort-date", "2026-01-02")
-        walls.append(wall)
-        cpus.append(cpu)
-        rss.append(peak)
-        assert summary["rows_scored"] == args.rows, summary
-        print(
-            f"  repeat {i + 1}: floor {floors[-1]:.2f} s ({floor_cpu[-1]:.2f} CPU s), "
-            f"end to end {wall:.2f} s ({cpu:.2f} CPU s), {os.getloadavg()[0]:.1f} load"
-        )
-    floor, e2e = statistics.median(floors), statistics.median(walls)
-    print(f"floor (predict_proba, {args.rows:,} rows in memory): median {floor:.2f} s")
-    print(f"end to end (stroke score --cohort-date):            median {e2e:.2f} s")
-    print(f"ratio end to end / floor: {e2e / floor:.2f}x (target < 1.0)")
-    cpu_floor, cpu_e2e = statistics.median(floor_cpu), statistics.median(cpus)
-    print(
-        f"CPU seconds (user + system, all threads): floor {cpu_floor:.2f}, end to end "
-        f"{cpu_e2e:.2f}, ratio {cpu_e2e / cpu_floor:.2f}x (less sensitive to a shared machine)"
+    plain = end_to_end(
+        "",
+        cohort,
+        lambda: model.pipeline.predict_proba(rows)[:, 1],
+        args.rows,
+        args.repeats,
+        "2026-01-02",
     )
-    print(f"throughput: {args.rows / e2e:,.0f} rows/s end to end")
-    print(f"peak RSS at {args.rows:,} rows: {max(rss):.0f} MB")
-
-    # the engine alone, on the same rows in memory
-    engine = ForestEngine.compile(model.pipeline)
-    if engine is None:
-        print("the champion's pipeline does not compile: no engine figures")
-    else:
-        table = pa.Table.from_pandas(rows, preserve_index=False)
-        columns = {c: table[c] for c in FEATURES}
-        engine.predict_columns(columns)  # the kernel is loaded
-        bare = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            engine.predict_columns(columns)
-            bare.append(time.perf_counter() - t)
-        x = engine.transform_columns(columns)
-        visits = node_visits(model.pipeline.named_steps["model"], x)
-        steps = len(x) * int(engine.depths.sum())
-        seconds = statistics.median(bare)
-        print(
-            f"engine bare predict ({args.rows:,} Arrow rows -> p): median {seconds:.2f} s, "
-            f"{args.rows / seconds:,.0f} rows/s, {visits / seconds / 1e6:,.0f} M node visits/s "
-            f"({visits / len(x):.0f} visits a row; the kernel walks {steps / len(x):.0f} steps "
-            f"a row, {steps / seconds / 1e6:,.0f} M steps/s)"
-        )
-        del x
-
+    bare = engine_bare("", model.pipeline, rows, args.repeats)
     # parity: what stroke score writes for every row against the floor's predict_proba
-    out = tmp / "parity.csv"
-    run_score(cohort, "--output", str(out))
-    written = pacsv.read_csv(
-        out, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
-    )
-    by_id = dict(
-        zip(written["id"].to_pylist(), written["stroke_probability"].to_pylist(), strict=True)
-    )
-    n = min(args.parity_rows, len(ids))
-    worst, found = gap(ids[:n], reference[:n], by_id)
-    print(f"parity: max |written - predict_proba| = {worst:.1e} over {found:,} rows (<= 1e-12)")
-    del by_id, written, rows, reference
+    written_parity("", cohort, ids, plain["reference"], args.parity_rows, tmp / "parity.csv")
+    if bare is not None:
+        breakdown("plain champion", cohort, "2026-01-04", plain["e2e"], bare)
+    del plain["reference"]
 
     if args.big_rows:
         t = time.perf_counter()
@@ -209,35 +467,76 @@ def main() -> None:
         write_big(big, args.big_rows, args.rows, tmp)
         print(f"{args.big_rows:,} patients written in {time.perf_counter() - t:.1f} s")
         day = "2026-01-03"
-        wall, peak, summary, cpu = run_score(big, "--cohort-date", day)
-        assert summary["rows_scored"] == args.big_rows, summary
-        print(
-            f"{args.big_rows:,} rows end to end: {wall:.2f} s ({args.big_rows / wall:,.0f} rows/s),"
-            f" {cpu:.1f} CPU s, peak RSS {peak:.0f} MB ({peak / max(rss):.2f}x the "
-            f"{args.rows:,}-row peak)"
-        )
+        try:
+            wall, peak, summary, cpu = run_score(big, "--cohort-date", day)
+        except SystemExit as exc:  # report it and go on with the other figures
+            day = None
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            errors = [line for line in lines if "Error" in line or "Exception" in line]
+            where = [line.strip() for line in lines if line.strip().startswith("File ")]
+            print(
+                f"{args.big_rows:,} rows end to end: FAILED: {(errors or lines)[-1][:300]}"
+                + (f" ({where[-1][:200]})" if where else "")
+            )
+        else:
+            assert summary["rows_scored"] == args.big_rows, summary
+            print(
+                f"{args.big_rows:,} rows end to end: {wall:.2f} s "
+                f"({args.big_rows / wall:,.0f} rows/s), {cpu:.1f} CPU s, peak RSS {peak:.0f} MB "
+                f"({peak / plain['rss']:.2f}x the {args.rows:,}-row peak)"
+            )
         # the same file to a CSV only: the scoring path's memory without the warehouse write
         wall, peak_csv, summary, cpu = run_score(big, "--output", str(tmp / "big-scores.csv"))
         (tmp / "big-scores.csv").unlink()
         print(
             f"{args.big_rows:,} rows to --output only (no warehouse day): {wall:.2f} s, "
-            f"{cpu:.1f} CPU s, peak RSS {peak_csv:.0f} MB ({peak_csv / max(rss):.2f}x the "
+            f"{cpu:.1f} CPU s, peak RSS {peak_csv:.0f} MB ({peak_csv / plain['rss']:.2f}x the "
             f"{args.rows:,}-row --cohort-date peak)"
         )
-        first = simulate_patients(min(args.rows, args.big_rows), seed=10, with_label=False)
-        expected = model.pipeline.predict_proba(first[list(FEATURES)])[:, 1]
-        stored = warehouse.query_df(
-            "SELECT patient_id, stroke_probability FROM scores "
-            "WHERE cohort_date = CAST(? AS DATE) AND CAST(patient_id AS BIGINT) <= ?",
-            [day, len(first)],
-            settings=load_settings(),
-        )
-        by_id = dict(zip(stored["patient_id"], stored["stroke_probability"], strict=True))
-        worst, found = gap(first[ID].astype(str).to_numpy(), expected, by_id)
+        if day is not None:
+            first = simulate_patients(min(args.rows, args.big_rows), seed=10, with_label=False)
+            expected = model.pipeline.predict_proba(first[list(FEATURES)])[:, 1]
+            stored = warehouse.query_df(
+                "SELECT patient_id, stroke_probability FROM scores "
+                "WHERE cohort_date = CAST(? AS DATE) AND CAST(patient_id AS BIGINT) <= ?",
+                [day, len(first)],
+                settings=load_settings(),
+            )
+            by_id = dict(zip(stored["patient_id"], stored["stroke_probability"], strict=True))
+            worst, found = gap(first[ID].astype(str).to_numpy(), expected, by_id)
+            print(
+                f"parity at {args.big_rows:,} rows: max |stored - predict_proba| = {worst:.1e} "
+                f"over the first {found:,} patients"
+            )
+            del first, expected, stored, by_id
+        big.unlink()
+
+    if not args.no_recalibrated:
+        version = recalibrated_champion()
+        recal = registry.load_model(registry.CHAMPION, settings=load_settings())
+        assert recal.version == version, (recal.version, version)
         print(
-            f"parity at {args.big_rows:,} rows: max |stored - predict_proba| = {worst:.1e} "
-            f"over the first {found:,} patients"
+            f"recalibrated champion v{recal.version} loads with {type(recal.pipeline).__name__}; "
+            f"its cached engine: {recal.engine_status}"
+            + (f" ({len(recal.engine.maps)} output map)" if recal.engine is not None else "")
         )
+        cold_wall, _, _, _ = run_score(cohort, "--cohort-date", "2026-01-05")
+        print(f"recalibrated: first run (fills the model cache): {cold_wall:.2f} s")
+        label = "recalibrated: "
+        mapped = end_to_end(
+            label,
+            cohort,
+            lambda: recal.pipeline.predict_proba(rows)[:, 1],
+            args.rows,
+            args.repeats,
+            "2026-01-06",
+        )
+        recal_bare = engine_bare(label, recal.pipeline, rows, args.repeats)
+        written_parity(
+            label, cohort, ids, mapped["reference"], args.parity_rows, tmp / "parity-recal.csv"
+        )
+        if recal_bare is not None:
+            breakdown("recalibrated champion", cohort, "2026-01-07", mapped["e2e"], recal_bare)
     print(f"(work files in {tmp})")
 
 

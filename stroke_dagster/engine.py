@@ -20,6 +20,24 @@ practice to the last bit):
 NaN never reaches the trees: every numeric block has an imputer (a pipeline that could send NaN
 to a tree is not compiled).
 
+A site-recalibrated version (:class:`stroke_dagster.recalibration.RecalibratedModel` around the
+pipeline) compiles to the same engine plus its logistic map, applied after the forest exactly as
+``RecalibratedModel.predict_proba`` does it: ``p`` clipped to ``[eps, 1 - eps]``
+(:data:`stroke_dagster.calibration.EPS`), ``z = log(p / (1 - p))``, ``q = 1 / (1 + exp(-(a + b *
+z)))`` with the wrapper's intercept ``a`` and slope ``b`` (:class:`LogisticMap`). The same float64
+operations in the same order, except that ``exp`` is numpy's where scipy's ``expit`` calls the C
+library's: the two differ by at most one unit in the last place (2.2e-16 over 20 M values), far
+inside :data:`PARITY_TOLERANCE`.
+
+Checks. :func:`parity` compares the engine with the registered model's ``predict_proba`` (the
+recalibrated model's for a recalibrated version) on the probe patients through every input path
+the platform uses: numpy columns, the typed Arrow table production batches take
+(:func:`arrow_probe_columns`: float64, int64 and dictionary-encoded text, as
+:func:`stroke_dagster.validation.validate_table` gives them), a pandas frame and patient records
+(batch and one at a time). A loaded engine is re-checked against the stored probe outputs with
+:meth:`ForestEngine.max_difference` (numpy path; ``arrow=True`` adds the Arrow path, whose
+conversions import pandas).
+
 Walking the trees. Each tree's nodes are packed breadth-first with siblings adjacent, so a node
 keeps one child index (``right = left + 1``) and a step is ``node = child[node] + (x > t)``. A
 leaf points at itself with a +inf threshold, so every row takes exactly the tree's depth in
@@ -67,6 +85,8 @@ if TYPE_CHECKING:
 
 PARITY_TOLERANCE = 1e-12
 FORMAT = "stroke-forest-engine/1"
+# An engine with an output map (a recalibrated version): readers that predate maps refuse it.
+FORMAT_MAPPED = "stroke-forest-engine/2"
 ENGINE_CHOICE = (
     "numba kernel over breadth-first packed trees (float32 thresholds rounded down, integer "
     "keys, one word per node, self-loop leaves, row blocks, 8 interleaved rows, threads); "
@@ -130,8 +150,50 @@ class _Block:
         }
 
 
+@dataclass(frozen=True)
+class LogisticMap:
+    """``RecalibratedModel``'s map of the forest's probability, in the same float64 operations:
+    ``p`` clipped to ``[clip, 1 - clip]``, ``z = log(p / (1 - p))``, ``expit(intercept + slope *
+    z)`` (see the module docstring for ``exp``)."""
+
+    intercept: float
+    slope: float
+    clip: float
+
+    def __post_init__(self) -> None:
+        values = (self.intercept, self.slope, self.clip)
+        if not all(isinstance(v, float) and math.isfinite(v) for v in values):
+            raise ValueError(f"logistic map needs finite floats, got {values!r}")
+        if not 0.0 <= self.clip < 0.5:
+            raise ValueError(f"logistic map clip must be in [0, 0.5), got {self.clip!r}")
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(p, dtype=np.float64), self.clip, 1.0 - self.clip)
+        z = np.log(p / (1.0 - p))
+        with np.errstate(over="ignore"):  # exp(-z) = inf gives q = 0, as expit does
+            return 1.0 / (1.0 + np.exp(-(self.intercept + self.slope * z)))
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "kind": "logistic",
+            "intercept": self.intercept,
+            "slope": self.slope,
+            "clip": self.clip,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> LogisticMap:
+        if meta.get("kind") != "logistic":
+            raise ValueError(f"unknown output map {meta.get('kind')!r}")
+        return cls(float(meta["intercept"]), float(meta["slope"]), float(meta["clip"]))
+
+
 class ForestEngine:
-    """A compiled pipeline: FEATURES columns in, P(stroke) out (see the module docstring)."""
+    """A compiled pipeline: FEATURES columns in, P(stroke) out (see the module docstring).
+
+    ``maps``: what a recalibrated version applies to the forest's probability (innermost first;
+    empty for a plain pipeline).
+    """
 
     def __init__(
         self,
@@ -140,8 +202,10 @@ class ForestEngine:
         *,
         probe_expected: np.ndarray | None = None,
         info: Mapping[str, Any] | None = None,
+        maps: tuple[LogisticMap, ...] | list[LogisticMap] = (),
     ) -> None:
         self.blocks = blocks
+        self.maps = tuple(maps)
         self.width = sum(b.width for b in blocks)
         self.feature = np.ascontiguousarray(arrays["feature"], dtype=np.int32)
         self.threshold = np.ascontiguousarray(arrays["threshold"], dtype=np.float32)
@@ -165,12 +229,16 @@ class ForestEngine:
 
     @classmethod
     def compile(cls, pipeline: Any) -> ForestEngine | None:
-        """The engine of a fitted pipeline of the known shape, else ``None``.
+        """The engine of a fitted pipeline of the known shape, or of a ``RecalibratedModel``
+        around one (the forest, then its logistic map), else ``None``.
 
-        The engine keeps the pipeline's probabilities on :func:`probe_frame` (``probe_expected``)
+        The engine keeps the model's probabilities on :func:`probe_frame` (``probe_expected``)
         so that a saved engine can be re-checked at load with numpy only (:meth:`self_check`).
         """
-        spec = _read_pipeline(pipeline)
+        base, maps = _unwrap_recalibration(pipeline)
+        if base is None:
+            return None
+        spec = _read_pipeline(base)
         if spec is None:
             return None
         blocks, forest = spec
@@ -182,7 +250,9 @@ class ForestEngine:
             "n_trees": len(forest.estimators_),
             "forest": type(forest).__name__,
         }
-        engine = cls(blocks, arrays, info=info)
+        if maps:
+            info["recalibrated"] = True
+        engine = cls(blocks, arrays, info=info, maps=maps)
         if engine.width != forest.n_features_in_:
             return None
         engine.probe_expected = np.asarray(
@@ -199,12 +269,14 @@ class ForestEngine:
             arrays.update(block.arrays(i))
         if self.probe_expected is not None:
             arrays["probe_expected"] = self.probe_expected
-        meta = {
-            "format": FORMAT,
+        meta: dict[str, Any] = {
+            "format": FORMAT_MAPPED if self.maps else FORMAT,
             "blocks": [b.meta(i) for i, b in enumerate(self.blocks)],
             "info": self.info,
             "probe": {"n": PROBE_ROWS, "seed": PROBE_SEED},
         }
+        if self.maps:
+            meta["maps"] = [m.meta() for m in self.maps]
         tmp = directory / f".engine.{os.getpid()}.{threading.get_ident()}"
         np.savez(f"{tmp}.npz", **arrays)
         Path(f"{tmp}.json").write_text(json.dumps(meta, indent=1))
@@ -216,8 +288,11 @@ class ForestEngine:
         """An engine written by :meth:`save` (numpy only; raises ``ValueError`` if malformed)."""
         directory = Path(directory)
         meta = json.loads((directory / "engine.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} engine: {meta.get('format')!r}")
+        if meta.get("format") not in (FORMAT, FORMAT_MAPPED):
+            raise ValueError(f"not a {FORMAT_MAPPED} engine: {meta.get('format')!r}")
+        maps = [LogisticMap.from_meta(m) for m in meta.get("maps") or []]
+        if bool(maps) != (meta["format"] == FORMAT_MAPPED):
+            raise ValueError("engine format and output maps disagree")
         with np.load(directory / "engine.npz", allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         blocks = []
@@ -231,28 +306,37 @@ class ForestEngine:
             else:
                 raise ValueError(f"unknown block kind {spec['kind']!r}")
         return cls(
-            blocks, arrays, probe_expected=arrays.get("probe_expected"), info=meta.get("info")
+            blocks,
+            arrays,
+            probe_expected=arrays.get("probe_expected"),
+            info=meta.get("info"),
+            maps=maps,
         )
 
     # -- checks -------------------------------------------------------------------------------
 
-    def max_difference(self, columns: Mapping[str, Any], expected: np.ndarray) -> float:
-        """``max |engine - expected|`` on ``columns`` (numpy only; inf if shapes differ)."""
-        got = self.predict_columns(columns)
-        expected = np.asarray(expected, dtype=np.float64)
-        if got.shape != expected.shape:
-            return math.inf
-        if len(got) == 0:
-            return 0.0
-        diff = np.abs(got - expected)
-        return math.inf if np.isnan(diff).any() else float(diff.max())
+    def max_difference(
+        self, columns: Mapping[str, Any], expected: np.ndarray, *, arrow: bool = False
+    ) -> float:
+        """``max |engine - expected|`` on ``columns`` (inf if shapes differ or a value is NaN).
 
-    def self_check(self) -> float:
-        """:meth:`max_difference` on the probe patients against the pipeline's stored outputs
-        (inf when none are stored): re-checks a loaded engine without scikit-learn."""
+        ``arrow=True`` (numpy columns as :func:`probe_columns` gives them) scores them a second
+        time as the typed Arrow table production batches are (:func:`arrow_probe_columns`) and
+        returns the larger gap. pyarrow's conversions import pandas, so the default (numpy
+        columns as given) is what a load check without pandas uses.
+        """
+        gap = _gap(self.predict_columns(columns), expected)
+        if arrow:
+            gap = max(gap, _gap(self.predict_columns(arrow_probe_columns(columns)), expected))
+        return gap
+
+    def self_check(self, *, arrow: bool = False) -> float:
+        """:meth:`max_difference` on the probe patients against the model's stored outputs
+        (inf when none are stored): re-checks a loaded engine without scikit-learn (and with
+        ``arrow=True`` on the Arrow path too)."""
         if self.probe_expected is None:
             return math.inf
-        return self.max_difference(probe_columns(), self.probe_expected)
+        return self.max_difference(probe_columns(), self.probe_expected, arrow=arrow)
 
     # -- predicting ---------------------------------------------------------------------------
 
@@ -268,7 +352,7 @@ class ForestEngine:
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """P(stroke) for patient dicts (FEATURES keys, ``None`` for missing) - the API's path."""
         if len(records) == 1:
-            return self._walk_numpy(self.transform_one(records[0]))
+            return self._finish(self._walk_numpy(self.transform_one(records[0])))
         columns = {
             name: np.array([r.get(name) for r in records], dtype=object)
             for name in self.input_columns
@@ -348,13 +432,20 @@ class ForestEngine:
         return np.array([out], dtype=np.float32)
 
     def predict_matrix(self, x: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-        """P(stroke) for a float32 matrix from :meth:`transform_columns`."""
+        """P(stroke) for a float32 matrix from :meth:`transform_columns` (the forest's mean,
+        then the output maps of a recalibrated version)."""
         n = len(x)
         if n == 0:
             return np.empty(0, dtype=np.float64)
         if n < KERNEL_MIN_ROWS:
-            return self._walk_numpy(x)
-        return self._walk_kernel(x, threads=threads)
+            return self._finish(self._walk_numpy(x))
+        return self._finish(self._walk_kernel(x, threads=threads))
+
+    def _finish(self, p: np.ndarray) -> np.ndarray:
+        """The forest's probabilities through the output maps (innermost first)."""
+        for output_map in self.maps:
+            p = output_map.apply(p)
+        return p
 
     def _walk_numpy(self, x: np.ndarray) -> np.ndarray:
         """All rows and trees one level at a time with flat gathers (no compilation)."""
@@ -400,10 +491,57 @@ class ForestEngine:
 
 
 def parity(engine: ForestEngine, pipeline: Any) -> float:
-    """``max |engine - pipeline.predict_proba[:, 1]|`` on the probe patients."""
+    """``max |engine - pipeline.predict_proba[:, 1]|`` on the probe patients, over every input
+    path (:func:`parity_report`). ``pipeline`` is the registered model: a pipeline or a
+    ``RecalibratedModel``."""
+    return max(parity_report(engine, pipeline).values())
+
+
+# Probe patients also scored one record at a time (the API's one-record path).
+PARITY_SINGLE_RECORDS = 40
+
+
+def parity_report(engine: ForestEngine, pipeline: Any) -> dict[str, float]:
+    """``max |engine - pipeline.predict_proba[:, 1]|`` on the probe patients per input path:
+    ``numpy`` columns, the ``arrow`` table production batches take (:func:`arrow_probe_columns`),
+    a ``pandas`` frame, ``records`` (one batch) and ``record`` (one at a time)."""
     frame = probe_frame()
     expected = np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
-    return engine.max_difference(probe_columns(), expected)
+    columns = probe_columns()
+    records = _records(columns)
+    single = PARITY_SINGLE_RECORDS
+    return {
+        "numpy": _gap(engine.predict_columns(columns), expected),
+        "arrow": _gap(engine.predict_columns(arrow_probe_columns(columns)), expected),
+        "pandas": _gap(engine.predict_frame(frame), expected),
+        "records": _gap(engine.predict_records(records), expected),
+        "record": _gap(
+            np.concatenate([engine.predict_records([r]) for r in records[:single]]),
+            expected[:single],
+        ),
+    }
+
+
+def _gap(got: np.ndarray, expected: Any) -> float:
+    """``max |got - expected|`` (0 when empty; inf when shapes differ or a value is NaN)."""
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if got.shape != expected.shape:
+        return math.inf
+    if len(got) == 0:
+        return 0.0
+    diff = np.abs(got - expected)
+    return math.inf if np.isnan(diff).any() else float(diff.max())
+
+
+def _records(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Numpy columns as patient dicts (``None`` for a missing number), the API's records."""
+    names = list(columns)
+    rows = zip(*(columns[name].tolist() for name in names), strict=True)
+    return [
+        {k: None if isinstance(v, float) and v != v else v for k, v in zip(names, row, strict=True)}
+        for row in rows
+    ]
 
 
 # -- probes ------------------------------------------------------------------------------------
@@ -437,6 +575,37 @@ def probe_frame(n: int = PROBE_ROWS, seed: int = PROBE_SEED) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(probe_columns(n, seed))
+
+
+def arrow_probe_columns(columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Numpy columns (as :func:`probe_columns` gives them) as the typed Arrow table that
+    :func:`stroke_dagster.validation.validate_table` gives production batches, column by column
+    (single-chunk ``ChunkedArray``): float64 with NaN for missing, int64 flags, and text
+    dictionary-encoded over the schema's categories in its spelling (values the schema does not
+    know appended to the dictionary)."""
+    import pyarrow as pa
+
+    known = {field.name: list(field.categories) for field in CATEGORICAL_FIELDS}
+    arrays: dict[str, Any] = {}
+    for name, values in columns.items():
+        if values.dtype == object:
+            words = list(known.get(name, []))
+            position = {w: i for i, w in enumerate(words)}
+            codes = []
+            for v in values.tolist():
+                if v not in position:
+                    position[v] = len(words)
+                    words.append(v)
+                codes.append(position[v])
+            arrays[name] = pa.DictionaryArray.from_arrays(
+                pa.array(codes, type=pa.int32()), pa.array(words, type=pa.string())
+            )
+        elif values.dtype.kind in "iub":
+            arrays[name] = pa.array(values.astype(np.int64))
+        else:
+            arrays[name] = pa.array(values.astype(np.float64), type=pa.float64())
+    table = pa.table(arrays)
+    return {name: table[name] for name in columns}
 
 
 # -- input columns -----------------------------------------------------------------------------
@@ -506,6 +675,25 @@ def _codes_python(column: Any, categories: list[str]) -> np.ndarray:
 
 
 # -- compiling a pipeline ----------------------------------------------------------------------
+
+
+def _unwrap_recalibration(model: Any) -> tuple[Any, tuple[LogisticMap, ...]]:
+    """``(pipeline, maps)`` of a model: a ``RecalibratedModel`` (exactly that type: a subclass
+    may map differently) gives its base and its map, nested ones innermost first; anything else
+    is its own pipeline with no map. ``(None, ())`` when a wrapper's map is not finite."""
+    if type(model).__name__ != "RecalibratedModel":
+        return model, ()
+    from stroke_dagster.calibration import EPS
+    from stroke_dagster.recalibration import RecalibratedModel
+
+    maps: list[LogisticMap] = []
+    while type(model) is RecalibratedModel:
+        try:
+            maps.append(LogisticMap(float(model.intercept), float(model.slope), float(EPS)))
+        except (TypeError, ValueError):
+            return None, ()
+        model = model.base
+    return model, tuple(reversed(maps))
 
 
 def _read_pipeline(pipeline: Any) -> tuple[list[_Block], Any] | None:

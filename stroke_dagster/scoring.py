@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import queue
 import shutil
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from stroke_dagster.warehouse import Provenance
+
+log = logging.getLogger(__name__)
 
 SCORES_TABLE = "score_history"  # the `scores` view shows its current slice of each day
 COHORT_SOURCE = "cohort"
@@ -88,6 +91,8 @@ class ScoreSummary:
     output: str | None = None
     tier_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
     seconds: float = 0.0
+    # batches the compiled engine failed on, scored by scikit-learn instead (0 on a healthy run)
+    engine_fallback_batches: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,20 +119,74 @@ class CohortSummary:
         return cls(**json.loads(storage_for(path, storage).read_text(path)))
 
 
-def predict_probabilities(model: ScoringModel, valid: pd.DataFrame | pa.Table) -> np.ndarray:
+def predict_probabilities(
+    model: ScoringModel,
+    valid: pd.DataFrame | pa.Table,
+    *,
+    on_fallback: Callable[[BaseException], None] | None = None,
+) -> np.ndarray:
     """Stroke probability of each valid row (a DataFrame, or an Arrow table from
     :func:`stroke_dagster.validation.validate_table`): the model's compiled ``engine`` when it
-    has one (:class:`stroke_dagster.engine.ForestEngine`, exact), else its ``predict_proba``."""
+    has one (:class:`stroke_dagster.engine.ForestEngine`, exact), else its ``predict_proba``.
+
+    When the engine raises on the batch (or gives a result of the wrong shape or a non-finite
+    value), the model's ``predict_proba`` scores that batch instead: logged once per model
+    version and process (:func:`_engine_failed`), and ``on_fallback`` is called with the error
+    (``score_file`` counts the batch in ``ScoreSummary.engine_fallback_batches``).
+    """
     if len(valid) == 0:
         return np.empty(0, dtype="float64")
     engine = getattr(model, "engine", None)
     if engine is not None:
-        if isinstance(valid, pa.Table):
-            return engine.predict_columns({name: valid[name] for name in FEATURES})
-        return engine.predict_frame(valid)
+        try:
+            if isinstance(valid, pa.Table):
+                probs = engine.predict_columns({name: valid[name] for name in FEATURES})
+            else:
+                probs = engine.predict_frame(valid)
+            if probs.shape != (len(valid),) or not np.isfinite(probs).all():
+                raise ValueError(
+                    f"engine gave {probs.shape} values (finite: {np.isfinite(probs).all()}) "
+                    f"for {len(valid)} rows"
+                )
+            return probs
+        except Exception as exc:  # the pipeline scores the batch; the run goes on
+            _engine_failed(model, exc, len(valid))
+            if on_fallback is not None:
+                on_fallback(exc)
     if isinstance(valid, pa.Table):
         valid = _table_frame(valid)
     return np.asarray(model.pipeline.predict_proba(valid[list(FEATURES)])[:, 1], dtype="float64")
+
+
+# (event, model name, version) already logged in this process: each is logged once
+_ENGINE_LOGGED: set[tuple[str, str, str]] = set()
+_ENGINE_LOGGED_LOCK = threading.Lock()
+
+
+def _first_time(event: str, model: Any) -> bool:
+    """True the first time ``event`` happens to this model version in this process."""
+    key = (event, str(getattr(model, "name", "")), str(getattr(model, "version", "")))
+    with _ENGINE_LOGGED_LOCK:
+        if key in _ENGINE_LOGGED:
+            return False
+        _ENGINE_LOGGED.add(key)
+        return True
+
+
+def _engine_failed(model: Any, exc: BaseException, rows: int) -> None:
+    """Log (once per model version and process) that the engine failed on a batch."""
+    if _first_time("runtime", model):
+        log.warning(
+            "%s v%s: the compiled scoring engine failed on a batch of %d rows (%s: %s); "
+            "scikit-learn scores this batch and any other the engine fails on (counted in "
+            "engine_fallback_batches; logged once per process)",
+            getattr(model, "name", "model"),
+            getattr(model, "version", "?"),
+            rows,
+            type(exc).__name__,
+            str(exc)[:300],
+            exc_info=exc,
+        )
 
 
 def _table_frame(table: pa.Table) -> pd.DataFrame:
@@ -327,6 +386,10 @@ def score_file(
     pending = _Background(model) if callable(model) and not hasattr(model, "pipeline") else None
     summary = ScoreSummary(0, 0, 0, "", "", cohort_date=day)
     output = Path(output_csv) if output_csv is not None else None
+
+    def count_fallback(_: BaseException) -> None:
+        summary.engine_fallback_batches += 1
+
     with _staging_dir(settings) as stage:
         scores = _ParquetSink(stage / "scores.parquet", _SCORE_SCHEMA) if day else None
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
@@ -345,7 +408,7 @@ def score_file(
                     model = _with_engine(model)
                 summary.model_name, summary.model_version = model.name, str(model.version)
                 rejects = 0 if quarantine is None else len(quarantine)
-                probs = predict_probabilities(model, valid)
+                probs = predict_probabilities(model, valid, on_fallback=count_fallback)
                 summary.rows_in += len(valid) + rejects
                 summary.rows_scored += len(valid)
                 summary.rows_quarantined += rejects
@@ -399,17 +462,40 @@ class _EngineModel:
 
 
 def _with_engine(model: ScoringModel) -> ScoringModel:
-    """A model that carries no ``engine`` attribute, with its pipeline compiled and checked
-    against the pipeline on the probe patients (unchanged when that is not possible)."""
+    """A model that carries no ``engine`` attribute, with its pipeline (or recalibrated
+    pipeline) compiled and checked against its ``predict_proba`` on the probe patients through
+    every input path (:func:`stroke_dagster.engine.parity`); unchanged when that is not possible,
+    the reason logged once per model version and process."""
     from stroke_dagster import engine as forest
 
     if hasattr(model, "engine"):
         return model
+    name, version = getattr(model, "name", "model"), getattr(model, "version", "?")
     try:
         engine = forest.ForestEngine.compile(model.pipeline)
-        if engine is None or not forest.parity(engine, model.pipeline) <= forest.PARITY_TOLERANCE:
+        if engine is None:
+            if _first_time("shape", model):
+                log.info(
+                    "%s v%s scores with scikit-learn: its shape does not compile", name, version
+                )
             return model
+        gaps = forest.parity_report(engine, model.pipeline)
     except Exception:  # an unforeseen pipeline detail: the pipeline itself always works
+        if _first_time("compile", model):
+            log.warning(
+                "%s v%s: compiling failed; scikit-learn scores", name, version, exc_info=True
+            )
+        return model
+    if not max(gaps.values()) <= forest.PARITY_TOLERANCE:
+        if _first_time("parity", model):
+            log.warning(
+                "%s v%s: the compiled engine differs from predict_proba on the probe patients "
+                "(max gap per input path: %s; tolerance %g): scikit-learn scores",
+                name,
+                version,
+                ", ".join(f"{path} {gap:.3g}" for path, gap in gaps.items()),
+                forest.PARITY_TOLERANCE,
+            )
         return model
     return _EngineModel(model.pipeline, engine, model.name, str(model.version), model.thresholds)
 

@@ -147,6 +147,11 @@ def cohort_scores(
         f"scored {day} with {model.name} v{model.version}: {scored.rows_scored} of {rows_in} "
         f"rows, tiers {scored.tier_counts}"
     )
+    if scored.engine_fallback_batches:
+        context.log.warning(
+            f"the compiled engine failed on {scored.engine_fallback_batches} batch(es) of {day}: "
+            "scikit-learn scored them (see the process log for the error)"
+        )
     tiers = scored.tier_counts
     return glance(
         dg.MaterializeResult(
@@ -161,6 +166,8 @@ def cohort_scores(
                 "mlflow_version": mlflow_version_url(settings, model.version),
                 "risk_thresholds": dg.MetadataValue.json(json.loads(model.thresholds.to_json())),
                 "seconds": scored.seconds,
+                # batches scikit-learn scored because the compiled engine failed on them
+                "engine_fallback_batches": scored.engine_fallback_batches,
             },
             check_results=[
                 dg.AssetCheckResult(
