@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from stroke_dagster import warehouse
 from stroke_dagster.errors import InputError
 from stroke_dagster.performance import day_performance, labeled_cohorts, write_performance
-from stroke_dagster.schema import RAW_COLUMNS
+from stroke_dagster.schema import PATIENT_KEY, RAW_COLUMNS
 from stroke_dagster.settings import load_settings
 from stroke_dagster.simulate import simulate_patients, write_patients
 from stroke_dagster.validation import validate_patients
@@ -105,9 +105,10 @@ def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
     )
     (settings.labels_dir / "2026-02-09.csv").write_text("id,stroke\n1,1\n")  # no cohort: skipped
     rows = labeled_cohorts(settings)
-    assert list(rows.columns) == list(RAW_COLUMNS)
+    assert list(rows.columns) == [*RAW_COLUMNS, PATIENT_KEY]
     assert len(rows) == 35  # labelled rows only; the unlabelled third day contributes nothing
     assert rows["id"].iloc[0] == "2026-02-01/1" and rows["id"].is_unique
+    assert rows[PATIENT_KEY].iloc[0] == "1"  # the patient behind the day's row
     first_day = rows[rows["id"].str.startswith("2026-02-01/")]
     assert first_day["stroke"].astype(int).sum() == 5
     assert first_day["age"].astype(float).tolist() == pytest.approx(first["age"][:25].tolist())
@@ -117,4 +118,4 @@ def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
 
 def test_labeled_cohorts_empty_without_labels(stroke_home: Path) -> None:
     rows = labeled_cohorts(settings=load_settings())
-    assert rows.empty and list(rows.columns) == list(RAW_COLUMNS)
+    assert rows.empty and list(rows.columns) == [*RAW_COLUMNS, PATIENT_KEY]
