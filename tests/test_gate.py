@@ -57,20 +57,22 @@ def test_unseen_patients_excludes_what_the_champion_trained_on() -> None:
     assert shared["id"].tolist() == ["3", "4"] and rule == gate.HOLDOUT_INTERSECTION
 
 
-def test_judge_promotes_within_tolerance_and_explains() -> None:
+def test_judge_promotes_a_non_inferior_version_and_explains() -> None:
     y, good, poor = _scores()
     better = gate.judge(_evidence(y, good, poor))
-    assert better.alias == "champion" and better.promoted
-    assert "within tolerance" in better.reason
+    assert better.alias == "champion" and better.promoted and better.outcome == "promote"
+    assert "non-inferior" in better.reason
     worse = gate.judge(_evidence(y, poor, good, GateSettings(auc_floor=0.5)))
-    assert worse.alias == "challenger" and "beyond tolerance 0.0100" in worse.reason
+    assert worse.alias == "challenger" and worse.outcome == "refuse"
+    assert "whole 95% CI beyond the margin -0.0200" in worse.reason
     assert worse.metrics()["auc_difference_ci_high"] < 0
     assert [c.name for c in worse.criteria] == [
         "auc_floor",
         "auc_vs_champion",
         "calibration_vs_champion",
+        "calibration_in_the_large_vs_champion",
     ]
-    assert worse.to_dict()["promoted"] is False
+    assert worse.to_dict()["promoted"] is False and worse.to_dict()["outcome"] == "refuse"
 
 
 def test_floor_and_first_version() -> None:
@@ -86,6 +88,7 @@ def test_too_few_shared_events_never_promote() -> None:
     p = np.linspace(0.9, 0.1, len(y))
     verdict = gate.judge(_evidence(y, p, p, GateSettings(auc_floor=0.5)))
     assert verdict.alias == "challenger" and "too few to compare" in verdict.reason
+    assert verdict.outcome == "inconclusive"  # not a refusal: the data cannot tell
 
 
 def test_an_added_criterion_can_hold_back_a_promotion() -> None:

@@ -61,6 +61,9 @@ SETTINGS_ENV = {
     "STROKE_RETRAIN_WINDOW_DAYS": str(N_DAYS),
     "STROKE_RETRAIN_COOLDOWN_HOURS": "1000",
     "STROKE_GATE_TOLERANCE": "1.0",  # here the gate promotes any sound retrain
+    "STROKE_GATE_MIN_EVENTS": "5",
+    "STROKE_GATE_LOG_LOSS_MARGIN": "1.0",
+    "STROKE_GATE_OE_MARGIN": "10",
     "STROKE_DRIFT_BACKEND": "scipy",
     "STROKE_COHORT_DUE_HOUR": "23",
 }

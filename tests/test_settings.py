@@ -23,7 +23,7 @@ def test_defaults_without_any_variable(tmp_path: Path, monkeypatch: pytest.Monke
     assert settings.home == (tmp_path / "data").resolve()
     assert settings.mlflow_tracking_uri == f"sqlite:///{settings.home / 'mlflow.db'}"
     assert settings.dagster_home == settings.home / "dagster"
-    assert (settings.gate.auc_floor, settings.gate.tolerance) == (0.70, 0.01)
+    assert (settings.gate.auc_floor, settings.gate.tolerance) == (0.70, 0.02)
     assert (settings.retrain.drifted_days, settings.retrain.window_days) == (3, 7)
     assert settings.retrain.cooldown_hours == 72.0
     assert settings.drift == DriftSettings()
