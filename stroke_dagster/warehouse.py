@@ -34,11 +34,14 @@ one (``is_current = false``) in the same commit, so a day always has exactly one
 the one the ``scores`` view shows. ``score_history`` answers "which score did patient X have on
 day D, under which model, from which file, written by which run?".
 
-**Reads.** :meth:`Warehouse.connect` opens an in-memory DuckDB connection on which each table's
-latest snapshot is an Arrow dataset (``DeltaTable.to_pyarrow_dataset``: filters and projections go
-down to the Parquet files; no DuckDB extension is loaded or downloaded), creates the views of
-``sql/ddl`` over them, and lists the table versions it read in ``warehouse_snapshot``. A
-connection reads one snapshot for its whole life: open a new one to see newer days.
+**Reads.** :meth:`Warehouse.connect` opens an in-memory DuckDB connection on which each table is a
+view over the Parquet files of its latest snapshot, as the Delta log lists them, read by DuckDB's
+own Parquet reader (partitions and row groups pruned by the query's filters; no DuckDB extension
+is loaded or downloaded; measured about 3x faster than Arrow datasets of the same files), creates
+the views of ``sql/ddl`` over them, and lists the table versions it read in
+``warehouse_snapshot``. A connection reads one snapshot for its whole life: open a new one to see
+newer days. (delta-rs writes neither deletion vectors nor column mapping, which a plain file list
+could not honour.)
 
 **Retention** (:meth:`Warehouse.maintain`, the daily ``warehouse_maintenance`` asset): non-current
 score slices older than ``history_days`` are deleted; small files are compacted; a checkpoint is
@@ -52,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
@@ -90,7 +94,6 @@ META_PREFIX = "stroke."
 STAGE_MEMORY_LIMIT = "256MB"
 # The staged day file is read once, by the commit, on this machine: written fast, not small.
 STAGE_CODEC = "COMPRESSION snappy"
-ORDER_SCORES = " ORDER BY patient_id"  # tight row-group statistics for one patient's lookup
 CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
@@ -447,7 +450,6 @@ class Warehouse:
             if table == SCORE_TABLE:  # the slice id set as the rows are copied (no UPDATE)
                 slice_id = _slice_id(con)
                 select = f"SELECT * REPLACE ({_sql_string(slice_id)} AS slice_id) FROM {table}"
-                select += ORDER_SCORES
             con.execute(f"COPY ({select}) TO {_sql_string(path)} (FORMAT parquet, {STAGE_CODEC})")
         except BaseException:
             path.unlink(missing_ok=True)
@@ -541,9 +543,10 @@ class Warehouse:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection on the tables' latest snapshots (close it when done).
 
-        Each table is an Arrow dataset of its snapshot, the views of ``sql/ddl`` are defined
-        over them, and ``warehouse_snapshot`` lists the versions read. On object storage, the
-        storage's fsspec filesystem is registered too (the telemetry view reads through it).
+        Each table is a view over the Parquet files of its snapshot (read by DuckDB's own
+        Parquet reader: partition and row-group pruning, no extension), the views of ``sql/ddl``
+        are defined over them, and ``warehouse_snapshot`` lists the versions read. On object
+        storage, the storage's fsspec filesystem is registered on the connection.
         """
         self.ensure()
         schema = self.schema()
@@ -552,7 +555,7 @@ class Warehouse:
         try:
             for name in schema.tables:
                 table = self.table(name)
-                con.register(name, table.to_pyarrow_dataset())
+                con.execute(snapshot_view(name, schema.table(name), table.file_uris()))
                 snapshot.append((name, table.version()))
             con.execute(f"CREATE TEMP TABLE {SNAPSHOT_TABLE} (table_name VARCHAR, version BIGINT)")
             con.executemany(f"INSERT INTO {SNAPSHOT_TABLE} VALUES (?, ?)", snapshot)
@@ -630,6 +633,36 @@ class Warehouse:
             )
             summary["files_vacuumed"] += len(removed)
         return summary
+
+
+@functools.cache
+def _typed_columns(ddl: str, table: str) -> str:
+    """``NULL::<type> AS "<column>"`` for every column of ``table``'s DDL."""
+    with duckdb.connect() as con:
+        con.execute(ddl)
+        columns = con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+            "ORDER BY column_index",
+            [table],
+        ).fetchall()
+    return ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in columns)
+
+
+def snapshot_view(table: str, ddl: str, files: list[str]) -> str:
+    """The view of one table's snapshot: its Delta files (as the log lists them) read by DuckDB.
+
+    The typed empty SELECT fixes the names and types of the DDL (a column added since reads as
+    NULL from older files); ``cohort_date`` comes from the partition directories (Delta keeps
+    partition values out of the data files; ``__HIVE_DEFAULT_PARTITION__`` reads as NULL).
+    """
+    typed = f"SELECT {_typed_columns(ddl, table)} WHERE false"
+    if files:
+        paths = "[" + ", ".join(_sql_string(f) for f in files) + "]"
+        typed += (
+            f"\nUNION ALL BY NAME\nSELECT * FROM read_parquet({paths}, hive_partitioning = true, "
+            f"hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true)"
+        )
+    return f"CREATE OR REPLACE TEMP VIEW {_check_identifier(table)} AS\n{typed}"
 
 
 def _maintenance_commit(kind: str) -> Any:
