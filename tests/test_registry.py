@@ -150,7 +150,9 @@ def test_gate_keeps_the_champion_when_a_worse_model_comes(champion_home: Path, s
 def test_gate_moves_the_champion_to_an_equal_or_better_model(champion_home: Path, split) -> None:
     champion = registry.load_model(settings=load_settings())
     version, _ = _register(champion.pipeline, split, champion.thresholds)
-    settings = load_settings().replace(gate=GateSettings(auc_floor=0.5, tolerance=0.0, min_events=5))
+    settings = load_settings().replace(
+        gate=GateSettings(auc_floor=0.5, tolerance=0.0, min_events=5)
+    )
     verdict = gate.gate_version(version, champion.pipeline, split[1], settings)
     assert verdict.alias == "champion"
     figures = verdict.metrics()
