@@ -109,6 +109,22 @@ def unseen_patients(
     return candidate_holdout.loc[keep.to_numpy()].reset_index(drop=True), rule
 
 
+def not_trained_on(patients: pd.DataFrame, split: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``patients`` minus every patient a version's stored ``split`` trained on, and the rule.
+
+    By patient key: a patient the version saw on any day is not unseen on another. A split
+    stored before patient keys were kept is compared by row id.
+    """
+    from stroke_dagster.features import patient_keys
+    from stroke_dagster.schema import ID, PATIENT_KEY
+
+    trained = split.loc[split["split"] == "train"]
+    if PATIENT_KEY not in split.columns:
+        return unseen_patients(patients, champion_train_ids=trained[ID])
+    keyed = patients.assign(**{PATIENT_KEY: patient_keys(patients)})
+    return unseen_patients(keyed, champion_train_ids=trained[PATIENT_KEY], id_column=PATIENT_KEY)
+
+
 def _delong_components(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
     """AUCs and DeLong structural components of ``scores`` (models x patients)."""
     from scipy.stats import rankdata
@@ -713,8 +729,8 @@ def _candidate_evidence(
 ) -> Evidence:
     """Evidence for ``version``: against the current champion on the patients neither saw."""
     from stroke_dagster import registry
-    from stroke_dagster.features import feature_frame, patient_keys
-    from stroke_dagster.schema import ID, PATIENT_KEY, TARGET
+    from stroke_dagster.features import feature_frame
+    from stroke_dagster.schema import ID, TARGET
 
     previous = registry.resolve_alias(CHAMPION, settings=settings)
     if previous is None or previous == str(version):
@@ -724,17 +740,8 @@ def _candidate_evidence(
         return Evidence(y, p, None, settings.gate, str(version), None, rule)
     champion = registry.load_model(previous, settings=settings)
     split = champion.split_ids()
-    if split is not None and PATIENT_KEY in split.columns:  # by patient: a patient the
-        keyed = holdout_df.assign(**{PATIENT_KEY: patient_keys(holdout_df)})  # champion saw
-        unseen, rule = unseen_patients(  # on any day is not unseen on another
-            keyed,
-            champion_train_ids=split.loc[split["split"] == "train", PATIENT_KEY],
-            id_column=PATIENT_KEY,
-        )
-    elif split is not None:  # a champion stored before patient keys were kept
-        unseen, rule = unseen_patients(
-            holdout_df, champion_train_ids=split.loc[split["split"] == "train", ID]
-        )
+    if split is not None:
+        unseen, rule = not_trained_on(holdout_df, split)
     else:
         unseen, rule = unseen_patients(
             holdout_df,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stroke_dagster.errors import InputError
@@ -139,13 +140,11 @@ def gate_recalibrated(
     :data:`gate.RECALIBRATION_CRITERIA`: a recalibration of the champion must be clearly better
     calibrated); set its alias and record the verdict like any gated version."""
     from stroke_dagster import gate, registry
-    from stroke_dagster.features import feature_frame, patient_keys
-    from stroke_dagster.schema import PATIENT_KEY, TARGET
+    from stroke_dagster.features import feature_frame
+    from stroke_dagster.schema import TARGET
 
     criteria = criteria or gate.RECALIBRATION_CRITERIA
     judge_df = fit.judge if fit.judge is not None else pd.DataFrame()
-    if len(judge_df):
-        judge_df = judge_df.assign(**{PATIENT_KEY: patient_keys(judge_df)})
     against = {"model": champion}
 
     def decide() -> Any:
@@ -166,16 +165,13 @@ def gate_recalibrated(
         if against["model"] is None or current not in (str(version), str(against["model"].version)):
             against["model"] = registry.load_model(current, settings=settings)
         model = against["model"]
-        unseen = _not_trained_on_by(model, judge_df)
+        split = model.split_ids()
+        unseen = judge_df if split is None else gate.not_trained_on(judge_df, split)[0]
         x = feature_frame(unseen)
         evidence = gate.Evidence(
             y=unseen[TARGET].to_numpy(dtype=int),
-            p_candidate=fit.model.predict_proba(x)[:, 1]
-            if len(unseen)
-            else pd.Series(dtype=float).to_numpy(),
-            p_champion=model.pipeline.predict_proba(x)[:, 1]
-            if len(unseen)
-            else pd.Series(dtype=float).to_numpy(),
+            p_candidate=fit.model.predict_proba(x)[:, 1] if len(unseen) else np.empty(0),
+            p_champion=model.pipeline.predict_proba(x)[:, 1] if len(unseen) else np.empty(0),
             settings=settings.gate,
             candidate_version=str(version),
             champion_version=str(model.version),
@@ -186,20 +182,6 @@ def gate_recalibrated(
     verdict = gate.move_alias(decide, settings)
     gate.record_verdict(verdict, settings)
     return verdict
-
-
-def _not_trained_on_by(model: Any, patients: pd.DataFrame) -> pd.DataFrame:
-    """``patients`` minus those ``model`` trained on (by patient key; by id for a version
-    stored before patient keys were kept)."""
-    from stroke_dagster.schema import ID, PATIENT_KEY
-
-    split = model.split_ids()
-    if split is None or not len(patients):
-        return patients.reset_index(drop=True)
-    trained = split[split["split"] == "train"]
-    keys = trained[PATIENT_KEY] if PATIENT_KEY in trained.columns else trained[ID]
-    keep = ~patients[PATIENT_KEY].astype(str).isin(set(keys.astype(str)))
-    return patients.loc[keep.to_numpy()].reset_index(drop=True)
 
 
 def site_holdout(holdout: pd.DataFrame) -> pd.DataFrame:
