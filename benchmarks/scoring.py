@@ -116,7 +116,7 @@ scoring.iter_patient_tables = timed_iter("read", scoring.iter_patient_tables)
 scoring.validate_table = timed("validate", scoring.validate_table)
 scoring.validate_patients = timed("validate (general path)", scoring.validate_patients)
 scoring.prefetch = timed_iter("wait for read + validate", scoring.prefetch)
-scoring._Background.result = timed("wait for the model", scoring._Background.result)
+scoring.Background.result = timed("wait for the model / check", scoring.Background.result)
 model_store.load_model = timed("model load", model_store.load_model)
 settings_module.load_settings = timed("settings", settings_module.load_settings)
 engine._kernel = timed("numba kernel load", engine._kernel)
@@ -137,7 +137,7 @@ code = cli.main(sys.argv[1:])
 T_END = time.time()
 marks = {"t0": T0, "imported": T_IMPORTED, "cli": T_CLI, "end": T_END}
 print("PROFILE " + json.dumps({"marks": marks, "times": TIMES}), flush=True)
-sys.exit(code)
+cli.leave(code)  # as the `stroke` command leaves
 """
 
 
@@ -187,7 +187,7 @@ def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None
     engine_parts = main("preprocess") + main("forest walk") + main("output map")
     scoring_parts = {
         "waiting for the reader (read + validate)": main("wait for read + validate"),
-        "waiting for the model load": main("wait for the model"),
+        "waiting for the model load or the managed-day check": main("wait for the model / check"),
         "engine: preprocessing (columns -> float32 matrix)": main("preprocess"),
         "engine: forest walk (numba kernel)": main("forest walk"),
         "engine: output map (recalibration)": main("output map"),
@@ -210,7 +210,7 @@ def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None
         - main("managed-day check"),
         **scoring_parts,
         "report to Dagster": main("report to Dagster"),
-        "exit (interpreter shutdown: gc, module teardown)": profile["at"] + wall - marks["end"],
+        "exit (flush, os._exit)": profile["at"] + wall - marks["end"],
     }
     rows = summary.get("rows_scored", 0)
     print(
@@ -222,12 +222,13 @@ def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None
         if abs(seconds) >= 0.0005:
             print(f"    {name:<60} {seconds:7.2f} s  {seconds / wall:6.1%}")
     print(f"    {'sum (main thread)':<60} {sum(parts.values()):7.2f} s")
-    print("  overlapped, in the reader and loader threads:")
+    print("  overlapped, in the reader, loader and check threads:")
     for stage in (
         "read",
         "validate",
         "validate (general path)",
         "model load",
+        "managed-day check",
         "forest walk",
         "numba kernel load",
     ):

@@ -211,7 +211,7 @@ def recalibrate_new_version(
     ``None`` (nothing registered) when the holdout holds no labelled site patients or too few
     events to recalibrate; the forest is then gated as it is.
     """
-    from stroke_dagster import gate, registry
+    from stroke_dagster import change_control, gate, registry
 
     site = site_holdout(holdout)
     if site.empty:
@@ -224,6 +224,7 @@ def recalibrate_new_version(
         return None
     days = sorted(site["day"].unique().tolist())
     new_version, run_id = register_recalibrated(forest, fit, days, settings)
+    change_control.record_criteria(new_version, gate.DEFAULT_CRITERIA, settings)
     registry.client(settings).set_model_version_tag(
         registry.MODEL_NAME, str(version), "recalibrated_as", new_version
     )
@@ -234,7 +235,15 @@ def recalibrate_new_version(
     verdict = gate_recalibrated(
         new_version, champion, fit, settings, criteria=gate.DEFAULT_CRITERIA, rule=JUDGED_ON_NEW
     )
-    return {"version": new_version, "run_id": run_id, "fit": fit, "verdict": verdict, "days": days}
+    data = change_control.recalibration_data(site, fit, days, settings)
+    return {
+        "version": new_version,
+        "run_id": run_id,
+        "fit": fit,
+        "verdict": verdict,
+        "days": days,
+        "data": data,
+    }
 
 
 def _split_ids(champion: Any, fit: RecalibrationFit) -> pd.DataFrame:
@@ -278,13 +287,14 @@ def run_recalibration(
     config: RecalibrationConfig | None = None,
     *,
     document: bool = True,
+    launched_by: str = "stroke recalibrate",
 ) -> dict[str, Any]:
     """Fit, register, gate and document a recalibration of the champion; the JSON summary.
 
     With too few events nothing is registered: the summary has ``version: None`` and
-    ``method: "none"`` with the reason.
+    ``method: "none"`` with the reason. ``launched_by`` goes into the change-control record.
     """
-    from stroke_dagster import registry
+    from stroke_dagster import change_control, gate, registry
 
     started = time.perf_counter()
     config = config or RecalibrationConfig()
@@ -308,8 +318,14 @@ def run_recalibration(
     except NotEnoughEvents as exc:
         return {**base, "version": None, "alias": None, "method": NOTHING, "reason": str(exc)}
     version, run_id = register_recalibrated(champion, fit, used_days, settings)
+    change_control.record_criteria(version, gate.RECALIBRATION_CRITERIA, settings)
     verdict = gate_recalibrated(version, champion, fit, settings)
     alias = verdict.alias
+    why = change_control.why_recalibration(
+        used_days, recalibrated_from=champion.version, launched_by=launched_by
+    )
+    data = change_control.recalibration_data(labelled, fit, used_days, settings)
+    change_control.document_change(version, verdict, why=why, data=data, settings=settings)
     if document and fit.judge is not None:
         from stroke_dagster.version_docs import document_version
 

@@ -411,3 +411,51 @@ def load_model(alias_or_version: str = CHAMPION, *, settings: Settings) -> Servi
 def clear_cache() -> None:
     """Forget the models loaded in this process (tests switch between stores)."""
     model_store.clear_cache()
+
+
+def version_run_id(version: str, *, settings: Settings) -> str:
+    """The MLflow run that logged ``version`` (where its artifacts are)."""
+    return str(_client(settings).get_model_version(MODEL_NAME, str(version)).run_id)
+
+
+def log_version_json(version: str, artifact_path: str, data: Any, *, settings: Settings) -> str:
+    """``data`` as the JSON artifact ``artifact_path`` of ``version``'s run (replacing one logged
+    before); the run id. Works on a finished run."""
+    import json
+
+    run_id = version_run_id(version, settings=settings)
+    text = json.dumps(data, indent=2, default=str, allow_nan=False)
+    _client(settings).log_text(run_id, text, artifact_path)
+    return run_id
+
+
+@contextmanager
+def _version_artifact(
+    version: str, artifact_path: str, settings: Settings
+) -> Iterator[Path | None]:
+    """A local copy of an artifact of ``version``'s run, or ``None`` when it has none."""
+    client = _client(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run_id = version_run_id(version, settings=settings)
+            local = Path(client.download_artifacts(run_id, artifact_path, tmp))
+        except Exception as exc:  # absent (an older version), or the store does not answer
+            log.debug("v%s has no artifact %s: %s", version, artifact_path, exc)
+            local = None
+        yield local if local is not None and local.is_file() else None
+
+
+def read_version_json(version: str, artifact_path: str, *, settings: Settings) -> Any | None:
+    """The JSON artifact ``artifact_path`` of ``version``'s run, or ``None``."""
+    import json
+
+    with _version_artifact(version, artifact_path, settings) as local:
+        return None if local is None else json.loads(local.read_text())
+
+
+def read_version_frame(
+    version: str, artifact_path: str, *, settings: Settings
+) -> pd.DataFrame | None:
+    """The Parquet artifact ``artifact_path`` of ``version``'s run, or ``None``."""
+    with _version_artifact(version, artifact_path, settings) as local:
+        return None if local is None else pd.read_parquet(local)

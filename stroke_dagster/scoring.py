@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stroke_dagster import audit
 from stroke_dagster.errors import InputError
 from stroke_dagster.ingest import DEFAULT_BATCH_ROWS, iter_patient_batches, iter_patient_tables
 from stroke_dagster.risk import TIERS, RiskThresholds, tier_index
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from stroke_dagster.warehouse import Provenance
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCORES_TABLE = "score_history"  # the `scores` view shows its current slice of each day
 COHORT_SOURCE = "cohort"
@@ -329,27 +331,27 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         stop.set()
 
 
-class _Background:
-    """Call ``load`` in a daemon thread (an abandoned load never delays the process exit)."""
+class Background(Generic[T]):
+    """Call ``work`` in a daemon thread (abandoned work never delays the process exit);
+    :meth:`result` waits for it and re-raises its error in the caller's thread."""
 
-    def __init__(self, load: Callable[[], ScoringModel]) -> None:
-        self._result: ScoringModel | None = None
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._result: T | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(load,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
         self._thread.start()
 
-    def _run(self, load: Callable[[], ScoringModel]) -> None:
+    def _run(self, work: Callable[[], T]) -> None:
         try:
-            self._result = load()
+            self._result = work()
         except BaseException as exc:  # re-raised in the caller's thread
             self._error = exc
 
-    def result(self) -> ScoringModel:
+    def result(self) -> T:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        assert self._result is not None
-        return self._result
+        return self._result  # type: ignore[return-value]
 
 
 def score_file(
@@ -361,6 +363,8 @@ def score_file(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     quarantine_source: str | None = COHORT_SOURCE,
     provenance: Provenance | None = None,
+    role: str = "champion",
+    before_write: Callable[[], object] | None = None,
     settings: Settings,
 ) -> ScoreSummary:
     """Score a patient file (CSV or Parquet) batch by batch.
@@ -376,14 +380,19 @@ def score_file(
     thread while the first batch is read and validated (a bad file fails without waiting for it).
 
     ``provenance`` (run id, input file) is stored with the day's slice of ``score_history``; the
-    input's sha256 and the model version are filled in here.
+    input's sha256 and the model version are filled in here. ``role="shadow"`` writes the slice
+    as a shadow version's (never current, never in ``scores``; see :mod:`.shadow`).
+
+    ``before_write`` is called once everything is scored, before anything is written (the
+    warehouse or ``output_csv``): a check that may refuse the write by raising, e.g. one run
+    meanwhile in the background (``Background(check).result``).
     """
     if output_csv is None and cohort_date is None:
         raise ValueError("score_file needs output_csv, cohort_date, or both")
     started = time.perf_counter()
     day = _day(cohort_date)
     path = Path(path)
-    pending = _Background(model) if callable(model) and not hasattr(model, "pipeline") else None
+    pending = Background(model) if callable(model) and not hasattr(model, "pipeline") else None
     summary = ScoreSummary(0, 0, 0, "", "", cohort_date=day)
     output = Path(output_csv) if output_csv is not None else None
 
@@ -391,7 +400,9 @@ def score_file(
         summary.engine_fallback_batches += 1
 
     with _staging_dir(settings) as stage:
-        scores = _ParquetSink(stage / "scores.parquet", _SCORE_SCHEMA) if day else None
+        hasher = audit.SliceHasher(day) if day and settings.audit.enabled else None
+        schema = _SCORE_SCHEMA if hasher is None else audit.scored_schema(_SCORE_SCHEMA)
+        scores = _ParquetSink(stage / "scores.parquet", schema) if day else None
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
         csv_writer = None
@@ -426,9 +437,10 @@ def score_file(
                         csv_writer = _csv_writer(csv_tmp, batch.schema)
                     csv_writer.write_table(batch)
                 if scores is not None:
-                    scores.write(
-                        pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
-                    )
+                    rows = pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
+                    if hasher is not None:  # the per-row audit columns (see .audit)
+                        rows = hasher.add(rows, valid, probs, tiers)
+                    scores.write(rows)
                 if rejects:
                     rejected.write(_quarantine_table(quarantine))
             if csv_tmp is not None:
@@ -437,8 +449,18 @@ def score_file(
                     csv_writer = _csv_writer(csv_tmp, schema)
                 csv_writer.close()
                 csv_writer = None
+            if before_write is not None:
+                before_write()
             _write_warehouse(
-                summary, path, scores, rejected, quarantine_source, provenance, settings
+                summary,
+                path,
+                scores,
+                rejected,
+                quarantine_source,
+                provenance,
+                role,
+                settings,
+                audited=(hasher, model) if hasher is not None else None,
             )
             if csv_tmp is not None:
                 os.replace(csv_tmp, output)
@@ -527,9 +549,12 @@ def _write_warehouse(
     rejected: _ParquetSink,
     quarantine_source: str | None,
     provenance: Provenance | None,
+    role: str,
     settings: Settings,
+    audited: tuple[audit.SliceHasher, ScoringModel] | None = None,
 ) -> None:
-    """Replace the day's quarantine rows, then its score slice (the commit of record)."""
+    """Replace the day's quarantine rows, then its score slice (the commit of record); then
+    chain the slice's audit record (``audited``: its hasher and model)."""
     day = summary.cohort_date
     write_rejected = quarantine_source is not None and (day is not None or rejected.rows > 0)
     if scores is None and not write_rejected:
@@ -552,8 +577,14 @@ def _write_warehouse(
                 "model_name": summary.model_name,
                 "model_version": summary.model_version,
                 "scored_at": now,
+                "role": role,
             }
+            if audited is not None:
+                extra.update(audit.slice_constants(audited[1], settings, provenance.run_id))
             warehouse.replace_rows(batch, SCORES_TABLE, day, scores_path, extra)
+            staged = batch.staged[-1]
+    if scores_path is not None and audited is not None:
+        audit.record_staged(settings, staged, provenance.write_id, extra, audited[0])
 
 
 def cohort_path(settings: Settings, day: str) -> StoragePath:

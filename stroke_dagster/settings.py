@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -230,6 +238,30 @@ class ApiSettings(_Section):
         return None if isinstance(value, str) and not value.strip() else value
 
 
+class AuditSettings(_Section):
+    """The audit trail of predictions (see :mod:`stroke_dagster.audit`).
+
+    - ``enabled`` (default on, ``STROKE_AUDIT``): a chained ``prediction_audit`` record per
+      patient the API scores, and the audit columns of every batch score slice.
+    - ``retention_days`` (default 183, ``STROKE_AUDIT_RETENTION_DAYS``): ``prediction_audit``
+      days older than this are deleted by the daily warehouse maintenance.
+    - ``code_version`` (``STROKE_CODE_VERSION``, set by the Docker build): the code version the
+      records name; unset, the package version and the git commit of a checkout.
+
+    No feature value is kept by the audit trail (only their sha256); the API keeps them only
+    with ``STROKE_TELEMETRY_FEATURES=1``.
+    """
+
+    enabled: bool = True
+    retention_days: int = Field(183, ge=1)
+    code_version: str | None = None
+
+    @field_validator("code_version", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class ScoringSettings(_Section):
     """Daily scoring: what a new champion rescores, and when a day's cohort is overdue."""
 
@@ -244,6 +276,44 @@ class ScoringSettings(_Section):
     # the cohort column that identifies a patient across days (default: the cohort's `id`);
     # training, tuning folds, recalibration and the gate split by it (see schema.PATIENT_KEY)
     patient_key_column: str = "id"
+    # the latest challenger scores every live day in shadow (besides any version with the alias
+    # `shadow`), so that its live figures accrue for the gate (see stroke_dagster.shadow)
+    shadow_challenger: bool = True
+
+
+class AlertBurdenSettings(_Section):
+    """What counts as an alert, and when a day's high-tier share is out of line
+    (see :mod:`stroke_dagster.alert_burden`).
+
+    - ``alert_from_tier`` (``high``, ``STROKE_ALERT_FROM_TIER``): a patient in this tier or above
+      is an alert (``high``: the tier clinicians are asked to act on; ``elevated`` if a site
+      reviews both).
+    - ``band_k`` (3, ``STROKE_ALERT_BAND_K``) and ``band_days`` (28, ``STROKE_ALERT_BAND_DAYS``):
+      the ``high_share_in_band`` check WARNs when the day's high-tier share leaves mean +- k sd of
+      the daily shares of the ``band_days`` days before it. k = 3 is the Shewhart control limit:
+      a stable, roughly normal share leaves it on ~0.3 % of days, about one false WARN a year.
+      28 days are four whole weeks (every weekday weighs the same, weekend case mix included)
+      and recent enough to follow a seasonal drift.
+    - ``band_min_days`` (7, ``STROKE_ALERT_BAND_MIN_DAYS``): with fewer reference days the check
+      passes, saying so (the sd of 7 days is itself uncertain by ~30 %, of 3 days by ~50 %).
+    """
+
+    alert_from_tier: Literal["elevated", "high"] = "high"
+    band_k: float = Field(3.0, gt=0.0)
+    band_days: int = Field(28, ge=2)
+    band_min_days: int = Field(7, ge=2, validate_default=True)
+
+    @field_validator("alert_from_tier", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("band_min_days")
+    @classmethod
+    def _within_window(cls, value: int, info: ValidationInfo) -> int:
+        if value > info.data.get("band_days", value):
+            raise ValueError("more than band_days")
+        return value
 
 
 class StorageSettings(_Section):
@@ -389,12 +459,26 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "STROKE_TELEMETRY_FEATURES": (("api", "telemetry_features"), "a boolean (1/0, true/false)"),
     "STROKE_TELEMETRY_FLUSH_SECONDS": (("api", "flush_seconds"), "a number of seconds >= 0.05"),
     "STROKE_API_BODY_TIMEOUT": (("api", "body_timeout"), "a number of seconds > 0"),
+    "STROKE_AUDIT": (("audit", "enabled"), "a boolean (1/0, true/false)"),
+    "STROKE_AUDIT_RETENTION_DAYS": (("audit", "retention_days"), "an integer number of days >= 1"),
+    "STROKE_CODE_VERSION": (("audit", "code_version"), "a version string"),
     "STROKE_RESCORE_DAYS": (("scoring", "rescore_days"), "an integer >= 1"),
     "STROKE_COHORT_DUE_HOUR": (("scoring", "cohort_due_hour"), "an integer hour from 0 to 23"),
     "STROKE_PATIENT_KEY_COLUMN": (("scoring", "patient_key_column"), "a column name"),
+    "STROKE_SHADOW_CHALLENGER": (
+        ("scoring", "shadow_challenger"),
+        "a boolean (1/0, true/false)",
+    ),
     "STROKE_UNSCORED_AFTER_MINUTES": (("scoring", "unscored_after_minutes"), "a number > 0"),
     "STROKE_MAX_HEAL_ATTEMPTS": (("scoring", "max_heal_attempts"), "an integer >= 1"),
     "STROKE_GO_LIVE": (("scoring", "go_live"), "a date YYYY-MM-DD"),
+    "STROKE_ALERT_FROM_TIER": (("alert_burden", "alert_from_tier"), "one of elevated, high"),
+    "STROKE_ALERT_BAND_K": (("alert_burden", "band_k"), "a number > 0"),
+    "STROKE_ALERT_BAND_DAYS": (("alert_burden", "band_days"), "an integer >= 2"),
+    "STROKE_ALERT_BAND_MIN_DAYS": (
+        ("alert_burden", "band_min_days"),
+        "an integer >= 2 and <= STROKE_ALERT_BAND_DAYS",
+    ),
     "STROKE_STORAGE_URL": (("storage", "url"), "s3://bucket/prefix or a local directory"),
     "STROKE_S3_ENDPOINT_URL": (("storage", "endpoint_url"), "the S3 API endpoint URL"),
     "STROKE_S3_REGION": (("storage", "region"), "an S3 region name"),
@@ -456,6 +540,8 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     api: ApiSettings = ApiSettings()
     scoring: ScoringSettings = ScoringSettings()
+    audit: AuditSettings = AuditSettings()
+    alert_burden: AlertBurdenSettings = AlertBurdenSettings()
     storage: StorageSettings = StorageSettings()
     execution: ExecutionSettings = ExecutionSettings()
     model_cache: ModelCacheSettings = ModelCacheSettings()

@@ -147,6 +147,7 @@ def run_training(
         "alias": registered["alias"],
         "gate_reason": registered["gate_reason"],
         "previous_champion": registered["previous_champion"] or None,
+        "change_reason": registered.get("change_reason"),
         **{k: v for k, v in gate_figures.items() if k not in ("gate_reason",)},
         "cv_roc_auc": round(tuned["cv_roc_auc"], 4),
         "cv_brier": round(tuned["cv_brier"], 5),

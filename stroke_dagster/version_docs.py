@@ -2,7 +2,8 @@
 
 :func:`document_version` scores the patients a version was judged on, computes its
 :class:`~stroke_dagster.evidence.Evidence`, renders its model card and logs both into the version's
-MLflow run (the card also becomes the version's description, shown as Markdown in the MLflow UI).
+MLflow run (the card also becomes the version's description, shown as Markdown in the MLflow UI),
+with the CHAI Applied Model Card beside it as ``model_card.json`` (machine-readable).
 :func:`model_card_text` returns a version's card, generating one from the logged holdout
 predictions for a version registered before cards existed.
 """
@@ -19,7 +20,13 @@ import pandas as pd
 
 from stroke_dagster.evidence import Evidence, compute_evidence, log_evidence
 from stroke_dagster.features import feature_frame
-from stroke_dagster.model_card import CARD_ARTIFACT, CardInputs, render_model_card
+from stroke_dagster.model_card import (
+    CARD_ARTIFACT,
+    CHAI_ARTIFACT,
+    CardInputs,
+    chai_card,
+    render_model_card,
+)
 from stroke_dagster.schema import TARGET
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,7 @@ class VersionDocs:
 def _card_inputs(
     version: str, evaluated_on: str, settings: Any, data_source: str | None = None
 ) -> CardInputs:
-    from stroke_dagster import registry
+    from stroke_dagster import change_control, registry
 
     model = registry.load_model(version, settings=settings)
     client = registry.client(settings)
@@ -77,6 +84,12 @@ def _card_inputs(
             "days": params.get("recalibration_days"),
         }
     train_rows = params.get("train_rows")
+    record = change_control.read_record(version, settings)
+    changed = (record or {}).get("what_changed") or {}
+    trained = (changed.get("data") or {}).get("training") or {}
+    prevalence = metrics.get("train_prevalence", metrics.get("holdout_prevalence"))
+    if trained.get("rows") and trained.get("events") is not None:  # what it really trained on
+        prevalence = trained["events"] / trained["rows"]
     return CardInputs(
         model_name=registry.MODEL_NAME,
         version=version,
@@ -84,7 +97,7 @@ def _card_inputs(
         data_source=data_source or params.get("data_source", "not recorded"),
         n_train=int(train_rows) if train_rows else None,
         n_holdout=int(params["holdout_rows"]) if params.get("holdout_rows") else None,
-        train_prevalence=metrics.get("train_prevalence", metrics.get("holdout_prevalence")),
+        train_prevalence=prevalence,
         params=forest,
         cv_roc_auc=metrics.get("cv_roc_auc"),
         gate_reason=tags.get("gate_reason"),
@@ -92,6 +105,7 @@ def _card_inputs(
         recalibration=recal,
         drift_reference_rows=int(train_rows) if train_rows else None,
         evaluated_on=evaluated_on,
+        change_control=record,
     )
 
 
@@ -112,9 +126,13 @@ def document_version(
     y = patients[TARGET].to_numpy(dtype=int)
     p = model.pipeline.predict_proba(feature_frame(patients))[:, 1]
     evidence = compute_evidence(y, p, model.thresholds, feature_frame(patients), subgroup_config)
-    card = render_model_card(_card_inputs(version, evaluated_on, settings, data_source), evidence)
+    inputs = _card_inputs(version, evaluated_on, settings, data_source)
+    card = render_model_card(inputs, evidence)
     log_evidence(model.run_id, evidence)
     _log_card(model.run_id, version, card, settings)
+    registry.log_version_json(
+        version, CHAI_ARTIFACT, chai_card(inputs, evidence), settings=settings
+    )
     return VersionDocs(version=version, evidence=evidence, card=card)
 
 
@@ -156,3 +174,17 @@ def model_card_text(version: str | None = None, *, settings: Any) -> str:
         plots=False,
     )
     return render_model_card(_card_inputs(model.version, "holdout", settings), evidence)
+
+
+def version_record(version: str | None, what: str, *, settings: Any) -> dict[str, Any]:
+    """The logged ``model_card.json`` (``what="chai"``) or ``change_control.json``
+    (``what="change-control"``) of ``version`` (default: the champion)."""
+    from stroke_dagster import change_control, registry
+    from stroke_dagster.errors import InputError
+
+    model = registry.load_model(version or registry.CHAMPION, settings=settings)
+    path = CHAI_ARTIFACT if what == "chai" else change_control.ARTIFACT
+    data = registry.read_version_json(model.version, path, settings=settings)
+    if data is None:
+        raise InputError(f"v{model.version} has no {path} (registered before it existed)")
+    return data

@@ -135,6 +135,9 @@ def test_files_for_today_are_reported_and_future_or_bad_names_skipped(
             "high_risk_explanations": [day(-1), day(0)],
             "label_free_estimates": [day(-1), day(0)],
             "daily_calibration": [day(0)],
+            "alert_burden": [day(-1), day(0)],  # runs without labels, again when they arrive
+            "shadow_scores": [day(-1), day(0)],  # after cohort_scores (its upstream)
+            "shadow_comparison": [day(0)],
         }
         again = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=result.cursor

@@ -235,3 +235,43 @@ def test_a_connection_reads_one_snapshot_and_the_next_sees_the_new_day(populated
     assert dt.date(2026, 1, 20) in set(
         run_file(populated, QUERIES / "daily_risk_tier_summary.sql")["cohort_date"].dt.date
     )
+
+
+def test_alert_burden(populated: Path) -> None:
+    from stroke_dagster.alert_burden import day_burden, write_burden
+
+    home = populated.parent
+    (home / "labels").mkdir(exist_ok=True)
+    pd.DataFrame({"id": ["2", "3", "4", "5"], "stroke": [1, 0, 0, 1]}).to_csv(
+        home / "labels" / f"{D2}.csv", index=False
+    )
+    feedback = pd.DataFrame(
+        {
+            "feedback_id": ["a", "b"],
+            "patient_id": ["2", "4"],
+            "model_version": ["2", None],
+            "action": ["overridden", "accepted"],
+            "recorded_at": pd.Timestamp("2026-01-06T09:00:00Z"),
+            "source": "api",
+        }
+    )
+    warehouse.replace_partition("feedback", D2, feedback, settings=load_settings())
+    for day in (D1, D2):
+        write_burden(day, day_burden(day, load_settings()), load_settings())
+    got = run_file(populated, QUERIES / "alert_burden.sql")
+    assert [str(d)[:10] for d in got["cohort_date"]] == [D1, D2]
+    assert list(got["patients"]) == [3, 4] and list(got["alerts"]) == [1, 2]
+    assert list(got["alerts_per_100"]) == [33.33, 50.0]
+    assert list(got["high_share"]) == [0.3333, 0.5]
+    assert pd.isna(got["ppv_high"].iloc[0])  # D1 has no labels
+    # D2: 2 and 4 high (2 a stroke), 5 elevated (a stroke), 3 low.
+    d2 = got.iloc[1]
+    assert (d2["labelled"], d2["strokes"]) == (4, 2)
+    assert (d2["ppv_high"], d2["sensitivity_high"], d2["nne_high"]) == (0.5, 0.5, 2.0)
+    assert (d2["ppv_elevated"], d2["sensitivity_elevated"], d2["nne_elevated"]) == (
+        pytest.approx(0.6667),
+        1.0,
+        1.5,
+    )
+    assert (d2["feedback"], d2["overrides"], d2["override_rate"]) == (2, 1, 0.5)
+    assert list(run_file(populated, QUERIES / "alert_burden.sql", since=D2)["patients"]) == [4]

@@ -3,6 +3,8 @@
 -- re-running it replaces it; rescoring under another model (or a corrected input file) adds a
 -- slice and keeps the old one. Exactly one slice per day is current (is_current): the one the
 -- `scores` view shows. Non-current slices are kept for warehouse.history_days (default 183).
+-- Versions in shadow (silent scoring: the latest challenger and any version with the alias
+-- `shadow`) score the same days as slices of role 'shadow', never current, never in `scores`.
 CREATE TABLE IF NOT EXISTS score_history (
     patient_id          VARCHAR     NOT NULL,  -- the input file's `id`
     cohort_date         DATE        NOT NULL,  -- the daily partition (UTC)
@@ -16,5 +18,14 @@ CREATE TABLE IF NOT EXISTS score_history (
     input_file          VARCHAR,               -- the input file as it arrived (incoming/<day>.csv)
     input_sha256        VARCHAR,               -- sha256 of that file's bytes
     run_id              VARCHAR,               -- Dagster run that wrote the slice (NULL from the CLI)
-    write_id            VARCHAR                -- the warehouse write (also in the commit metadata)
+    write_id            VARCHAR,               -- the warehouse write (also in the commit metadata)
+    role                VARCHAR CHECK (role IN ('champion', 'shadow')), -- who scored it (NULL: champion)
+    -- the audit trail (stroke_dagster/audit.py; NULL on slices scored without it)
+    model_run_id        VARCHAR,               -- the MLflow run that trained the version
+    code_version        VARCHAR,               -- package version (+g<git commit>)
+    thresholds          VARCHAR,               -- the risk thresholds in force, JSON
+    requester           VARCHAR,               -- dagster:<run id> or cli
+    features_sha256     VARCHAR,               -- sha256 of the patient's canonical input features
+    row_in_slice        BIGINT,                -- the row's position in the slice (0-based)
+    row_hash            BIGINT                 -- locates an edited row (see audit.py)
 );

@@ -8,6 +8,12 @@ code each route can answer, with its body):
 - ``POST /admin/reload`` re-resolves the ``champion`` alias now (it is also re-resolved every
   ``STROKE_API_RELOAD_SECONDS``); a moved alias is swapped in without a restart.
 - KServe v2 (Open Inference Protocol) under ``/v2`` (see :mod:`stroke_dagster.api.kserve`).
+- ``POST /feedback`` a clinician's action on a flagged patient (accepted or overridden, with a
+  reason code), linked to its prediction (see :mod:`stroke_dagster.feedback`).
+
+Every scoring answer carries ``X-Request-Id``; with the audit trail on (``STROKE_AUDIT``, the
+default) each scored patient gets a chained ``prediction_audit`` record under that id, appended
+by the telemetry writer's flush thread (see :mod:`stroke_dagster.audit`).
 
 Errors are ``{"error": "<one line>"}`` (422 adds ``detail``, the problems by field, never the
 submitted values): 400 body not JSON, 401 missing key, 404 unknown model, 408 body not received
@@ -40,11 +46,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import request_response
 
+from stroke_dagster import audit, warehouse
 from stroke_dagster.api.config import ApiConfig
 from stroke_dagster.api.errors import (
     BadBody,
     bad_body_handler,
     describe_errors,
+    error_response,
     http_error_handler,
     json_response,
     summary,
@@ -60,18 +68,26 @@ from stroke_dagster.api.models import (
     EXAMPLE_PATIENT,
     EXAMPLE_PATIENT_NO_BMI,
     MAX_ROWS,
+    AcceptedFeedback,
     BatchPrediction,
     Error,
+    FeedbackRecorded,
+    FeedbackRequest,
     Health,
     ModelStatus,
+    OverriddenFeedback,
     Patient,
     Prediction,
     PredictRequest,
+    RequestRef,
+    ScoreRef,
     ValidationProblem,
 )
 from stroke_dagster.api.predict import parse_body, score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
 from stroke_dagster.explain import explain_one
+from stroke_dagster.feedback import ACTIONS, Feedback, FeedbackError
+from stroke_dagster.feedback import record as record_feedback
 from stroke_dagster.settings import Settings, load_settings
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
@@ -162,18 +178,28 @@ def create_app(
         loader=registry_loader(settings),
         reload_seconds=config.reload_seconds,
     )
+    store = warehouse.of(settings)
+    requester = audit.key_id(config.api_key)  # every request carries the service's one key
+    audit_log = None
+    if settings.audit.enabled:
+        audit_log = audit.AuditLog(
+            lambda rows: store.append(audit.AUDIT_TABLE, rows),
+            code_version=audit.code_version(settings),
+            requester=requester,
+        )
     writer = TelemetryWriter(
         settings.home,
         enabled=config.telemetry,
         store_features=config.telemetry_features,
         flush_seconds=config.flush_seconds,
         storage=settings.files,
+        audit=audit_log,
     )
     body_timeout = config.body_timeout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if writer.enabled:
+        if writer.enabled or audit_log is not None:
             # The flush thread (and the alias reload) convert rows in Python; at the default
             # 5 ms GIL switch interval each stretch of that work can hold a request that long.
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
@@ -201,6 +227,7 @@ def create_app(
     )
     app.state.holder = holder
     app.state.telemetry = writer
+    app.state.audit = audit_log
     app.state.config = config
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(BadBody, bad_body_handler)
@@ -259,7 +286,7 @@ def create_app(
             answer["explanation"] = await run_in_threadpool(
                 explain_one, scored.model.model.pipeline, record
             )
-        return json_response(answer)
+        return json_response(answer, headers={"X-Request-Id": scored.request_id})
 
     @app.post(
         "/predict/batch",
@@ -293,7 +320,8 @@ def create_app(
                         records, scored.probabilities, scored.tiers, strict=True
                     )
                 ],
-            }
+            },
+            headers={"X-Request-Id": scored.request_id},
         )
 
     @app.post(
@@ -308,12 +336,68 @@ def create_app(
         changed = await run_in_threadpool(holder.refresh)
         return json_response({**holder.status(), "changed": changed})
 
+    feedback_body = TypeAdapter(FeedbackRequest)
+    feedback_errors = error_responses(*sorted((*BODY_ERRORS, *locked)))
+    feedback_errors[404] = {
+        "model": Error,
+        "description": "No prediction matches: unknown request id, or no score of that patient "
+        "on that day (by that model version).",
+    }
+
+    @app.post(
+        "/feedback",
+        tags=["governance"],
+        summary="Record a clinician's action on a flagged patient (accepted or overridden)",
+        response_model=FeedbackRecorded,
+        responses=feedback_errors,
+        dependencies=auth,
+        openapi_extra=json_body(
+            {"oneOf": [ref(AcceptedFeedback), ref(OverriddenFeedback)]},
+            {},  # every example would name a prediction this service may not have made
+        ),
+    )
+    async def feedback(request: Request) -> Response:
+        body = await parse_body(request, feedback_body, ACTIONS)
+        target = body.prediction
+        item = Feedback(
+            action=body.action,
+            reason_code=body.reason_code,
+            clinician_id=body.clinician_id,
+            feedback_id=body.feedback_id,
+            **(
+                {
+                    "request_id": target.request_id,
+                    "patient_id": target.patient_id,
+                    "row_in_request": target.row_in_request,
+                }
+                if isinstance(target, RequestRef)
+                else {
+                    "cohort_date": target.cohort_date,
+                    "patient_id": target.patient_id,
+                    "model_version": target.model_version,
+                }
+            ),
+        )
+        try:
+            row = await run_in_threadpool(
+                record_feedback, store, item, requester=requester, pending=writer.pending_audit
+            )
+        except FeedbackError as exc:
+            return error_response(str(exc), exc.status)
+        return json_response(
+            {
+                **{k: row[k] for k in FeedbackRecorded.model_fields if k in row},
+                "cohort_date": row["cohort_date"].isoformat(),
+                "recorded_at": row["recorded_at"].isoformat(),
+            }
+        )
+
     app.include_router(build_router(keep, auth, locked))
     # The two hot routes keep their documentation but run through Starlette's plain request
     # wrapper: they take only the request, so FastAPI's dependency and response machinery
     # (a good part of one patient's time) has nothing to do for them.
     for route in app.routes:
-        if isinstance(route, APIRoute) and route.endpoint in (predict, predict_batch):
+        if isinstance(route, APIRoute) and route.endpoint in (predict, predict_batch, feedback):
             route.app = request_response(route.endpoint)
 
     def openapi() -> dict[str, Any]:
@@ -336,7 +420,8 @@ def create_app(
                         del operation["responses"]["422"]
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
-            for model in (Patient, PredictRequest, InferRequest):
+            feedback_models = (AcceptedFeedback, OverriddenFeedback, RequestRef, ScoreRef)
+            for model in (Patient, PredictRequest, InferRequest, *feedback_models):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema

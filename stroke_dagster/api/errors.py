@@ -34,18 +34,19 @@ def error_response(
     return json_response({"error": message}, status_code, headers)
 
 
-def describe_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+def describe_errors(errors: Sequence[Any], tags: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``[{field, row, msg, type}]`` from pydantic errors, one per (row, field).
 
     ``loc`` is ``(field, ...)`` for one patient and ``(row, field, ...)`` for a list of them; what
-    follows the field (union members, nested positions) only repeats what ``msg`` says.
+    follows the field (union members, nested positions) only repeats what ``msg`` says. ``tags``:
+    the tags of a discriminated union, which pydantic puts before the field.
     """
     described: list[dict[str, Any]] = []
     seen: set[tuple[Any, str]] = set()
     for error in errors:
         loc = tuple(error.get("loc", ()))
         row = loc[0] if loc and isinstance(loc[0], int) else None
-        names = [part for part in loc if isinstance(part, str)]
+        names = [part for part in loc if isinstance(part, str) and part not in tags]
         field = names[0][:MAX_FIELD_CHARS] if names else "body"
         if (row, field) in seen:
             continue
@@ -81,14 +82,14 @@ class BadBody(Exception):
         self.problems = problems
 
 
-def bad_body(exc: ValidationError) -> BadBody:
+def bad_body(exc: ValidationError, tags: Sequence[str] = ()) -> BadBody:
     """400 when the body is not JSON (pydantic's ``json_invalid``), else 422 with the problems."""
     errors = exc.errors(include_input=False, include_context=False, include_url=False)
     if any(e.get("type") == "json_invalid" for e in errors):
         # pydantic's parser message says where ("... at line 1 column 7"), never what
         message = str(errors[0].get("msg", "invalid JSON"))
         return BadBody(400, f"request body is not valid JSON: {message}", None)
-    problems = describe_errors(errors)
+    problems = describe_errors(errors, tags)
     return BadBody(422, summary(problems), problems)
 
 

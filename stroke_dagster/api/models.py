@@ -12,6 +12,7 @@ each naming the field (and the row of a list body) but never repeating the submi
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -272,3 +273,82 @@ class ValidationProblem(Error):
             ]
         }
     )
+
+
+# -- feedback ---------------------------------------------------------------------------------
+
+ShortText = Annotated[str, Field(min_length=1, max_length=64, strict=True)]
+
+
+class RequestRef(BaseModel):
+    """An API prediction: the request's ``X-Request-Id`` and, for a list, which patient."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: ShortText = Field(description="The X-Request-Id header of the scoring answer.")
+    patient_id: Annotated[str, Field(max_length=ID_MAX_LENGTH, strict=True)] | None = Field(
+        None, description="The patient's id as sent (needed when the request had several)."
+    )
+    row_in_request: integer(ge=0, lt=MAX_ROWS) | None = Field(  # type: ignore[valid-type]
+        None, description="Or the patient's position in the request (0-based)."
+    )
+
+
+class ScoreRef(BaseModel):
+    """A batch score: the cohort day and patient (model version: the day's current slice's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cohort_date: dt.date
+    patient_id: Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, strict=True)]
+    model_version: ShortText | None = None
+
+
+EXAMPLE_FEEDBACK: dict[str, Any] = {
+    "prediction": {"request_id": "3f2b8c1e9a7d4f60b1c2d3e4f5a6b7c8"},
+    "action": "overridden",
+    "reason_code": "recent_imaging_clear",
+    "clinician_id": "clin-0042",
+}
+
+
+class _FeedbackBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction: RequestRef | ScoreRef = Field(description="The prediction the action answers.")
+    clinician_id: ShortText | None = Field(None, description="A pseudonymous id, never a name.")
+    feedback_id: ShortText | None = Field(
+        None, description="Your id for this record: sending it again replaces the record."
+    )
+
+
+class AcceptedFeedback(_FeedbackBase):
+    """The clinician acted on the flag."""
+
+    action: Literal["accepted"]
+    reason_code: ShortText | None = None
+
+
+class OverriddenFeedback(_FeedbackBase):
+    """The clinician did not act on the flag: the reason code is required."""
+
+    action: Literal["overridden"]
+    reason_code: ShortText
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_FEEDBACK]})
+
+
+FeedbackRequest = Annotated[AcceptedFeedback | OverriddenFeedback, Field(discriminator="action")]
+
+
+class FeedbackRecorded(BaseModel):
+    """The feedback as kept, linked to its prediction."""
+
+    feedback_id: str
+    cohort_date: str = Field(description="The day of the prediction (YYYY-MM-DD).")
+    patient_id: str
+    request_id: str | None
+    model_version: str | None
+    action: Literal["accepted", "overridden"]
+    reason_code: str | None
+    recorded_at: str

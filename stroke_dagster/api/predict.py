@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from stroke_dagster.api.errors import BadBody, bad_body
 from stroke_dagster.api.holder import LoadedModel, ModelHolder
 from stroke_dagster.api.middleware import TELEMETRY_STATE_KEY
 from stroke_dagster.api.telemetry import scoring_summary
+from stroke_dagster.audit import AuditLog
 from stroke_dagster.risk import assign_tiers
 from stroke_dagster.schema import FEATURES, ID
 
@@ -33,8 +36,11 @@ def _is_json(content_type: str | None) -> bool:
     return media in JSON_TYPES or media.endswith("+json")
 
 
-async def parse_body(request: Request, schema: type[BaseModel] | TypeAdapter[Any]) -> Any:
-    """The JSON body validated by ``schema`` (a model or a TypeAdapter).
+async def parse_body(
+    request: Request, schema: type[BaseModel] | TypeAdapter[Any], tags: Sequence[str] = ()
+) -> Any:
+    """The JSON body validated by ``schema`` (a model or a TypeAdapter; ``tags``: those of a
+    discriminated union, left out of the field names of a 422).
 
     Parsing and validation run together in pydantic-core. Raises :class:`BadBody`: 415 for a
     non-JSON content type, 400 for a body that is not JSON, 422 for JSON that is not valid.
@@ -47,7 +53,7 @@ async def parse_body(request: Request, schema: type[BaseModel] | TypeAdapter[Any
             return schema.validate_json(body)
         return schema.model_validate_json(body)
     except ValidationError as exc:
-        raise bad_body(exc) from None
+        raise bad_body(exc, tags) from None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Scored:
     model: LoadedModel
     probabilities: np.ndarray
     tiers: np.ndarray
+    request_id: str = ""  # telemetry and audit records name the request by it
 
 
 def _score(loaded: LoadedModel, records: list[dict[str, Any]]) -> Scored:
@@ -65,7 +72,8 @@ def _score(loaded: LoadedModel, records: list[dict[str, Any]]) -> Scored:
 async def score_request(
     request: Request, records: list[dict[str, Any]], *, keep_features: bool
 ) -> Scored:
-    """Score ``records`` with the model served right now; leave the telemetry for the middleware.
+    """Score ``records`` with the model served right now; leave the telemetry for the middleware
+    and the audit records (one per patient) for the telemetry writer's flush thread.
 
     503 when no model is loaded yet.
     """
@@ -82,8 +90,20 @@ async def score_request(
     )
     request_id = uuid.uuid4().hex
     state["request_id"] = request_id
+    now = dt.datetime.now(dt.UTC)
+    audit_log: AuditLog | None = getattr(request.app.state, "audit", None)
+    if audit_log is not None:
+        request.app.state.telemetry.record_audit(
+            audit_log.prediction_rows(
+                ts=now,
+                request_id=request_id,
+                records=records,
+                probabilities=scored.probabilities,
+                tiers=scored.tiers,
+                model=loaded,
+            )
+        )
     if keep_features:
-        now = dt.datetime.now(dt.UTC)
         state["features"] = [
             {
                 "ts": now,
@@ -99,4 +119,4 @@ async def score_request(
             )
         ]
     request.scope.setdefault("state", {})[TELEMETRY_STATE_KEY] = state
-    return scored
+    return dataclasses.replace(scored, request_id=request_id)

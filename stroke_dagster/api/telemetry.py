@@ -26,6 +26,12 @@ listed them can still read them: a past day ends as one file. Days older than th
 ``storage.url`` is set (a segment is then written to a local scratch file and uploaded in one
 ``PUT``). The functions below take a directory and, for object storage, its ``storage``.
 
+**Audit records.** With an :class:`~stroke_dagster.audit.AuditLog` the writer also buffers the
+requests' audit records (one per scored patient); the flush thread links them to the worker's
+hash chain and appends them to the warehouse table ``prediction_audit`` in one commit (Delta
+appends of several workers never conflict). A failed append keeps the linked records for the
+next flush, in order, so the chain never skips a number.
+
 This module does not import FastAPI or Dagster: the daily summary (:func:`summarize_day`) runs
 in the Dagster asset ``inference_daily_summary``.
 """
@@ -46,6 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stroke_dagster.audit import AuditLog
 from stroke_dagster.risk import TIERS
 from stroke_dagster.schema import (
     BINARY_FEATURES,
@@ -165,8 +172,12 @@ class TelemetryWriter:
         store_features: bool = False,
         flush_seconds: float = 5.0,
         storage: Storage | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.home = Path(home)
+        self.audit = audit
+        self._audit: list[dict[str, Any]] = []  # not linked yet
+        self._linked: list[dict[str, Any]] = []  # linked, not written yet
         self.storage = storage or Storage.local(self.home)
         self.enabled = enabled
         self.store_features = store_features and enabled
@@ -199,10 +210,23 @@ class TelemetryWriter:
             if features and self.store_features:
                 self._features.extend(features)
 
+    def record_audit(self, rows: list[dict[str, Any]]) -> None:
+        """Buffer a request's audit records (linked and written by the flush thread)."""
+        if self.audit is None:
+            return
+        with self._lock:
+            self._audit.extend(rows)
+
+    def pending_audit(self, request_id: str) -> list[dict[str, Any]]:
+        """The audit records of ``request_id`` not written yet (a just-answered request)."""
+        with self._lock:
+            rows = [*self._linked, *self._audit]
+        return [row for row in rows if row.get("request_id") == request_id]
+
     # -- flushing (background thread) -------------------------------------------------------
 
     def start(self) -> None:
-        if not self.enabled or self._thread is not None:
+        if not (self.enabled or self.audit is not None) or self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="telemetry-flush", daemon=True)
@@ -226,6 +250,8 @@ class TelemetryWriter:
 
     def flush(self) -> int:
         """Write the buffered rows now; returns the number of request rows written."""
+        if self.audit is not None:
+            self._flush_audit()
         if not self.enabled:
             return 0
         with self._flush_lock:
@@ -246,6 +272,27 @@ class TelemetryWriter:
                 return 0
             self.rows_written += len(rows)
             return len(rows)
+
+    def _flush_audit(self) -> None:
+        assert self.audit is not None
+        with self._flush_lock:
+            with self._lock:
+                rows, self._audit = self._audit, []
+            linked_now = self.audit.link(rows)  # outside the lock requests take
+            with self._lock:
+                self._linked.extend(linked_now)
+                linked = list(self._linked)
+            if not linked:
+                return
+            try:
+                self.audit.write(linked)
+            except Exception:
+                log.exception(
+                    "audit append failed; keeping %d records for the next try", len(linked)
+                )
+                return
+            with self._lock:
+                del self._linked[: len(linked)]
 
     def _write(self, root: StoragePath, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         by_day: dict[dt.date, list[dict[str, Any]]] = {}

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "model-card": "Print a model version's generated model card.",
     "sql": "Run SQL on the warehouse (read-only; never waits for the pipeline).",
     "warehouse": "Warehouse maintenance: migrate, compact-telemetry, info.",
+    "audit": "Verify the hash chains of the prediction audit trail.",
+    "feedback": "Record clinicians' feedback on flagged patients from a CSV.",
 }
 
 
@@ -61,5 +63,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# Commands whose process leaves at once when done (see :func:`leave`).
+QUICK_EXIT = {"score"}
+
+
+def run() -> None:
+    """The ``stroke`` console script: :func:`main`, then :func:`leave`."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+        leave(code)
+    sys.exit(code)
+
+
+def leave(code: int) -> None:
+    """Flush and end the process without the interpreter's teardown.
+
+    After ``stroke score`` every result is committed (warehouse) or renamed into place (CSV)
+    and the streams are flushed here, so the second or so the interpreter spends freeing a
+    million rows' worth of objects and tearing down pyarrow, pandas and Dagster buys nothing.
+    """
+    import logging
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

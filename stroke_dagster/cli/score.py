@@ -56,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from stroke_dagster.settings import load_settings
 
     settings = load_settings()
-    if cohort_date is not None:
+    check = None
+    if cohort_date is not None:  # asked of Dagster while the file is scored; before any write
         from stroke_dagster.cli.loop import refuse_managed_day
+        from stroke_dagster.scoring import Background
 
-        refuse_managed_day(settings, cohort_date)
+        check = Background(lambda: refuse_managed_day(settings, cohort_date))
     # an alias resolution younger than STROKE_MODEL_ALIAS_TTL is reused from the model cache
     max_age = settings.model_cache.alias_ttl_seconds
     summary = score_file(
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         cohort_date=cohort_date,
         output_csv=args.output,
         batch_rows=args.batch_rows,
+        before_write=check.result if check is not None else None,
         settings=settings,
     )
     if cohort_date is not None:

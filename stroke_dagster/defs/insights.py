@@ -159,6 +159,7 @@ def site_recalibration(
             RecalibrationConfig(
                 min_events=config.min_events, slope_min_events=config.slope_min_events
             ),
+            launched_by=f"Dagster run {context.run_id} (site_recalibration)",
         )
     except InputError as exc:
         raise dg.Failure(description=str(exc)) from None

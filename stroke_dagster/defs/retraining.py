@@ -177,6 +177,8 @@ def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings
                     **window_tags,
                     "stroke/latest_day": latest,
                     "stroke/drifted_days": ",".join(decision.drifted),
+                    # the change-control record of the version says why it was made
+                    "stroke/retrain_reason": decision.reason[:500],
                 },
             )
         ],

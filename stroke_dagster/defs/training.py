@@ -15,7 +15,7 @@ import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
-from stroke_dagster import gate, recalibration_run, registry, training
+from stroke_dagster import change_control, gate, recalibration_run, registry, training
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.metadata import (
     glance,
@@ -196,6 +196,7 @@ def registered_model(
     recalibrated = recalibration_run.recalibrate_new_version(version, holdout, settings)
     if recalibrated is None:
         candidate, judged_on = version, holdout
+        change_control.record_criteria(version, gate.DEFAULT_CRITERIA, settings)
         verdict = gate.gate_version(version, tuned_model["pipeline"], holdout, settings)
     else:
         candidate, verdict = recalibrated["version"], recalibrated["verdict"]
@@ -204,6 +205,7 @@ def registered_model(
             f"v{version} recalibrated on {len(recalibrated['days'])} site day(s) as v{candidate}"
         )
     link_back(settings, run_id, context.run_id)
+    change = _document_change(context, settings, version, verdict, patient_split, recalibrated)
     context.log.info(f"{registry.MODEL_NAME} v{candidate} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}
     docs, subgroup_check = insights.document_registered_version(
@@ -223,6 +225,8 @@ def registered_model(
                 "previous_champion": verdict.champion_version or "",
                 "holdout_roc_auc": model_evaluation.roc_auc,
                 **figures,
+                "change_reason": change["why"]["kind"],
+                "change_control": dg.MetadataValue.json(change),
                 "model_uri": f"models:/{registry.MODEL_NAME}/{candidate}",
                 "mlflow_version": mlflow_version_url(settings, candidate),
                 "mlflow_run": mlflow_run_url(settings, run_id),
@@ -239,6 +243,35 @@ def registered_model(
                 subgroup_check,
             ],
         )
+    )
+
+
+def _document_change(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    version: str,
+    verdict: gate.GateVerdict,
+    patient_split: dict[str, pd.DataFrame],
+    recalibrated: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The change-control record of the gated version (and of a forest it recalibrated)."""
+    data = change_control.training_data(patient_split["train"], patient_split["holdout"], settings)
+    days = recalibrated["days"] if recalibrated else None
+    why = change_control.why_from_tags(
+        context.run.tags,
+        run_id=context.run_id,
+        previous_champion=verdict.champion_version,
+        site_days=days,
+        forest_version=version,
+    )
+    if recalibrated is not None:
+        note = f"recalibrated as v{recalibrated['version']}, which was gated in its place"
+        change_control.document_change(
+            version, None, why=why, data=data, settings=settings, note=note
+        )
+        data = {**data, **recalibrated["data"]}
+    return change_control.document_change(
+        verdict.version, verdict, why=why, data=data, settings=settings
     )
 
 
