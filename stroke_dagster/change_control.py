@@ -200,7 +200,7 @@ def day_files(days: Iterable[str], settings: Settings) -> list[dict[str, Any]]:
         for role, path in (("cohort", cohort), ("labels", labels)):
             if path is None or not files.is_file(path):
                 continue
-            digest = _file_sha256(lambda p=path: files.open(p, "rb"))  # type: ignore[misc]
+            digest = _file_sha256(lambda p=path: files.open(p, "rb"))
             out.append({"day": day, "role": role, "path": str(path), "sha256": digest})
     return out
 
@@ -434,8 +434,8 @@ def compare(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> d
 def rollback(version: str, verdict: Any | None) -> dict[str, Any]:
     """How to undo the decision: the command that points ``champion`` back at the previous one.
 
-    There is no ``stroke`` command that moves an alias; the command is the runbook's
-    (docs/runbook.md, "Roll back a champion"), also possible in MLflow's UI.
+    The command is ``stroke rollback`` (docs/runbook.md, "Roll back a champion"); MLflow's UI
+    can move the alias too, without the record.
     """
     if verdict is None:
         return {"needed": False, "to_version": None, "command": None, "note": "not gated"}
@@ -450,12 +450,7 @@ def rollback(version: str, verdict: Any | None) -> dict[str, Any]:
             "command": None,
             "note": "first champion: there is no earlier version to roll back to",
         }
-    command = (
-        'python -c "from stroke_dagster import registry; '
-        "from stroke_dagster.settings import load_settings; "
-        f"registry.set_alias('{previous}', 'champion', 'rollback of v{version}: <reason>', "
-        'settings=load_settings())"'
-    )
+    command = f'stroke rollback --to {previous} --reason "<why v{version} is withdrawn>"'
     return {
         "needed": True,
         "to_version": previous,

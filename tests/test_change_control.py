@@ -204,16 +204,19 @@ def test_drift_retraining(
     # The rollback command names the previous champion, and works.
     rollback = record["rollback"]
     assert rollback["needed"] and rollback["to_version"] == "1"
-    assert "set_alias('1', 'champion'" in rollback["command"]
-    argv = shlex.split(rollback["command"])
-    assert argv[0] == "python"
-    subprocess.run([sys.executable, *argv[1:]], check=True, timeout=300)
+    assert rollback["command"].startswith("stroke rollback --to 1 ")
+    argv = shlex.split(rollback["command"].replace("<why", "withdrawn: why"))
+    assert argv[0] == "stroke"
+    stroke = str(Path(sys.executable).with_name("stroke"))
+    subprocess.run([stroke, *argv[1:]], check=True, timeout=300)
     assert registry.resolve_alias(settings=load_settings()) == "1"
+    tags = registry.client(load_settings()).get_model_version("StrokeRF", version).tags
+    assert tags["rolled_back"].startswith("to v1: withdrawn")
 
     card = model_card_text(version, settings=load_settings())
     assert "Drifted days: 2026-01-08, 2026-01-09, 2026-01-10" in card
     assert "Against the previous champion v1" in card and "days added 2026-01-10" in card
-    assert f"set_alias('1', 'champion', 'rollback of v{version}" in _description(version)
+    assert "stroke rollback --to 1 " in _description(version)
 
 
 def test_recalibration(
@@ -250,7 +253,7 @@ def test_recalibration(
     assert list(results) == [*DEFAULT, "calibration_gain"]
     assert results["calibration_gain"]["outcome"] == "pass"
     assert results["calibration_gain"]["bound"] < results["calibration_gain"]["margin"] == 0.0
-    assert "set_alias('1', 'champion'" in record["rollback"]["command"]
+    assert record["rollback"]["command"].startswith("stroke rollback --to 1 ")
 
     card = model_card_text(version, settings=load_settings())
     assert "Site days recalibrated on: 2026-01-05, 2026-01-06" in card
@@ -299,3 +302,17 @@ def test_a_version_not_gated_has_nothing_to_roll_back() -> None:
     assert record["rollback"]["needed"] is False and record["rollback"]["command"] is None
     assert "No change-control record" not in "\n".join(change_control_lines(record))
     assert "not gated" in "\n".join(change_control_lines(record))
+
+
+def test_rollback_refuses_an_unknown_or_current_version_with_one_line(
+    champion_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stroke_dagster.cli import main
+
+    assert main(["rollback", "--to", "9", "--reason", "bad release"]) == 2
+    assert "no version or alias '9'" in capsys.readouterr().err
+    assert main(["rollback", "--to", "1", "--reason", "bad release"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "stroke rollback: error: v1 is already the champion"
+    assert main(["rollback", "--to", "1", "--reason", "  "]) == 2
+    assert registry.resolve_alias(settings=load_settings()) == "1"

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "drift": "Check patient files for drift against the champion's reference data.",
     "serve": "Run the online scoring API.",
     "recalibrate": "Recalibrate the champion on labelled site patients; register and gate it.",
+    "rollback": "Point the champion alias back at an earlier version (with the reason).",
     "model-card": "Print a model version's generated model card.",
     "sql": "Run SQL on the warehouse (read-only; never waits for the pipeline).",
     "warehouse": "Warehouse maintenance: migrate, compact-telemetry, info.",
