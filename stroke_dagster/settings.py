@@ -617,6 +617,11 @@ class Settings(BaseSettings):
         return self.files.path("labels")
 
     @property
+    def feedback_dir(self) -> StoragePath:
+        """``feedback/`` of the file storage: clinicians' feedback CSVs, one per day."""
+        return self.files.path("feedback")
+
+    @property
     def models_dir(self) -> Path:
         """Local side files kept per model version (always under ``home``)."""
         return self.home / "models"
@@ -631,7 +636,7 @@ class Settings(BaseSettings):
         files = self.files
         for path in (self.home, self.models_dir):
             path.mkdir(parents=True, exist_ok=True)
-        for path in (self.incoming_dir, self.labels_dir):
+        for path in (self.incoming_dir, self.labels_dir, self.feedback_dir):
             files.makedirs(path)
 
 

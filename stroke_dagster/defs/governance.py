@@ -1,10 +1,13 @@
-"""Clinical governance in Dagster: the daily alert burden and its band check.
+"""Clinical governance in Dagster: the daily alert burden and its band check, and feedback.
 
 Thin shell over :mod:`stroke_dagster.alert_burden`:
 
 * ``alert_burden`` (daily) runs once the day is scored, and again when it is rescored or its
   labels arrive (``cohort_labels``): unlike ``performance_metrics`` it does not wait for the
   labels, which only fill in PPV, sensitivity and NNE;
+* ``feedback`` records the day's feedback file as it arrives (``clinician_feedback``); the
+  alert burden of that day and of the day before (feedback on a day's flags comes that day or
+  the next) runs again with it;
 * its ``high_share_in_band`` check WARNs when the day's high-tier share leaves mean +- k sd of
   the daily shares of the days before it (``alert_burden.band_*`` settings).
 """
@@ -13,11 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from stroke_dagster.defs.automation import HANDLED, TRANSIENT_RETRY, permanent_failure
+from stroke_dagster.defs.automation import (
+    HANDLED,
+    TRANSIENT_RETRY,
+    on_new_upstream_data,
+    permanent_failure,
+)
 from stroke_dagster.defs.metadata import ROW_COUNT, glance, pct, table_metadata
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.defs.sources import cohort_labels
+from stroke_dagster.defs.sources import clinician_feedback, cohort_labels
 
 if TYPE_CHECKING:
     from stroke_dagster.alert_burden import Band
@@ -28,9 +36,9 @@ BAND_CHECK = "high_share_in_band"
 
 
 def on_scores_or_labels() -> dg.AutomationCondition:
-    """Like :func:`.automation.on_new_upstream_data`, but labels need not exist yet: the day
-    runs once scored and again when its labels arrive."""
-    labels = dg.AssetSelection.keys(cohort_labels.key)
+    """Like :func:`.automation.on_new_upstream_data`, but labels and feedback need not exist
+    yet: the day runs once scored and again when its labels or feedback arrive."""
+    labels = dg.AssetSelection.keys(cohort_labels.key, dg.AssetKey("feedback"))
     return (
         (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
         .since(HANDLED)
@@ -68,7 +76,17 @@ def _band_check(band: "Band") -> dg.AssetCheckResult:
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
-    deps=[dg.AssetKey("cohort_scores"), cohort_labels],
+    deps=[
+        dg.AssetKey("cohort_scores"),
+        cohort_labels,
+        # feedback on a day's flags arrives that day or the next
+        dg.AssetDep(
+            "feedback",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
     metadata=table_metadata("alert_burden"),
     automation_condition=on_scores_or_labels(),
     retry_policy=TRANSIENT_RETRY,
@@ -120,6 +138,49 @@ def alert_burden(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     band = burden_band(day, settings)
     context.log.info(f"{day}: {band.reason}")
     return glance(dg.MaterializeResult(metadata=metadata, check_results=[_band_check(band)]))
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds={"python", "deltalake"},
+    owners=OWNERS,
+    deps=[clinician_feedback],
+    metadata=table_metadata("feedback"),
+    automation_condition=on_new_upstream_data(),
+    retry_policy=TRANSIENT_RETRY,
+    description=(
+        "The day's feedback file `STROKE_HOME/feedback/<day>.csv` recorded in the `feedback` "
+        "table, each row linked to the prediction it answers (an API request id, or a day's "
+        "batch score of the patient); a row naming no known prediction, or malformed, is "
+        "quarantined with its reason (source `feedback`). Importing the file again replaces "
+        "its rows."
+    ),
+)
+def feedback(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
+    from stroke_dagster.errors import InputError
+    from stroke_dagster.feedback import import_csv
+
+    day, settings = context.partition_key, stroke.settings()
+    path = settings.feedback_dir / f"{day}.csv"
+    try:
+        with settings.files.local_copy(path) as local:
+            summary = import_csv(local, settings=settings)
+    except (InputError, FileNotFoundError) as exc:
+        raise permanent_failure(context, f"feedback/{day}.csv: {exc}", day=day) from None
+    context.log.info(
+        f"feedback/{day}.csv: {summary.recorded} recorded, {summary.quarantined} quarantined"
+    )
+    return glance(
+        dg.MaterializeResult(
+            metadata={
+                ROW_COUNT: summary.recorded,
+                "rows_in": summary.rows_in,
+                "recorded": summary.recorded,
+                "quarantined": summary.quarantined,
+            }
+        )
+    )
 
 
 alert_burden_job = dg.define_asset_job(

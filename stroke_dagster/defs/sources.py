@@ -64,6 +64,20 @@ cohort_labels = dg.AssetSpec(
 )
 
 
+clinician_feedback = dg.AssetSpec(
+    "clinician_feedback",
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"file"},
+    description=(
+        "The day's file of clinicians' feedback on flagged patients "
+        "`STROKE_HOME/feedback/<day>.csv` (accepted or overridden, with a reason code); "
+        "reported by the file_arrivals sensor when it appears or changes."
+    ),
+)
+
+
 @dg.multi_observable_source_asset(
     specs=[
         dg.AssetSpec(
@@ -227,8 +241,9 @@ def arrived_by_due_hour(stroke: StrokeSettings) -> dg.AssetCheckResult:
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
     description=(
-        "Reports each new or replaced `STROKE_HOME/incoming/<day>.*` and `labels/<day>.csv` as the "
-        "day's incoming_cohort / cohort_labels (runs nothing); skips badly named and "
+        "Reports each new or replaced `STROKE_HOME/incoming/<day>.*`, `labels/<day>.csv` and "
+        "`feedback/<day>.csv` as the day's incoming_cohort / cohort_labels / "
+        "clinician_feedback (runs nothing); skips badly named and "
         "future-dated files with the reason; marks today's cohort overdue after "
         "scoring.cohort_due_hour and alerts once."
     ),
@@ -248,10 +263,12 @@ def file_arrivals(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -
     files = settings.files
     cohorts = arrivals.scan(settings.incoming_dir, COHORT_SUFFIXES, storage=files, **bounds)
     labels = arrivals.scan(settings.labels_dir, (".csv",), storage=files, **bounds)
+    feedback = arrivals.scan(settings.feedback_dir, (".csv",), storage=files, **bounds)
     events: list[Any] = _arrival_events(
         incoming_cohort.key, cohorts, state.setdefault("incoming", {})
     )
     events += _arrival_events(cohort_labels.key, labels, state.setdefault("labels", {}))
+    events += _arrival_events(clinician_feedback.key, feedback, state.setdefault("feedback", {}))
 
     # Overdue: record the check when its verdict for today changes; alert once per day.
     today = now.date().isoformat()
@@ -281,7 +298,11 @@ def file_arrivals(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -
                 f"{description}; alert {'sent' if alert.sent else 'not sent: ' + str(alert.error)}"
             )
 
-    skipped = {**cohorts.skipped, **{f"labels/{k}": v for k, v in labels.skipped.items()}}
+    skipped = {
+        **cohorts.skipped,
+        **{f"labels/{k}": v for k, v in labels.skipped.items()},
+        **{f"feedback/{k}": v for k, v in feedback.skipped.items()},
+    }
     for name, reason in skipped.items():
         context.log.info(f"skipped {name}: {reason}")
     arrived_files = [e for e in events if isinstance(e, dg.AssetMaterialization)]
