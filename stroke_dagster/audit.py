@@ -37,6 +37,7 @@ broken record.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import datetime as dt
 import functools
@@ -88,7 +89,7 @@ _MISSING_CODE = 255
 _NAN_BITS = 0x7FF8000000000000
 _FEATURES_FORMAT = f">4s{len(_NUMERIC)}Q{len(_BINARY) + len(_CATEGORIES)}B"
 RECORD_TAG = b"SRR1"
-ID_INLINE = rowhash.MAX_PAYLOAD - 18  # longer ids go in as their sha256
+ID_INLINE = rowhash.MAX_PAYLOAD - 18  # bytes; longer ids go in as their sha256
 _EPOCH = dt.date(1970, 1, 1)
 
 # Columns a slice carries; the constant ones are set per slice (see slice_columns).
@@ -97,7 +98,7 @@ SLICE_ROW_FIELDS = (
     pa.field("row_in_slice", pa.int64()),
     pa.field("row_hash", pa.int64()),
 )
-_CHAIN_FIELDS = ("cohort_date", "chain_id", "seq", "prev_hash", "record_hash")
+HASH_COLUMNS = ("features_sha256", "row_hash")  # random: never dictionary-encoded
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,38 +133,64 @@ def features_sha256(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(features_message(record)).hexdigest()
 
 
-def _arrow_column(data: pa.Table | pd.DataFrame, name: str) -> pa.Array | pa.ChunkedArray:
+def _arrow_column(data: pa.Table | pd.DataFrame, name: str) -> pa.ChunkedArray:
     if isinstance(data, pa.Table):
-        column = data.column(name)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        return column
-    return pa.array(data[name], from_pandas=True)
+        return data.column(name)
+    return pa.chunked_array([pa.array(data[name], from_pandas=True)])
+
+
+def _numbers(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _codes(column: pa.ChunkedArray, categories: Sequence[str]) -> np.ndarray:
+    """Each value's position in ``categories`` (255: missing or unknown); a dictionary column
+    is mapped through its dictionary (a handful of lookups, not one per row)."""
+    values = pa.array(categories)
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            known = pc.fill_null(pc.index_in(chunk.dictionary, value_set=values), _MISSING_CODE)
+            lookup = known.to_numpy(zero_copy_only=False).astype(np.uint8)
+            indices = pc.fill_null(chunk.indices, 0).to_numpy(zero_copy_only=False)
+            codes = lookup[indices] if len(lookup) else np.full(len(chunk), _MISSING_CODE)
+            parts.append(np.where(chunk.is_valid().to_numpy(zero_copy_only=False), codes, 255))
+        else:
+            codes = pc.index_in(pc.cast(chunk, pa.string()), value_set=values)
+            parts.append(pc.fill_null(codes, _MISSING_CODE).to_numpy(zero_copy_only=False))
+    return np.concatenate(parts).astype(np.uint8) if parts else np.zeros(0, np.uint8)
+
+
+# The padded one-block messages as records: numpy writes (and byte-swaps) field by field.
+_FEATURES_DTYPE = np.dtype(
+    [
+        ("tag", "V4"),
+        *((f"n{i}", ">u8") for i in range(len(_NUMERIC))),
+        *((f"c{i}", "u1") for i in range(len(_BINARY) + len(_CATEGORIES))),
+        ("end", "u1"),
+        ("zero", f"V{rowhash.BLOCK - FEATURES_LENGTH - 9}"),
+        ("bits", ">u8"),
+    ]
+)
+assert _FEATURES_DTYPE.itemsize == rowhash.BLOCK
 
 
 def features_messages(data: pa.Table | pd.DataFrame) -> np.ndarray:
     """The padded canonical messages (n, 64) of every row of a typed frame or table."""
-    n = len(data)
-    payload = np.zeros((n, FEATURES_LENGTH), np.uint8)
-    payload[:, :4] = np.frombuffer(FEATURE_TAG, np.uint8)
-    at = 4
-    for name in _NUMERIC:
-        values = pc.cast(_arrow_column(data, name), pa.float64()).to_numpy(zero_copy_only=False)
+    msg = np.zeros(len(data), _FEATURES_DTYPE)
+    msg["tag"] = FEATURE_TAG
+    msg["end"] = 0x80
+    msg["bits"] = FEATURES_LENGTH * 8
+    for i, name in enumerate(_NUMERIC):
+        values = _numbers(_arrow_column(data, name))
         bits = np.where(values == 0.0, 0.0, values).view(np.uint64)
-        bits = np.where(np.isnan(values), np.uint64(_NAN_BITS), bits)
-        payload[:, at : at + 8] = bits.astype(">u8").view(np.uint8).reshape(n, 8)
-        at += 8
-    for name in _BINARY:
-        values = pc.cast(_arrow_column(data, name), pa.float64()).to_numpy(zero_copy_only=False)
-        ok = (values == 0) | (values == 1)
-        payload[:, at] = np.where(ok, np.nan_to_num(values), _MISSING_CODE).astype(np.uint8)
-        at += 1
-    for name, categories in _CATEGORIES.items():
-        column = pc.cast(_arrow_column(data, name), pa.string())
-        codes = pc.fill_null(pc.index_in(column, value_set=pa.array(categories)), _MISSING_CODE)
-        payload[:, at] = codes.to_numpy(zero_copy_only=False).astype(np.uint8)
-        at += 1
-    return rowhash.pad(payload, FEATURES_LENGTH)
+        msg[f"n{i}"] = np.where(np.isnan(values), np.uint64(_NAN_BITS), bits)
+    for i, name in enumerate(_BINARY):
+        values = _numbers(_arrow_column(data, name))
+        msg[f"c{i}"] = np.where((values == 0) | (values == 1), values, _MISSING_CODE)
+    for i, (name, categories) in enumerate(_CATEGORIES.items(), start=len(_BINARY)):
+        msg[f"c{i}"] = _codes(_arrow_column(data, name), categories)
+    return msg.view(np.uint8).reshape(len(data), rowhash.BLOCK)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,31 +198,48 @@ def features_messages(data: pa.Table | pd.DataFrame) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _id_bytes(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Each id's UTF-8 bytes as a zero-padded (n, ID_INLINE) matrix and its length (255: an id
-    longer than ``ID_INLINE`` bytes, whose sha256 takes its place)."""
+_RECORD_DTYPE = np.dtype(
+    [
+        ("tag", "V4"),
+        ("day", ">i4"),
+        ("tier", "u1"),
+        ("probability", ">f8"),
+        ("id_length", "u1"),
+        ("id", f"S{ID_INLINE}"),
+        ("end", "u1"),
+        ("bits", ">u8"),
+    ]
+)
+RECORD_LENGTH = rowhash.MAX_PAYLOAD
+assert _RECORD_DTYPE.itemsize == rowhash.BLOCK
+
+
+def _id_field(ids: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Each id's UTF-8 bytes, zero-padded to ``ID_INLINE``, and its byte length (255: an id
+    longer than that, whose sha256 takes its place)."""
+    ids = pc.cast(ids, pa.string())
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
-    ids = pc.cast(ids, pa.string())
     n = len(ids)
     lengths = pc.fill_null(pc.binary_length(ids), 0).to_numpy(zero_copy_only=False)
     lengths = lengths.astype(np.int64)
-    out = np.zeros((n, ID_INLINE), np.uint8)  # ID_INLINE >= 32: a digest fits
-    if n == 0:
-        return out, lengths
-    offsets = np.frombuffer(ids.buffers()[1], np.int32, n + 1, ids.offset * 4)
-    data = np.frombuffer(ids.buffers()[2], np.uint8) if ids.buffers()[2] else np.zeros(1, np.uint8)
-    width = min(ID_INLINE, int(lengths.max()) if n else 0)
-    if width:
-        index = offsets[:-1, None].astype(np.int64) + np.arange(width)
-        inside = np.arange(width) < np.minimum(lengths, ID_INLINE)[:, None]
-        out[:, :width] = np.where(inside, data[np.minimum(index, len(data) - 1)], 0)
-    for row in np.flatnonzero(lengths > ID_INLINE):  # rare: hashed one by one
-        text = ids[int(row)].as_py().encode()
-        out[row, :32] = np.frombuffer(hashlib.sha256(text).digest(), np.uint8)
-        out[row, 32:] = 0
-        lengths[row] = 255
-    return out, lengths
+    padded = pc.fill_null(pc.utf8_rpad(ids, width=ID_INLINE, padding="\x00"), "\x00" * ID_INLINE)
+    field = np.zeros(n, f"S{ID_INLINE}")
+    if (
+        n
+        and int(lengths.max()) <= ID_INLINE
+        and pc.sum(pc.binary_length(padded)).as_py() == (n * ID_INLINE)
+    ):  # every id padded to the same number of bytes: one copy
+        buffer = padded.buffers()[2]
+        start = int(np.frombuffer(padded.buffers()[1], np.int32, 1, padded.offset * 4)[0])
+        field[:] = np.frombuffer(buffer, f"S{ID_INLINE}", n, start)
+    else:
+        for row, text in enumerate(ids.to_pylist()):
+            raw = (text or "").encode()
+            if len(raw) > ID_INLINE:
+                raw, lengths[row] = hashlib.sha256(raw).digest(), 255
+            field[row] = raw
+    return field, lengths
 
 
 def record_messages(
@@ -203,19 +247,15 @@ def record_messages(
 ) -> np.ndarray:
     """Padded one-block record messages: tag, day, tier, probability, patient id."""
     n = len(probabilities)
-    id_bytes, lengths = _id_bytes(ids)
-    msg = np.zeros((n, rowhash.BLOCK), np.uint8)
-    msg[:, :4] = np.frombuffer(RECORD_TAG, np.uint8)
-    msg[:, 4:8] = np.frombuffer(struct.pack(">i", (day - _EPOCH).days), np.uint8)
-    msg[:, 8] = np.asarray(tiers, dtype=np.uint8)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    msg[:, 9:17] = probs.astype(">f8").view(np.uint8).reshape(n, 8)
-    msg[:, 17] = lengths.astype(np.uint8)
-    msg[:, 18 : 18 + ID_INLINE] = id_bytes[:, :ID_INLINE]
-    size = 18 + np.where(lengths == 255, 32, lengths)
-    msg[np.arange(n), size] = 0x80
-    msg[:, rowhash.BLOCK - 8 :] = (size * 8).astype(">u8").view(np.uint8).reshape(n, 8)
-    return msg
+    msg = np.zeros(n, _RECORD_DTYPE)
+    msg["tag"] = RECORD_TAG
+    msg["day"] = (day - _EPOCH).days
+    msg["tier"] = tiers
+    msg["probability"] = probabilities
+    msg["id"], msg["id_length"] = _id_field(ids)
+    msg["end"] = 0x80
+    msg["bits"] = RECORD_LENGTH * 8
+    return msg.view(np.uint8).reshape(n, rowhash.BLOCK)
 
 
 def _locator(features: np.ndarray, records: np.ndarray) -> np.ndarray:
@@ -226,7 +266,7 @@ def _locator(features: np.ndarray, records: np.ndarray) -> np.ndarray:
 
 def _hex_array(digests: np.ndarray) -> pa.Array:
     n = digests.shape[0]
-    text = np.ascontiguousarray(rowhash.to_hex(digests))
+    text = binascii.hexlify(np.ascontiguousarray(digests).tobytes())  # rows stay contiguous
     offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
 
@@ -248,6 +288,7 @@ class SliceHasher:
         self.day = dt.date.fromisoformat(str(day))
         self.rows = 0
         self._digest = hashlib.sha256()
+        rowhash.preload()  # while the first batch is read
 
     def add(
         self,

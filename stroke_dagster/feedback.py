@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
 FEEDBACK_TABLE = "feedback"
 QUARANTINE_SOURCE = "feedback"
 ACTIONS = ("accepted", "overridden")
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"  # reason codes and feedback ids
-_CODE = re.compile(CODE_PATTERN)
+MAX_CODE = 64  # characters of a reason code, feedback id, clinician id
 CSV_COLUMNS = (
     "feedback_id",
     "request_id",
@@ -54,7 +52,8 @@ RETRIES = 20  # conditional commits refused by concurrent feedback of the same d
 
 
 class FeedbackError(InputError):
-    """Feedback that cannot be recorded: ``status`` 422 (malformed) or 404 (no such prediction)."""
+    """Feedback that cannot be recorded: ``status`` 422 (malformed), 404 (no such prediction)
+    or 409 (several patients of the request match)."""
 
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
@@ -82,10 +81,10 @@ def check(item: Feedback) -> None:
         raise FeedbackError(f"action must be one of {', '.join(ACTIONS)}, got {item.action!r}")
     if item.action == "overridden" and not item.reason_code:
         raise FeedbackError("reason_code is required when the flag was overridden")
-    if item.reason_code is not None and not _CODE.match(item.reason_code):
-        raise FeedbackError(f"reason_code must match {CODE_PATTERN}")
-    if item.feedback_id is not None and not _CODE.match(item.feedback_id):
-        raise FeedbackError(f"feedback_id must match {CODE_PATTERN}")
+    for name in ("reason_code", "feedback_id", "clinician_id"):
+        value = getattr(item, name)
+        if value is not None and not 0 < len(value) <= MAX_CODE:
+            raise FeedbackError(f"{name} must be 1 to {MAX_CODE} characters")
     if item.request_id is None and (item.cohort_date is None or not item.patient_id):
         raise FeedbackError("give request_id (an API prediction) or cohort_date and patient_id")
 
@@ -141,7 +140,7 @@ def _link_request(item: Feedback, records: list[dict[str, Any]]) -> dict[str, An
         raise FeedbackError(
             f"request {item.request_id} has {what} matching this feedback "
             "(give its patient_id or row_in_request)",
-            404 if not records else 422,
+            404 if not records else 409,
         )
     record = records[0]
     row = record["row_in_request"]

@@ -135,6 +135,18 @@ def _kernel() -> Any:
     return _KERNEL
 
 
+def preload() -> None:
+    """Load the compiled kernel in a daemon thread (numba's import and its on-disk cache take a
+    few tenths of a second), so that the first batch does not wait for it."""
+    if _KERNEL is None:
+        tiny = np.zeros((1, BLOCK), np.uint8)
+        threading.Thread(
+            target=lambda: _kernel()(tiny, np.empty((1, 8), np.uint64), _K, _H0),
+            daemon=True,
+            name="rowhash-kernel-load",
+        ).start()
+
+
 def pad(payload: np.ndarray, lengths: np.ndarray | int) -> np.ndarray:
     """Padded one-block messages: ``payload`` (n, <=55 bytes, zero beyond each row's length)
     with the 0x80 byte after ``lengths[r]`` bytes and the bit length at the end."""

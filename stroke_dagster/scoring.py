@@ -227,7 +227,12 @@ class _ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self.path,
+                self.schema,
+                compression="zstd",
+                use_dictionary=[n for n in self.schema.names if n not in audit.HASH_COLUMNS],
+            )
         self._writer.write_table(table)
         self.rows += table.num_rows
 

@@ -100,6 +100,8 @@ STAGE_MEMORY_LIMIT = "256MB"
 STAGE_CODEC = "COMPRESSION snappy"
 STAGE_BATCH_ROWS = 122_880  # rows per Arrow batch streamed into a commit (DuckDB's row group)
 CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
+# Columns of random values (hashes): a dictionary page never pays off and costs the most.
+NO_DICTIONARY = ("features_sha256", "row_hash", "record_hash", "prev_hash")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _ready: set[tuple[str, str]] = set()
@@ -615,6 +617,7 @@ class Warehouse:
                     mode="overwrite",
                     predicate=predicate,
                     commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                    writer_properties=_writer_properties(target),
                 )
             except CommitFailedError as exc:
                 if "concurrent" not in str(exc) or attempt == CONFLICT_RETRIES:
@@ -672,6 +675,7 @@ class Warehouse:
                     mode="append" if replace_where is None else "overwrite",
                     predicate=replace_where,
                     commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                    writer_properties=_writer_properties(target),
                 )
             except CommitFailedError as exc:
                 raise WarehouseBusyError(f"{table}: {str(exc).splitlines()[0]}") from exc
@@ -858,6 +862,16 @@ def snapshot_view(table: str, ddl: str, files: list[str]) -> str:
             f"hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true)"
         )
     return f"CREATE OR REPLACE TEMP VIEW {_check_identifier(table)} AS\n{typed}"
+
+
+def _writer_properties(schema: pa.Schema) -> Any:
+    """Plain (no dictionary) pages for the hash columns of ``schema``, if it has any."""
+    from deltalake import ColumnProperties, WriterProperties
+
+    plain = {
+        c: ColumnProperties(dictionary_enabled=False) for c in NO_DICTIONARY if c in schema.names
+    }
+    return WriterProperties(column_properties=plain) if plain else None
 
 
 def _maintenance_commit(kind: str) -> Any:

@@ -125,7 +125,7 @@ def test_csv_drop_records_or_quarantines_every_row(
     answer = client.post("/predict", json=EXAMPLE_PATIENT)
     client.app.state.telemetry.flush()  # type: ignore[attr-defined]
     drop = load_settings().home / "feedback" / f"{DAY}.csv"
-    drop.parent.mkdir(parents=True)
+    drop.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         {"request_id": answer.headers["X-Request-Id"], "action": "accepted"},
         {"cohort_date": DAY, "patient_id": scored_day[0], "action": "overridden",

@@ -338,6 +338,10 @@ def create_app(
 
     feedback_body = TypeAdapter(FeedbackRequest)
     feedback_errors = error_responses(*sorted((*BODY_ERRORS, *locked)))
+    feedback_errors[409] = {
+        "model": Error,
+        "description": "Several patients of the request match: give patient_id or row_in_request.",
+    }
     feedback_errors[404] = {
         "model": Error,
         "description": "No prediction matches: unknown request id, or no score of that patient "
@@ -383,7 +387,10 @@ def create_app(
                 record_feedback, store, item, requester=requester, pending=writer.pending_audit
             )
         except FeedbackError as exc:
-            return error_response(str(exc), exc.status)
+            if exc.status != 422:
+                return error_response(str(exc), exc.status)
+            problem = {"field": "body", "row": None, "msg": str(exc), "type": "value_error"}
+            return json_response({"error": str(exc), "detail": [problem]}, 422)
         return json_response(
             {
                 **{k: row[k] for k in FeedbackRecorded.model_fields if k in row},
