@@ -22,11 +22,12 @@ linked and appended on the telemetry writer's flush thread: a request only build
 **Batch slices** (``score_history``) carry the same fields: the constant ones (code version,
 model run id, thresholds, requester) as columns, cheap in Parquet, and per row
 ``features_sha256``, ``row_in_slice`` and ``row_hash``. Hashing a chained record per row would
-be a sequential pass; instead each row gets a one-block ``record digest`` (day, tier,
-probability, patient id) computed vectorised, and the slice's ``digest`` -- the sha256 over the
-rows' feature and record digests in ``row_in_slice`` order -- is appended as one chained record
-(``kind = 'slice'``) to the day's chain ``batch``. The digest carries the security; ``row_hash``
-(the first 64 bits of the record digest XOR those of the feature digest) only locates an edited
+be a sequential pass; instead the slice's ``digest`` -- one sha256 over every row's feature
+digest and canonical record (day, tier, probability, patient id: one padded 64-byte message) in
+``row_in_slice`` order -- is appended as one chained record (``kind = 'slice'``) to the day's
+chain ``batch``. The digest carries the security; ``row_hash`` (the first 64 bits of the feature
+digest XOR a fast 64-bit mix of the record message, not a cryptographic hash: a second sha256
+per row cost a third of a second per million rows) only locates an edited
 row, so a verification can name the patient. The slice's chain link is committed conditionally
 (:meth:`Warehouse.append` with ``replace_where``): two writers of the same day's chain cannot
 fork it.
@@ -37,7 +38,6 @@ broken record.
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import datetime as dt
 import functools
@@ -94,7 +94,7 @@ _EPOCH = dt.date(1970, 1, 1)
 
 # Columns a slice carries; the constant ones are set per slice (see slice_columns).
 SLICE_ROW_FIELDS = (
-    pa.field("features_sha256", pa.string()),
+    pa.field("features_sha256", pa.binary()),  # 32 bytes: half of hex, and no text to check
     pa.field("row_in_slice", pa.int64()),
     pa.field("row_hash", pa.int64()),
 )
@@ -258,17 +258,38 @@ def record_messages(
     return msg.view(np.uint8).reshape(n, rowhash.BLOCK)
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, as in splitmix64
+
+
+def _mix64(records: np.ndarray) -> np.ndarray:
+    """A 64-bit mix (splitmix64-style, not cryptographic) of each padded record message."""
+    words = np.ascontiguousarray(records).view("<u8")  # (n, 8)
+    h = np.zeros(len(words), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(words.shape[1]):
+            h = (h ^ words[:, k]) * _MIX
+            h ^= h >> np.uint64(29)
+    return h
+
+
 def _locator(features: np.ndarray, records: np.ndarray) -> np.ndarray:
-    """The first 64 bits of both digests, XORed, as signed integers (``row_hash``)."""
-    mixed = np.ascontiguousarray(features[:, :8] ^ records[:, :8])
-    return mixed.view(">i8").reshape(-1).astype(np.int64)
+    """``row_hash``: the first 64 bits of the feature digest XOR :func:`_mix64` of the record
+    message, as signed integers. Only a locator (the slice digest carries the security)."""
+    head = np.ascontiguousarray(features[:, :8]).view("<u8").reshape(-1)
+    return (head ^ _mix64(records)).view(np.int64)
 
 
-def _hex_array(digests: np.ndarray) -> pa.Array:
+def _slice_bytes(features: np.ndarray, records: np.ndarray) -> bytes:
+    """What the slice digest covers, row after row: feature digest, then record message."""
+    return np.hstack([features, records]).tobytes()
+
+
+def _binary_array(digests: np.ndarray) -> pa.Array:
+    """The (n, 32) digests as an Arrow binary array (one copy of the bytes)."""
     n = digests.shape[0]
-    text = binascii.hexlify(np.ascontiguousarray(digests).tobytes())  # rows stay contiguous
-    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
+    data = pa.py_buffer(np.ascontiguousarray(digests).tobytes())
+    return pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), data])
 
 
 def _tier_index(tiers: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -290,28 +311,31 @@ class SliceHasher:
         self._digest = hashlib.sha256()
         rowhash.preload()  # while the first batch is read
 
+    @staticmethod
+    def feature_digests(features: pa.Table | pd.DataFrame) -> np.ndarray:
+        """The (n, 32) sha256 of each row's canonical features (computed apart from :meth:`add`
+        so that scoring can compute them in its reader thread)."""
+        return rowhash.sha256_rows(features_messages(features))
+
     def add(
         self,
         scores: pa.Table,
-        features: pa.Table | pd.DataFrame,
+        features: pa.Table | pd.DataFrame | None,
         probabilities: np.ndarray,
         tiers: np.ndarray,
+        feature_digests: np.ndarray | None = None,
     ) -> pa.Table:
+        """``scores`` with the audit columns; ``feature_digests`` when already computed (else
+        from ``features``)."""
         n = scores.num_rows
-        both = rowhash.sha256_rows(
-            np.concatenate(
-                [
-                    features_messages(features),
-                    record_messages(self.day, scores.column("patient_id"), probabilities, tiers),
-                ]
-            )
-        )
-        feature_digests, record_digests = both[:n], both[n:]
-        self._digest.update(np.hstack([feature_digests, record_digests]).tobytes())
+        if feature_digests is None:
+            feature_digests = self.feature_digests(features)
+        records = record_messages(self.day, scores.column("patient_id"), probabilities, tiers)
+        self._digest.update(_slice_bytes(feature_digests, records))
         columns = [
-            _hex_array(feature_digests),
+            _binary_array(feature_digests),
             pa.array(np.arange(self.rows, self.rows + n, dtype=np.int64)),
-            pa.array(_locator(feature_digests, record_digests)),
+            pa.array(_locator(feature_digests, records)),
         ]
         self.rows += n
         for field, column in zip(SLICE_ROW_FIELDS, columns, strict=True):
@@ -739,20 +763,29 @@ def _check_slices(
     return None
 
 
+def _digests(column: pa.ChunkedArray) -> np.ndarray | None:
+    """The (n, 32) digests of a binary column; ``None`` when one is missing or of another size."""
+    array = column.combine_chunks()
+    if array.null_count or len(array) == 0:
+        return None if array.null_count else np.zeros((0, 32), np.uint8)
+    if pc.min_max(pc.binary_length(array)).as_py() != {"min": 32, "max": 32}:
+        return None
+    offsets = np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset)
+    data = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(-1, 32)
+
+
 def _check_slice(day: dt.date, record: Mapping[str, Any], rows: pa.Table) -> Problem | None:
     where = f"slice {record['slice_id']} (seq {record['seq']}, write {record['request_id']})"
     rows = rows.sort_by("row_in_slice")
-    features_hex = np.frombuffer(
-        pc.cast(rows.column("features_sha256"), pa.binary()).combine_chunks().buffers()[2],
-        np.uint8,
-    )
-    feature_digests = rowhash.from_hex(features_hex[: 64 * rows.num_rows].reshape(-1, 64))
+    feature_digests = _digests(rows.column("features_sha256"))
+    if feature_digests is None:
+        return Problem(day, BATCH_CHAIN, where, "a features_sha256 is missing or not 32 bytes")
     probabilities = rows.column("stroke_probability").to_numpy()
     messages = record_messages(
         day, rows.column("patient_id"), probabilities, _tier_index(rows.column("risk_tier"))
     )
-    record_digests = rowhash.sha256_rows(messages)
-    located = _locator(feature_digests, record_digests)
+    located = _locator(feature_digests, messages)
     stored = rows.column("row_hash").to_numpy()
     bad = np.flatnonzero(located != stored)
     if len(bad):
@@ -770,7 +803,7 @@ def _check_slice(day: dt.date, record: Mapping[str, Any], rows: pa.Table) -> Pro
     positions = rows.column("row_in_slice").to_numpy()
     if not np.array_equal(positions, np.arange(rows.num_rows)):
         return Problem(day, BATCH_CHAIN, where, "row positions have a gap")
-    digest = hashlib.sha256(np.hstack([feature_digests, record_digests]).tobytes()).hexdigest()
+    digest = hashlib.sha256(_slice_bytes(feature_digests, messages)).hexdigest()
     if digest != record["digest"]:
         return Problem(day, BATCH_CHAIN, where, "slice digest does not match its rows")
     return None

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS score_history (
     code_version        VARCHAR,               -- package version (+g<git commit>)
     thresholds          VARCHAR,               -- the risk thresholds in force, JSON
     requester           VARCHAR,               -- dagster:<run id> or cli
-    features_sha256     VARCHAR,               -- sha256 of the patient's canonical input features
+    features_sha256     BLOB,                  -- sha256 (32 bytes; lower(hex(...)) is the API's text) of the patient's canonical input features
     row_in_slice        BIGINT,                -- the row's position in the slice (0-based)
     row_hash            BIGINT                 -- locates an edited row (see audit.py)
 );
