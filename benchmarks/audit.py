@@ -13,7 +13,7 @@ default settings but one Optuna trial):
 * Batch: ``stroke score --input F --cohort-date D`` as a subprocess on ``--rows`` simulated
   patients, audit on and off (each run a new day, so every run writes a fresh slice): wall
   seconds. Target: overhead <= 5 %. Also the audit work alone on the same rows in this process
-  (canonical messages, the features' sha256, the slice digest): the part of the overhead that is hashing.
+  (canonical messages, the features' sha256, the slice digest): the part that is hashing.
 
 Modes alternate within each round (off, on, then on, off in the next) and the figures are the
 medians over rounds, so drift in the machine's load falls on both modes alike.
@@ -189,7 +189,7 @@ def main() -> int:
     print(
         f"  overhead {batch_overhead:+.1%} (target <= {TARGET_BATCH:.0%}) -> "
         f"{'met' if batch_overhead <= TARGET_BATCH else 'NOT met'}; the audit columns alone "
-        f"(canonical messages, the features' sha256, the slice digest) take {hashing:.2f} s in this process"
+        f"(messages, the features' sha256, the slice digest) take {hashing:.2f} s in this process"
     )
     result = {
         "rows": args.rows,
