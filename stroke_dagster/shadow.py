@@ -62,6 +62,9 @@ class ShadowRun:
     day: str
     scored: dict[str, ScoreSummary] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    # every failure is of the version itself (unloadable, unusable thresholds): a retry would
+    # fail the same way; an OSError (storage, registry away) is worth retrying
+    permanent: bool = True
 
 
 def score_day(settings: Settings, cohort: CohortSummary, *, run_id: str | None = None) -> ShadowRun:
@@ -94,6 +97,7 @@ def score_day(settings: Settings, cohort: CohortSummary, *, run_id: str | None =
         except (InputError, OSError, RuntimeError, ValueError) as exc:
             log.warning("shadow v%s could not score %s: %s", version, cohort.cohort_date, exc)
             result.failed[version] = f"{type(exc).__name__}: {exc}"
+            result.permanent &= not isinstance(exc, OSError)
     return result
 
 

@@ -149,6 +149,8 @@ def test_a_failing_shadow_version_leaves_the_champion_day_scored(champion_home: 
     assert not result.success
     steps = {e.step_key: e.event_type_value for e in result.all_events if e.is_step_failure}
     assert set(steps) == {"shadow_scores"}
+    # an unusable version fails the same way every time: not retried
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert history().to_dict("records") == [
         {"model_version": "1", "role": "champion", "is_current": True, "n": 300}
     ]

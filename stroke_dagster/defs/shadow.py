@@ -53,11 +53,13 @@ def shadow_scores(
     run = shadow.score_day(settings, cohort, run_id=context.run_id)
     for version, summary in run.scored.items():
         context.log.info(f"shadow v{version} scored {day}: {summary.rows_scored} rows")
-    if run.failed:  # retried by the step's policy; the scored versions' slices are kept
-        raise RuntimeError(
-            f"shadow scoring of {day} failed for "
-            + "; ".join(f"v{v}: {e}" for v, e in run.failed.items())
+    if run.failed:  # the scored versions' slices are kept
+        message = f"shadow scoring of {day} failed for " + "; ".join(
+            f"v{v}: {e}" for v, e in run.failed.items()
         )
+        if run.permanent:  # the version itself is unusable: no retry
+            raise dg.Failure(message, allow_retries=False)
+        raise RuntimeError(message)  # the step's retry policy tries again
     return glance(
         dg.MaterializeResult(
             metadata={
