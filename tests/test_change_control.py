@@ -144,6 +144,7 @@ def defs() -> dg.Definitions:
         return definitions
 
 
+@pytest.mark.slow  # a full training_job / recalibration run
 def test_drift_retraining(
     defs: dg.Definitions,
     champion_home: Path,
@@ -219,6 +220,7 @@ def test_drift_retraining(
     assert "stroke rollback --to 1 " in _description(version)
 
 
+@pytest.mark.slow  # a full training_job / recalibration run
 def test_recalibration(
     champion_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

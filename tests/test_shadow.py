@@ -107,6 +107,7 @@ def test_a_challenger_scores_in_shadow_and_is_promoted_on_live_evidence(
     assert metadata[f"v{challenger}_pooled"].value["n_patients"] == 1500
 
 
+@pytest.mark.slow
 def test_a_refused_challenger_keeps_scoring_in_shadow_but_is_not_judged_again(
     champion_home: Path,
 ) -> None:
@@ -120,6 +121,7 @@ def test_a_refused_challenger_keeps_scoring_in_shadow_but_is_not_judged_again(
     assert len(warehouse.query_df("SELECT * FROM shadow_comparison", settings=settings)) == 1
 
 
+@pytest.mark.slow
 def test_live_days_count_a_recurring_patient_once(champion_home: Path) -> None:
     """Two labelled days with the same patients: the pooled evidence holds each patient once."""
     first = write_day(champion_home, DAY, n=400, seed=5)
