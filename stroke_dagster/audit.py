@@ -711,20 +711,7 @@ def _where(record: Mapping[str, Any]) -> str:
     return f"seq {record['seq']} (request {record['request_id']}, row {record['row_in_request']})"
 
 
-_SLICE_COLUMNS = (
-    "patient_id",
-    "stroke_probability",
-    "risk_tier",
-    "write_id",
-    "slice_id",
-    "model_name",
-    "model_version",
-    "model_run_id",
-    "code_version",
-    "thresholds",
-    "requester",
-    *(f.name for f in SLICE_ROW_FIELDS),
-)
+# a slice's columns that equal its chained record's
 _CONSTANTS = (
     "slice_id",
     "model_name",
@@ -733,6 +720,14 @@ _CONSTANTS = (
     "code_version",
     "thresholds",
     "requester",
+)
+_SLICE_COLUMNS = (
+    "patient_id",
+    "stroke_probability",
+    "risk_tier",
+    "write_id",
+    *_CONSTANTS,
+    *(f.name for f in SLICE_ROW_FIELDS),
 )
 
 

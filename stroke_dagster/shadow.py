@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.errors import InputError
+from stroke_dagster.errors import InputError, RegistryUnavailableError
 from stroke_dagster.schema import ID, TARGET
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ShadowRun:
     scored: dict[str, ScoreSummary] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     # every failure is of the version itself (unloadable, unusable thresholds): a retry would
-    # fail the same way; an OSError (storage, registry away) is worth retrying
+    # fail the same way; storage or the registry away (OSError, RegistryUnavailableError) is not
     permanent: bool = True
 
 
@@ -97,7 +97,7 @@ def score_day(settings: Settings, cohort: CohortSummary, *, run_id: str | None =
         except (InputError, OSError, RuntimeError, ValueError) as exc:
             log.warning("shadow v%s could not score %s: %s", version, cohort.cohort_date, exc)
             result.failed[version] = f"{type(exc).__name__}: {exc}"
-            result.permanent &= not isinstance(exc, OSError)
+            result.permanent &= not isinstance(exc, OSError | RegistryUnavailableError)
     return result
 
 
