@@ -25,6 +25,9 @@ RUN uv pip install --python /app/.venv/bin/python --quiet --no-deps --compile-by
 
 # ---- runtime: the venv and the source, no build tools, a non-root user ----
 FROM python:3.11-slim
+# The code version every audit and change-control record names (make build passes the git
+# commit; empty counts as unset: the package version alone).
+ARG STROKE_CODE_VERSION=
 RUN groupadd --system --gid 10001 stroke \
     && useradd --system --uid 10001 --gid stroke --home-dir /app --shell /usr/sbin/nologin stroke \
     && mkdir -p /data/dagster \
@@ -34,7 +37,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     STROKE_HOME=/data \
     DAGSTER_HOME=/data/dagster \
-    DAGSTER_YAML=/app/dagster.yaml
+    DAGSTER_YAML=/app/dagster.yaml \
+    STROKE_CODE_VERSION=$STROKE_CODE_VERSION
 WORKDIR /app
 USER stroke
 VOLUME ["/data"]

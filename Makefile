@@ -66,7 +66,8 @@ format: install
 	$(BIN)/ruff format .
 
 build:
-	docker build -t stroke-dagster:latest .
+	docker build -t stroke-dagster:latest \
+		--build-arg STROKE_CODE_VERSION="$$(git describe --always --dirty 2>/dev/null)" .
 
 bench: install
 	$(BIN)/python benchmarks/model_quality.py
