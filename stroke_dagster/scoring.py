@@ -594,12 +594,11 @@ def _write_warehouse(
                 "scored_at": now,
                 "role": role,
             }
-            if audited is not None:
-                extra.update(audit.slice_constants(audited[1], settings, provenance.run_id))
             warehouse.replace_rows(batch, SCORES_TABLE, day, scores_path, extra)
             staged = batch.staged[-1]
     if scores_path is not None and audited is not None:
-        audit.record_staged(settings, staged, provenance.write_id, extra, audited[0])
+        shared = {**extra, **audit.slice_constants(audited[1], settings, provenance.run_id)}
+        audit.record_staged(settings, staged, provenance.write_id, shared, audited[0])
 
 
 def cohort_path(settings: Settings, day: str) -> StoragePath:

@@ -117,8 +117,9 @@ def test_batch_slice_is_audited_and_tampering_is_caught(
     code, out = verify(capsys)
     assert code == 0, out
     wh = warehouse.of(load_settings())
-    current = wh.query_df("SELECT * FROM score_history WHERE is_current")
+    current = wh.query_df("SELECT * FROM score_audit WHERE is_current")
     assert len(current) == 400
+    assert current["slice_seq"].tolist() == [1] * 400  # the second link of the day's chain
     assert set(current["code_version"]) == {"9.9.9"}
     assert set(current["requester"]) == {"cli"}
     assert current["thresholds"].str.contains("elevated").all()
@@ -156,8 +157,9 @@ def test_batch_slice_is_audited_and_tampering_is_caught(
 def test_slices_without_audit_have_no_audit_columns(champion_home: Path, cohort: Path) -> None:
     score_day(cohort, audit={"enabled": False})
     wh = warehouse.of(load_settings())
-    current = wh.query_df("SELECT * FROM score_history WHERE is_current")
+    current = wh.query_df("SELECT * FROM score_audit WHERE is_current")
     assert current["row_hash"].isna().all() and current["code_version"].isna().all()
+    assert current["features_sha256"].isna().all()
     assert wh.query_df("SELECT count(*) AS n FROM prediction_audit")["n"][0] == 0
 
 

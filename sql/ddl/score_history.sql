@@ -20,11 +20,9 @@ CREATE TABLE IF NOT EXISTS score_history (
     run_id              VARCHAR,               -- Dagster run that wrote the slice (NULL from the CLI)
     write_id            VARCHAR,               -- the warehouse write (also in the commit metadata)
     role                VARCHAR CHECK (role IN ('champion', 'shadow')), -- who scored it (NULL: champion)
-    -- the audit trail (stroke_dagster/audit.py; NULL on slices scored without it)
-    model_run_id        VARCHAR,               -- the MLflow run that trained the version
-    code_version        VARCHAR,               -- package version (+g<git commit>)
-    thresholds          VARCHAR,               -- the risk thresholds in force, JSON
-    requester           VARCHAR,               -- dagster:<run id> or cli
+    -- the audit trail (stroke_dagster/audit.py; NULL on slices scored without it). What is the
+    -- same for the whole slice (model run id, code version, thresholds, requester) is kept once,
+    -- in the slice's chained record in prediction_audit: the view score_audit joins them.
     features_sha256     BLOB,                  -- sha256 (32 bytes; lower(hex(...)) is the API's text) of the patient's canonical input features
     row_in_slice        BIGINT,                -- the row's position in the slice (0-based)
     row_hash            BIGINT                 -- locates an edited row (see audit.py)
