@@ -113,7 +113,8 @@ def _requests(
 def _scores(
     warehouse: Warehouse, keys: set[tuple[dt.date, str]]
 ) -> dict[tuple[dt.date, str], list[dict[str, Any]]]:
-    """The score rows (every slice) of ``(cohort_date, patient_id)`` keys."""
+    """The score rows (every slice a clinician could have seen: not the shadow ones) of
+    ``(cohort_date, patient_id)`` keys."""
     if not keys:
         return {}
     days = sorted({day for day, _ in keys})
@@ -122,7 +123,8 @@ def _scores(
     rows = table.to_table(
         columns=["cohort_date", "patient_id", "model_version", "is_current"],
         filter=pc.field("cohort_date").isin(pa.array(days, pa.date32()))
-        & pc.field("patient_id").isin(ids),
+        & pc.field("patient_id").isin(ids)
+        & (pc.field("role").is_null() | (pc.field("role") != "shadow")),
     )
     found: dict[tuple[dt.date, str], list[dict[str, Any]]] = {}
     for row in rows.to_pylist():

@@ -220,3 +220,36 @@ def test_automation_runs_shadow_scoring_after_the_champion_and_not_on_a_rescore(
         result = evaluate(result.cursor)
         plan = requested(result)
         assert plan["daily_cohort"] == plan["shadow_scores"] == [key]
+
+
+def test_feedback_cannot_name_a_shadow_score(champion_home: Path) -> None:
+    """Clinicians never see shadow scores: feedback on one is refused, on the champion's kept."""
+    from stroke_dagster import feedback, scoring
+
+    write_day(champion_home, DAY, n=50)
+    settings = load_settings()
+    shadow_version = copy_version(alias="shadow")
+    path = champion_home / "incoming" / f"{DAY}.csv"
+    scoring.score_file(
+        path, registry.load_model("1", settings=settings), cohort_date=DAY, settings=settings
+    )
+    scoring.score_file(
+        path,
+        registry.load_model(shadow_version, settings=settings),
+        cohort_date=DAY,
+        role="shadow",
+        settings=settings,
+    )
+    wh = warehouse.of(settings)
+    day = dt.date.fromisoformat(DAY)
+
+    def send(version: str) -> dict:
+        item = feedback.Feedback(
+            "accepted", cohort_date=day, patient_id="p3-0", model_version=version
+        )
+        return feedback.record(wh, item, requester="test")
+
+    with pytest.raises(feedback.FeedbackError) as refused:
+        send(shadow_version)
+    assert refused.value.status == 404
+    assert send("1")["model_version"] == "1"
