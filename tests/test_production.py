@@ -245,6 +245,7 @@ def workers_of_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, lis
     return out
 
 
+@pytest.mark.slow  # about three minutes: a real daemon, PostgreSQL, S3 and Dask workers
 def test_daily_loop_on_postgres_s3_and_two_dask_workers(
     services: Services, instance: dg.DagsterInstance
 ) -> None:
