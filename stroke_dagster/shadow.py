@@ -307,6 +307,13 @@ def rejudge(settings: Settings, version: str) -> GateVerdict | None:
     if registry.resolve_alias(CHALLENGER_ALIAS, settings=settings) != str(version):
         return None
 
+    def days_against(champion: str) -> list[pd.DataFrame]:
+        """The live days against ``champion``, read once per champion (a re-decision after the
+        champion moved reads them again, against the new one)."""
+        if champion not in read:
+            read[champion] = live_days(settings, version, champion)
+        return read[champion]
+
     def decide() -> GateVerdict:
         champion = registry.resolve_alias(registry.CHAMPION, settings=settings)
         if champion is None:
@@ -322,12 +329,11 @@ def rejudge(settings: Settings, version: str) -> GateVerdict | None:
             rule="labelled live days in shadow",
             ids=np.array([], dtype=object),
         )
-        return gate.judge(evidence, live_days=live_days(settings, version, champion))
+        return gate.judge(evidence, live_days=days_against(champion))
 
-    days = live_days(
-        settings, version, registry.resolve_alias(registry.CHAMPION, settings=settings) or ""
-    )
-    if not days:
+    read: dict[str, list[pd.DataFrame]] = {}
+    champion = registry.resolve_alias(registry.CHAMPION, settings=settings)
+    if champion is None or not days_against(champion):
         return None
     verdict = gate.move_alias(decide, settings)
     gate.record_verdict(verdict, settings)
