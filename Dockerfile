@@ -2,11 +2,20 @@
 # The platform in one image: the scoring API by default, Dagster (webserver or daemon) on demand.
 #
 #   docker build -t stroke-dagster .                       (make build)
-#   docker run -p 8080:8080 -v stroke-data:/data stroke-dagster
-#   docker run -p 3000:3000 -v stroke-data:/data stroke-dagster dagster dev -h 0.0.0.0 -p 3000
-#   docker run -v stroke-data:/data stroke-dagster dagster-daemon run
-#   docker run -v stroke-data:/data stroke-dagster stroke train     (any `stroke` command)
+#   docker volume create stroke-data
+#   # the Kaggle file into the volume, once (the image never trains on synthetic patients unless
+#   # run with -e STROKE_ALLOW_SYNTHETIC=1; without the file, training stops with one line):
+#   docker run --rm -v stroke-data:/data -v "$PWD/data/raw:/in:ro" stroke-dagster \
+#       sh -c 'mkdir -p /data/raw && cp /in/healthcare-dataset-stroke-data.csv /data/raw/'
+#   docker run --rm -v stroke-data:/data stroke-dagster stroke train   (any `stroke` command)
+#   docker run -d --name stroke-api -p 8080:8080 -v stroke-data:/data stroke-dagster
+#   docker run -d --name stroke-dagster-webserver --no-healthcheck -p 3000:3000 \
+#       -v stroke-data:/data stroke-dagster dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml
+#   docker run -d --name stroke-dagster-daemon --no-healthcheck -v stroke-data:/data \
+#       stroke-dagster dagster-daemon run -w workspace.yaml
 #
+# One webserver and one daemon per Dagster instance (the volume's /data/dagster): not
+# `dagster dev`, which starts a daemon of its own beside the webserver.
 # All state (MLflow store, warehouse, telemetry, Dagster instance) lives in the /data volume.
 # The production profile (deploy/compose.yaml, deploy/helm/values.yaml) runs the same image with
 # DAGSTER_YAML=/app/deploy/dagster.production.yaml and its state on PostgreSQL and object storage.
@@ -38,6 +47,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     STROKE_HOME=/data \
     DAGSTER_HOME=/data/dagster \
     DAGSTER_YAML=/app/dagster.yaml \
+    STROKE_ALLOW_SYNTHETIC=0 \
     STROKE_CODE_VERSION=$STROKE_CODE_VERSION
 WORKDIR /app
 USER stroke

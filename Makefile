@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export STROKE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(STROKE_HOME)/dagster
 
-.PHONY: install instance instance-production run ui mlflow-ui serve prod-services test test-slow lint format build bench lock clean
+.PHONY: install instance instance-production run ui mlflow-ui serve prod-services test test-slow lint format docs build bench lock clean
 
 install: $(VENV)/.installed
 
@@ -30,9 +30,12 @@ instance-production: install
 	cp deploy/dagster.production.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster instance concurrency set model_registry 1 >/dev/null
 
-## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults.
+## run: the main job (ingest -> validate -> tune -> register -> gate) on embedded defaults, as
+## `stroke train`: Dagster's training_job in-process in the instance under DAGSTER_HOME, then a
+## summary. Trains on $(STROKE_HOME)/raw/healthcare-dataset-stroke-data.csv (or STROKE_RAW_CSV),
+## on synthetic patients when it is absent (STROKE_ALLOW_SYNTHETIC=0 makes that an error).
 run: install instance
-	$(BIN)/dagster job execute -m stroke_dagster.definitions -j training_job
+	$(BIN)/stroke train
 
 ## ui: Dagster webserver + daemon, so schedules and sensors tick.
 ui: install instance
@@ -60,10 +63,15 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## docs: the documentation site (mkdocs.yml, docs/) into site/; every warning fails the build.
+docs: install
+	$(BIN)/mkdocs build --strict
 
 build:
 	docker build -t stroke-dagster:latest \

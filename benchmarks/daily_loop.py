@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     base = Path(tempfile.mkdtemp(prefix="daily_loop_"))
     home, dagster_home = base / "home", base / "dagster"

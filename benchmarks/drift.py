@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.drift import TabularDriftDetector
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.settings import load_settings
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.monitoring.drift import TabularDriftDetector
 
 BACKENDS = ("alibi", "scipy")
 Shift = Callable[[pd.DataFrame, pd.DataFrame, np.random.Generator], pd.DataFrame]

@@ -10,7 +10,7 @@ simulated patients with:
 
 - sklearn: ``pipeline.predict_proba`` (``n_jobs=-1``), from the DataFrame;
 - numpy walk: the engine's vectorised numpy walk (the former API scorer's method);
-- numba: :class:`stroke_dagster.engine.ForestEngine` (its compiled kernel, all cores);
+- numba: :class:`stroke_dagster.model.engine.ForestEngine` (its compiled kernel, all cores);
 - treelite GTIL: ``treelite.sklearn.import_model`` + ``treelite.gtil.predict`` (all cores);
 - ONNX Runtime: the forest converted by skl2onnx (``TreeEnsembleClassifier``, no zipmap).
 
@@ -103,9 +103,9 @@ def compare(
     """Fit one forest and print its table."""
     import treelite
 
-    from stroke_dagster.engine import ForestEngine
-    from stroke_dagster.schema import FEATURES
-    from stroke_dagster.training import build_pipeline
+    from stroke_dagster.core.schema import FEATURES
+    from stroke_dagster.model.engine import ForestEngine
+    from stroke_dagster.model.training import build_pipeline
 
     pipeline = build_pipeline({**params, "n_jobs": -1})
     pipeline.fit(train[list(FEATURES)], train["stroke"])
@@ -180,8 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    from stroke_dagster.schema import FEATURES
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.core.schema import FEATURES
+    from stroke_dagster.simulate.generator import simulate_patients
 
     train = simulate_patients(5110, seed=1)
     rows = simulate_patients(args.rows, seed=2, with_label=False)[list(FEATURES)]

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stroke_dagster import explain
-from stroke_dagster.features import feature_frame
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.recalibration import compose
-from stroke_dagster.simulate import simulate_patients
-from stroke_dagster.training import DEFAULT_PARAMS, HIGH_RISK_SHARE, build_pipeline
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.clinical import explain
+from stroke_dagster.clinical.recalibration import compose
+from stroke_dagster.core.features import feature_frame
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training import DEFAULT_PARAMS, HIGH_RISK_SHARE, build_pipeline
+from stroke_dagster.simulate.generator import simulate_patients
 
 
 def main() -> None:

@@ -281,7 +281,7 @@ class Bench:
 
     # --------------------------------------------------------------------------- set-up
     def setup(self) -> None:
-        from stroke_dagster.simulate import simulate_patients, write_patients
+        from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
         clean_env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
         self.s3 = MotoS3(mode="process").start()
@@ -363,7 +363,7 @@ class Bench:
     def drop(self, day: str, number: int, phase: str) -> None:
         """Day ``number``'s cohort (``--rows`` patients, BAD_ROWS of them invalid) into
         ``incoming/`` with one PUT, straight to the S3 server (the upstream system)."""
-        from stroke_dagster.simulate import simulate_patients, write_patients
+        from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
         frame = simulate_patients(
             self.args.rows, seed=100 + number, id_start=(number + 1) * 100_000, with_label=False
@@ -765,8 +765,8 @@ class Bench:
     def report(self) -> bool:
         import dagster as dg
 
-        from stroke_dagster import warehouse
-        from stroke_dagster.settings import load_settings
+        from stroke_dagster.core.settings import load_settings
+        from stroke_dagster.warehouse import store as warehouse
 
         self.settle_all("before the report")
         settings = load_settings(self.reader_env)
@@ -783,7 +783,7 @@ class Bench:
             for r in self.instance.fetch_materializations(dg.AssetKey(SCORES), limit=10_000).records
         )
         all_runs = self.runs()
-        print("\nper day (scores read with stroke_dagster.warehouse.query_df):")
+        print("\nper day (scores read with stroke_dagster.warehouse.store.query_df):")
         print(
             f"{'day':<12}{'phase':<13}{'valid':>7}{'rows':>7}{'dup':>5}  {'model':<7}"
             f"{'scored x':>9}  runs"

@@ -55,8 +55,8 @@ ROWS = (
 
 def _verdict(settings: Any, version: str) -> dict[str, Any]:
     """The gate's recorded verdict (``gate/verdict.json`` on the version's run)."""
-    from stroke_dagster import registry
-    from stroke_dagster.settings import MODEL_NAME
+    from stroke_dagster.core.settings import MODEL_NAME
+    from stroke_dagster.model import registry
 
     client = registry.client(settings)
     run_id = client.get_model_version(MODEL_NAME, version).run_id
@@ -115,13 +115,13 @@ def _fresh_home(root: Path, name: str) -> Any:
     os.environ["STROKE_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
 
     return load_settings()
 
 
 def _train(label: str, data: Any, settings: Any, **kwargs: Any) -> None:
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.defs.training_command import run_training
 
     started = time.perf_counter()
     summary = run_training(data, settings=settings, **kwargs)
@@ -159,7 +159,7 @@ def main() -> int:
         if not args.skip_improvement:
             import numpy as np
 
-            from stroke_dagster.ingest import read_patient_file
+            from stroke_dagster.io.readers import read_patient_file
 
             print("\n== a real improvement ==")
             settings = _fresh_home(Path(tmp), "improvement")

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, ndtri
 
-from stroke_dagster import gate
-from stroke_dagster.settings import GateSettings
+from stroke_dagster.core.settings import GateSettings
+from stroke_dagster.model import gate
 
 PREVALENCE = 0.05
 CHAMPION_AUC = 0.85

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from stroke_dagster import label_free
-from stroke_dagster.features import feature_frame
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.recalibration import INTERCEPT, compose, fit_recalibration
-from stroke_dagster.simulate import load_params, simulate_patients
-from stroke_dagster.training import DEFAULT_PARAMS, build_pipeline
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.clinical.recalibration import INTERCEPT, compose, fit_recalibration
+from stroke_dagster.core.features import feature_frame
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training import DEFAULT_PARAMS, build_pipeline
+from stroke_dagster.monitoring import label_free
+from stroke_dagster.simulate.generator import load_params, simulate_patients
 
 
 def older(params: dict) -> dict:

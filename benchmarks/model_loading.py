@@ -42,8 +42,8 @@ SERVER_EXTRA_TARGET_S = 1.0
 TRAIN = """
 import sys
 from pathlib import Path
-from stroke_dagster.settings import load_settings
-from stroke_dagster.training_run import run_training
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.defs.training_command import run_training
 summary = run_training(Path(sys.argv[1]), settings=load_settings(), n_trials=2, seed=0)
 print(summary["version"], summary["alias"])
 """
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     work = Path(tempfile.mkdtemp(prefix="stroke-model-loading-"))
     server = None

@@ -36,11 +36,11 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from stroke_dagster import training
-from stroke_dagster.features import ONE_HOT_FEATURES, SCALED_FEATURES, feature_frame
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.schema import TARGET
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.features import ONE_HOT_FEATURES, SCALED_FEATURES, feature_frame
+from stroke_dagster.core.schema import TARGET
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model import training
 
 TARGETS = {"roc_auc": (">=", 0.845), "brier": ("<=", 0.0425), "train_seconds": ("<=", 90.0)}
 

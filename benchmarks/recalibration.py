@@ -1,6 +1,6 @@
 """Site recalibration and the calibration-aware gate on a low-prevalence site.
 
-A site population is simulated (``stroke_dagster.simulate``) with each stroke kept with
+A site population is simulated (``stroke_dagster.simulate.generator``) with each stroke kept with
 probability 1/3, so its stroke rate is about a third of the training data's. A champion is trained
 on the real Kaggle file (``STROKE_RAW_CSV``; ``stroke train``'s code, ``--trials`` Optuna
 trials) in a temporary STROKE_HOME.
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from stroke_dagster.features import feature_frame
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.core.features import feature_frame
+from stroke_dagster.simulate.generator import simulate_patients
 
 KEEP_POSITIVE = 1 / 3
 
@@ -71,14 +71,14 @@ def main() -> None:
         home = Path(tmp) / "home"
         os.environ["STROKE_HOME"] = str(home)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-        from stroke_dagster import registry
-        from stroke_dagster.recalibration import (
+        from stroke_dagster.clinical.recalibration import (
             RecalibrationConfig,
             recalibrate,
         )
-        from stroke_dagster.recalibration_run import run_recalibration
-        from stroke_dagster.settings import load_settings
-        from stroke_dagster.training_run import run_training
+        from stroke_dagster.core.settings import load_settings
+        from stroke_dagster.defs.training_command import run_training
+        from stroke_dagster.model import registry
+        from stroke_dagster.model.recalibrate import run_recalibration
 
         settings = load_settings()
         settings.ensure_dirs()
@@ -149,7 +149,7 @@ def main() -> None:
         print("\n== 2. gate")
         again = run_recalibration(settings, days, config)
         print(f"second recalibration on the same days -> {again['alias']}: {again['reason']}")
-        from stroke_dagster import gate
+        from stroke_dagster.model import gate
 
         def judged(candidate, champion, criteria):  # noqa: ANN001, ANN202
             evidence = gate.Evidence(

@@ -74,8 +74,11 @@ import json, sys, threading, time
 T0 = time.time()
 import stroke_dagster.cli.loop as loop
 import stroke_dagster.cli.score
-import stroke_dagster.settings as settings_module
-from stroke_dagster import cli, engine, model_store, scoring
+import stroke_dagster.core.settings as settings_module
+from stroke_dagster import cli
+from stroke_dagster.model import engine
+from stroke_dagster.model import store as model_store
+from stroke_dagster.scoring import batch as scoring
 T_IMPORTED = time.time()
 TIMES, LOCK = {}, threading.Lock()
 
@@ -253,7 +256,7 @@ def gap(ids: np.ndarray, probs: np.ndarray, by_id: dict[str, float]) -> tuple[fl
 
 def write_big(path: Path, rows: int, chunk: int, work: Path) -> None:
     """``rows`` distinct simulated patients as one CSV, written ``chunk`` patients at a time."""
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     with open(path, "wb") as out:
         for k, start in enumerate(range(0, rows, chunk)):
@@ -307,8 +310,8 @@ def engine_bare(label: str, pipeline: object, rows: object, repeats: int) -> flo
     prints the median and the node visits per second; ``None`` when it does not compile."""
     import pyarrow as pa
 
-    from stroke_dagster.engine import ForestEngine
-    from stroke_dagster.schema import FEATURES
+    from stroke_dagster.core.schema import FEATURES
+    from stroke_dagster.model.engine import ForestEngine
 
     engine = ForestEngine.compile(pipeline)
     if engine is None:
@@ -362,11 +365,11 @@ def written_parity(
 def recalibrated_champion() -> str:
     """Register a site recalibration of the champion (``run_recalibration``, as ``stroke
     recalibrate`` does) and make it the champion; its version."""
-    from stroke_dagster import registry
-    from stroke_dagster.recalibration import RecalibrationConfig
-    from stroke_dagster.recalibration_run import run_recalibration
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.clinical.recalibration import RecalibrationConfig
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model import registry
+    from stroke_dagster.model.recalibrate import run_recalibration
+    from stroke_dagster.simulate.generator import simulate_patients
 
     settings = load_settings()
     site = simulate_patients(12_000, seed=77, id_start=50_000_001)
@@ -419,13 +422,14 @@ def main() -> None:
     os.environ["STROKE_HOME"] = str(tmp / "home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from stroke_dagster import registry, warehouse
-    from stroke_dagster.ingest import read_patient_file
-    from stroke_dagster.schema import FEATURES, ID
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.simulate import simulate_patients, write_patients
-    from stroke_dagster.training_run import run_training
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.core.schema import FEATURES, ID
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.defs.training_command import run_training
+    from stroke_dagster.io.readers import read_patient_file
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model import registry
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
+    from stroke_dagster.warehouse import store as warehouse
 
     t = time.perf_counter()
     train_csv = write_patients(simulate_patients(5110, seed=1), tmp / "train.csv")

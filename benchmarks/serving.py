@@ -77,15 +77,15 @@ def ensure_champion(home: Path, n_patients: int) -> str:
     os.environ["STROKE_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from stroke_dagster.registry import resolve_alias
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model.registry import resolve_alias
 
     version = resolve_alias("champion", settings=load_settings())
     if version is not None:
         return version
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.simulate import simulate_patients, write_patients
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.defs.training_command import run_training
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     csv = write_patients(simulate_patients(n_patients, seed=0), home / "train.csv")
     started = time.perf_counter()
@@ -98,7 +98,7 @@ def ensure_champion(home: Path, n_patients: int) -> str:
 
 
 def patients(n: int) -> list[dict[str, Any]]:
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     df = simulate_patients(n, seed=99, with_label=False)
     rows = []
@@ -124,8 +124,8 @@ def median_us(fn: Any, k: int) -> float:
 def scorer_cost(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Median microseconds for one row: the registered pipeline and the compiled scorer."""
     from stroke_dagster.api.scorer import Scorer, records_frame
-    from stroke_dagster.registry import load_model
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model.registry import load_model
 
     model = load_model("champion", settings=load_settings())
     scorer = Scorer(model.pipeline)

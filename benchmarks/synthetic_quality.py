@@ -37,17 +37,17 @@ from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.schema import (
+from stroke_dagster.core.schema import (
     BINARY_FEATURES,
     CATEGORICAL_FEATURES,
     FEATURES,
     NUMERIC_FEATURES,
     TARGET,
 )
-from stroke_dagster.simulate import fit_simulator, simulate_patients, write_patients
-from stroke_dagster.training import build_pipeline
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training import build_pipeline
+from stroke_dagster.simulate.generator import fit_simulator, simulate_patients, write_patients
 
 TSTR_TARGET = 0.80
 

@@ -19,7 +19,7 @@ DuckDB's own Parquet reader. The queries run on fresh
 connections before the timed replacements of the big warehouse (the previous layout keeps a
 replaced day's old file for an hour, which its queries would scan too).
 
-The previous layout (``stroke_dagster/warehouse.py``, ``warehouse_files.py``,
+The previous layout (``stroke_dagster/warehouse/store.py``, ``warehouse_files.py``,
 ``warehouse_migrate.py`` and ``sql/ddl`` of commit f1a1d60) is extracted from git into a
 temporary package at run time; without git only Delta is measured.
 """
@@ -49,7 +49,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stroke_dagster import warehouse as delta_warehouse  # noqa: E402
+from stroke_dagster.warehouse import store as delta_warehouse  # noqa: E402
 
 LEGACY_COMMIT = "f1a1d60"
 LEGACY_MODULES = ("warehouse", "warehouse_files", "warehouse_migrate")
@@ -119,8 +119,9 @@ def extract_legacy(dest: Path) -> tuple[ModuleType, Path]:
     its imports of its sibling modules rewritten) and its ``sql/ddl`` directory.
 
     It runs unpatched on the current tree: what it imports besides its siblings
-    (``stroke_dagster.settings.SQL_DIR``, ``stroke_dagster.storage``,
-    ``stroke_dagster.api.telemetry.ensure_placeholders``) still exists with the same signatures.
+    (``stroke_dagster.core.settings.SQL_DIR``, ``stroke_dagster.core.storage``,
+    ``stroke_dagster.warehouse.telemetry.ensure_placeholders``) still exists with the same
+    signatures.
     """
     package = dest / "legacy_warehouse"
     ddl_dir = package / "ddl"
@@ -132,6 +133,9 @@ def extract_legacy(dest: Path) -> tuple[ModuleType, Path]:
         text = re.sub(
             r"\bfrom stroke_dagster import (warehouse\w*)", r"from legacy_warehouse import \1", text
         )
+        # what it imports of the rest of the platform, at today's module paths
+        text = re.sub(r"\bstroke_dagster\.(settings|storage)\b", r"stroke_dagster.core.\1", text)
+        text = text.replace("stroke_dagster.api.telemetry", "stroke_dagster.warehouse.telemetry")
         (package / f"{name}.py").write_text(text)
     for name in git("ls-tree", "--name-only", f"{LEGACY_COMMIT}:sql/ddl").split():
         (ddl_dir / name).write_text(git("show", f"{LEGACY_COMMIT}:sql/ddl/{name}"))

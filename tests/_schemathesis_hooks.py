@@ -16,7 +16,7 @@ from typing import Any
 import schemathesis
 
 from stroke_dagster.api.kserve import EXAMPLE_INFER
-from stroke_dagster.schema import FEATURES
+from stroke_dagster.core.schema import FEATURES
 
 
 def _values(tensor: dict[str, Any]) -> list[Any]:

@@ -76,7 +76,7 @@ def wait_for(what: str, predicate: Callable[[], T], timeout: float, log: Path) -
 def drop_cohort(home: Path, name: str, frame: pd.DataFrame) -> Path:
     """Drop a cohort file into ``home/incoming`` whole (written aside, then renamed), as the
     upstream system does."""
-    from stroke_dagster.simulate import write_patients
+    from stroke_dagster.simulate.generator import write_patients
 
     incoming = home / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)

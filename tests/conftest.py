@@ -76,7 +76,7 @@ def real_csv() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_train_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1,500 labelled synthetic patients in the raw Kaggle layout (bmi ``N/A`` when missing)."""
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     path = tmp_path_factory.mktemp("synthetic") / "patients.csv"
     write_patients(simulate_patients(1500, seed=7), path)
@@ -91,8 +91,8 @@ def _champion_home(
     home = tmp_path_factory.mktemp("champion") / "home"
     patch = pytest.MonkeyPatch()
     _isolate(patch, home)
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.defs.training_command import run_training
 
     run_training(synthetic_train_csv, settings=load_settings(), n_trials=2, seed=0)
     patch.undo()

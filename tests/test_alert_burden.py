@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from test_automation import project_defs, requested
 
-from stroke_dagster import warehouse
-from stroke_dagster.alert_burden import burden_band, day_burden, write_burden
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs import governance
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
-from stroke_dagster.settings import load_settings
+from stroke_dagster.monitoring.alert_burden import burden_band, day_burden, write_burden
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-02-02"
 VERSION = "3"

@@ -11,7 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stroke_dagster.alerts import drift_alert_text, overdue_text, post_alert, run_failure_text
+from stroke_dagster.monitoring.alerts import (
+    drift_alert_text,
+    overdue_text,
+    post_alert,
+    run_failure_text,
+)
 
 
 class Webhook:

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 from _api_server import ApiServer, copy_home, stroke_command, wait_for
 
-from stroke_dagster.schema import CATEGORICAL_FIELDS, FEATURES, ID, NUMERIC_FEATURES
-from stroke_dagster.settings import MODEL_NAME, load_settings
+from stroke_dagster.core.schema import CATEGORICAL_FIELDS, FEATURES, ID, NUMERIC_FEATURES
+from stroke_dagster.core.settings import MODEL_NAME, load_settings
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 64 * 1024
@@ -69,7 +69,7 @@ def env_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STROKE_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from stroke_dagster import registry
+    from stroke_dagster.model import registry
 
     registry.clear_cache()
     return home
@@ -77,7 +77,7 @@ def env_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def patients() -> pd.DataFrame:
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     df = simulate_patients(40, seed=11, with_label=False, id_start=5000)
     df.loc[df.index[:5], "bmi"] = np.nan  # some missing bmi for sure
@@ -87,7 +87,7 @@ def patients() -> pd.DataFrame:
 def _client(home: Path | None = None) -> Any:
     import mlflow
 
-    from stroke_dagster.registry import _set_uris
+    from stroke_dagster.model.registry import _set_uris
 
     uri = (
         f"sqlite:///{home / 'mlflow.db'}"
@@ -98,7 +98,7 @@ def _client(home: Path | None = None) -> Any:
 
 
 def log_count(where: str = "true") -> int:
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     return int(
         warehouse.query_df(
@@ -158,8 +158,8 @@ def test_service_without_champion_is_not_ready_until_the_alias_is_set(
 def test_predict_equals_the_registered_pipeline(
     server: ApiServer, env_home: Path, patients: pd.DataFrame
 ) -> None:
-    from stroke_dagster.registry import load_model
-    from stroke_dagster.risk import assign_tiers
+    from stroke_dagster.core.risk import assign_tiers
+    from stroke_dagster.model.registry import load_model
 
     model = load_model("champion", settings=load_settings())
     expected = model.pipeline.predict_proba(patients[list(FEATURES)])[:, 1]
@@ -336,7 +336,7 @@ def test_telemetry_rows_reach_the_inference_log_view(
         assert http.post("/predict", json={**row, "age": 999.0}).status_code == 422
         http.get("/health")  # probes are not logged
     assert wait_for(lambda: log_count() == before + 3, timeout=30), (before, log_count())
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     last = warehouse.query_df(
         "SELECT path, status_code, n_patients, mean_age, mean_probability, tier_low + "
@@ -356,8 +356,8 @@ def test_telemetry_rows_reach_the_inference_log_view(
 def test_live_traffic_cohort_for_drift(
     server: ApiServer, env_home: Path, patients: pd.DataFrame
 ) -> None:
-    from stroke_dagster.api.telemetry import request_cohort
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.warehouse.telemetry import request_cohort
 
     rows = [payload(patients.iloc[i]) for i in range(10, 14)]
     for i, row in enumerate(rows):
@@ -455,8 +455,8 @@ def _score_command(input_path: Path, day: str) -> list[str]:
     # Without the score command: a process writing to the warehouse as hard as it can.
     loop = (
         "import time\n"
-        "from stroke_dagster import warehouse\n"
-        "from stroke_dagster.settings import load_settings\n"
+        "from stroke_dagster.warehouse import store as warehouse\n"
+        "from stroke_dagster.core.settings import load_settings\n"
         "end = time.monotonic() + 8\n"
         "while time.monotonic() < end:\n"
         "    with warehouse.write_transaction(load_settings()) as con:\n"
@@ -469,7 +469,7 @@ def _score_command(input_path: Path, day: str) -> list[str]:
 def test_batch_scoring_while_serving_loses_no_telemetry(
     server: ApiServer, env_home: Path, patients: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     cohort = write_patients(simulate_patients(1000, seed=3, with_label=False), tmp_path / "c.csv")
     marker = "/predict/batch"
@@ -497,7 +497,7 @@ def test_batch_scoring_while_serving_loses_no_telemetry(
     assert scorer.returncode == 0, err
     assert "lock" not in err.lower()
     if importlib.util.find_spec("stroke_dagster.cli.score") is not None:
-        from stroke_dagster import warehouse
+        from stroke_dagster.warehouse import store as warehouse
 
         scored = warehouse.query_df(
             "SELECT count(*) AS n FROM scores WHERE cohort_date = DATE '2026-03-01'",

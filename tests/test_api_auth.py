@@ -16,7 +16,7 @@ import pytest
 from _api_server import ApiServer, copy_home
 
 from stroke_dagster.api.models import EXAMPLE_PATIENT
-from stroke_dagster.settings import MODEL_NAME, load_settings
+from stroke_dagster.core.settings import MODEL_NAME, load_settings
 
 pytestmark = pytest.mark.slow
 KEY = "s3cret-key-for-tests"
@@ -116,7 +116,7 @@ def test_shutdown_flushes_every_buffered_row(
     assert server.stop() in (0, -15)
     assert "Application shutdown complete" in server.log.read_text()
     monkeypatch.setenv("STROKE_HOME", str(home))
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     logged = warehouse.query_df(
         "SELECT path, count(*) AS n, sum(n_patients) AS patients FROM inference_log GROUP BY path",

@@ -27,7 +27,7 @@ from _api_server import ApiServer, copy_home
 from stroke_dagster.api.kserve import EXAMPLE_INFER
 from stroke_dagster.api.middleware import DEFAULT_BODY_TIMEOUT
 from stroke_dagster.api.models import EXAMPLE_PATIENT
-from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.core.settings import MODEL_NAME
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent

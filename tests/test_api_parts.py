@@ -16,22 +16,17 @@ from stroke_dagster.api.config import ApiConfig
 from stroke_dagster.api.errors import describe_errors
 from stroke_dagster.api.models import EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI, Patient
 from stroke_dagster.api.scorer import Scorer, probe_records, records_frame
-from stroke_dagster.api.telemetry import (
-    TelemetryWriter,
-    read_day,
-    request_cohort,
-    scoring_summary,
-    summarize_day,
-)
-from stroke_dagster.errors import InputError
-from stroke_dagster.schema import (
+from stroke_dagster.api.telemetry import TelemetryWriter, scoring_summary
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.schema import (
     CATEGORICAL_FIELDS,
     FEATURES,
     ID,
     NUMERIC_FIELDS,
     REQUIRED_COLUMNS,
 )
-from stroke_dagster.settings import load_settings
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.warehouse.telemetry import read_day, request_cohort, summarize_day
 
 # -- request model --------------------------------------------------------------------------
 
@@ -113,8 +108,8 @@ def test_config_rejects_malformed_environment(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.slow
 def test_compiled_path_gives_exactly_the_pipeline_probabilities(champion_home: Path) -> None:
-    from stroke_dagster.registry import load_model
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.model.registry import load_model
+    from stroke_dagster.simulate.generator import simulate_patients
 
     model = load_model("champion", settings=load_settings())
     scorer = Scorer(model.pipeline)
@@ -143,7 +138,7 @@ def test_compiled_path_is_exact_with_and_without_missing_flags(flags: bool) -> N
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from stroke_dagster.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from stroke_dagster.core.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
     records = probe_records(600, seed=2)
     frame = records_frame(records)
@@ -185,7 +180,7 @@ def test_unknown_pipeline_shape_falls_back_to_the_pipeline() -> None:
     from sklearn.preprocessing import OneHotEncoder
     from sklearn.tree import DecisionTreeClassifier
 
-    from stroke_dagster.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from stroke_dagster.core.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
     records = probe_records(200, seed=1)
     frame = records_frame(records)
@@ -297,13 +292,13 @@ def test_request_cohort_is_typed_raw_schema(stroke_home: Path) -> None:
     cohort = request_cohort(load_settings(), "2026-02-02")
     assert list(cohort[ID]) == ["patient-0001", "abc:1"]
     assert cohort["hypertension"].dtype == "int64" and pd.isna(cohort["bmi"].iloc[1])
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.io.validation import validate_patients
 
     assert validate_patients(cohort).quarantine.empty  # valid input for the drift monitor
 
 
 def test_inference_log_view_works_before_and_after_the_first_segment(stroke_home: Path) -> None:
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     empty = warehouse.query_df("SELECT * FROM inference_log", settings=load_settings())
     assert empty.empty and {"ts", "latency_ms", "status_code", "date"} <= set(empty.columns)

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from stroke_dagster.arrivals import scan
+from stroke_dagster.io.arrivals import scan
 
 TODAY = dt.date(2026, 3, 10)
 BOUNDS = {"first_day": dt.date(2026, 1, 1), "last_day": TODAY}

@@ -18,10 +18,12 @@ import pytest
 from deltalake import write_deltalake
 from starlette.testclient import TestClient
 
-from stroke_dagster import audit, rowhash, warehouse
+from stroke_dagster.audit import records as audit
+from stroke_dagster.audit import rowhash
 from stroke_dagster.cli import main
-from stroke_dagster.schema import FEATURES, ID
-from stroke_dagster.settings import load_settings
+from stroke_dagster.core.schema import FEATURES, ID
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-01-05"
 
@@ -38,15 +40,15 @@ def records_of(df: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def cohort(tmp_path: Path) -> Path:
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     df = simulate_patients(400, seed=11, with_label=False)
     return write_patients(df, tmp_path / f"{DAY}.csv")
 
 
 def score_day(cohort: Path, **values: Any) -> dict[str, Any]:
-    from stroke_dagster.model_store import load_model
-    from stroke_dagster.scoring import score_file
+    from stroke_dagster.model.store import load_model
+    from stroke_dagster.scoring.batch import score_file
 
     settings = load_settings()
     if values:
@@ -78,7 +80,7 @@ def rewrite_day(table: str, day: str, change: Any) -> None:
 
 
 def test_api_and_batch_hash_the_same_features() -> None:
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     df = simulate_patients(300, seed=4, with_label=False)
     df.loc[[3, 7], "bmi"] = np.nan
@@ -180,7 +182,7 @@ def client(champion_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tes
 def test_api_predictions_are_chained_and_tampering_is_caught(
     client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     patients = records_of(simulate_patients(5, seed=21, with_label=False))
     one = client.post("/predict", json=patients[0])

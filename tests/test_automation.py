@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from test_alerts import Webhook
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.automation import run_failure_alert
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
@@ -33,8 +33,8 @@ from stroke_dagster.defs.sources import (
     file_arrivals,
     incoming_cohort,
 )
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 TODAY = dt.datetime.now(dt.UTC).date()
 

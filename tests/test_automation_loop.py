@@ -19,11 +19,12 @@ import dagster as dg
 import pytest
 from test_automation import project_defs, tick
 
-from stroke_dagster import registry, warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.retraining import drift_retraining
 from stroke_dagster.defs.sources import champion_rescoring, file_arrivals
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.model import registry
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 N_DAYS, SHIFT_FROM, LABELS_FROM, ROWS = 14, 6, 3, 300
 TODAY = dt.datetime.now(dt.UTC).date()

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from stroke_dagster import calibration as cal
-from stroke_dagster import recalibration as rc
+from stroke_dagster.clinical import calibration as cal
+from stroke_dagster.clinical import recalibration as rc
 
 
 def _draw(n: int, seed: int = 0, a: float = 0.0, b: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ class _Fixed:
 
 
 def _labelled(n: int, seed: int, prevalence_factor: float) -> pd.DataFrame:
-    from stroke_dagster.schema import FEATURES
+    from stroke_dagster.core.schema import FEATURES
 
     y, p = _draw(n, seed=seed, a=np.log(prevalence_factor))
     df = pd.DataFrame({f: 0 for f in FEATURES}, index=range(n))
@@ -141,14 +141,14 @@ def test_compose_stays_one_wrapper() -> None:
 
 
 def _gate_evidence(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray):  # noqa: ANN202
-    from stroke_dagster import gate
-    from stroke_dagster.settings import GateSettings
+    from stroke_dagster.core.settings import GateSettings
+    from stroke_dagster.model import gate
 
     return gate.Evidence(y, candidate, champion, GateSettings(), "2", "1", "test")
 
 
 def test_gate_learns_calibration() -> None:
-    from stroke_dagster import gate
+    from stroke_dagster.model import gate
 
     y, p = _draw(20_000, seed=8)
     over = cal.expit(cal.logit(p) + 1.1)  # same ranking, threefold over-prediction

@@ -15,15 +15,15 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from stroke_dagster import change_control, registry
 from stroke_dagster.cli import main
-from stroke_dagster.features import split_train_holdout
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.model_card import change_control_lines
-from stroke_dagster.settings import MODEL_NAME, load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.validation import validate_patients
-from stroke_dagster.version_docs import model_card_text, version_record
+from stroke_dagster.core.features import split_train_holdout
+from stroke_dagster.core.settings import MODEL_NAME, load_settings
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model import change_control, registry
+from stroke_dagster.model.card import change_control_lines
+from stroke_dagster.model.version_docs import model_card_text, version_record
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 DEFAULT = ["auc_floor", "auc_vs_champion", "calibration_vs_champion"]
 DEFAULT += ["calibration_in_the_large_vs_champion"]

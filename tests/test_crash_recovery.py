@@ -26,12 +26,12 @@ import dagster as dg
 import pytest
 from _dagster import kill_all
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.healing import IN_PROGRESS
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import day_insights, registry, scoring, warehouse
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.model import registry
+from stroke_dagster.monitoring import day_insights
+from stroke_dagster.scoring import batch as scoring
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-04-02"
 
@@ -80,7 +83,7 @@ def test_label_free_and_calibration_of_a_day(champion_home: Path) -> None:
     stored = warehouse.query_df("SELECT * FROM performance_calibration", settings=load_settings())
     assert len(stored) == 1 and stored["brier"].iloc[0] == pytest.approx(row["brier"])
     sql = (Path(__file__).parents[1] / "sql/queries/label_free_vs_realized.sql").read_text()
-    from stroke_dagster.performance import day_performance, write_performance
+    from stroke_dagster.monitoring.performance import day_performance, write_performance
 
     write_performance(DAY, day_performance(DAY, settings=load_settings()), settings=load_settings())
     joined = warehouse.query_df(sql, settings=load_settings())

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stroke_dagster import decision_curve as dc
-from stroke_dagster import label_free, subgroups
-from stroke_dagster.calibration import expit
-from stroke_dagster.risk import RiskThresholds
+from stroke_dagster.clinical import decision_curve as dc
+from stroke_dagster.clinical import stats, subgroups
+from stroke_dagster.clinical.calibration import expit
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.monitoring import label_free
 
 THRESHOLDS = RiskThresholds(elevated=0.03, high=0.12)
 
@@ -63,9 +64,11 @@ def test_uninformative_model_adds_no_value() -> None:
 
 def test_delong_matches_sklearn_and_covers() -> None:
     _, y, p = _cohort(3_000, seed=2)
-    auc, low, high = subgroups.auc_delong(y, p)
+    auc, low, high = stats.auc_ci(y, p)
     assert auc == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert stats.auc(y, p) == pytest.approx(auc, abs=1e-15)
     assert low < auc < high and high - low < 0.2
+    assert stats.auc(np.zeros(5, dtype=int), np.linspace(0, 1, 5)) is None
 
 
 def test_subgroup_table_reports_small_groups() -> None:

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster.drift import DriftConfig, TabularDriftDetector
-from stroke_dagster.drift.detector import pool_rare_codes
-from stroke_dagster.drift.stats import corrected_thresholds, normalised_wasserstein, psi
-from stroke_dagster.errors import InputError
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.monitoring.drift import DriftConfig, TabularDriftDetector
+from stroke_dagster.monitoring.drift.detector import pool_rare_codes
+from stroke_dagster.monitoring.drift.stats import corrected_thresholds, normalised_wasserstein, psi
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 BACKENDS = ("alibi", "scipy")
 
@@ -164,7 +164,7 @@ def test_bad_input_raises_input_error(detectors) -> None:
 
 
 def test_config_from_settings() -> None:
-    from stroke_dagster.settings import SettingsError, load_settings
+    from stroke_dagster.core.settings import SettingsError, load_settings
 
     environ = {
         "STROKE_DRIFT_BACKEND": "scipy",
@@ -181,7 +181,7 @@ def test_config_from_settings() -> None:
 
 # ------------------------------------------------------------------ persistence per version
 def test_detector_is_fitted_once_per_model_version(champion_home: Path) -> None:
-    from stroke_dagster.drift.store import detector_for_model, detector_path
+    from stroke_dagster.monitoring.drift.store import detector_for_model, detector_path
 
     config = DriftConfig(backend="scipy")
     first = detector_for_model(config=config, settings=load_settings())
@@ -262,7 +262,7 @@ def test_cli_bad_input_exits_2(
 def test_cli_cohort_date_writes_warehouse(
     champion_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     path = str(write_patients(_cohort(seed=36), tmp_path / "c.csv"))
     argv = ["drift", "--input", path, "--cohort-date", "2026-02-03", "--backend", "scipy"]
@@ -279,8 +279,8 @@ def test_cli_cohort_date_writes_warehouse(
 # ------------------------------------------------------------------------------ real data
 @pytest.mark.real_data
 def test_real_data_iid_quiet_and_shift_detected(real_csv: Path) -> None:
-    from stroke_dagster.ingest import read_patient_file
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.io.readers import read_patient_file
+    from stroke_dagster.io.validation import validate_patients
 
     data = validate_patients(read_patient_file(real_csv), require_label=True).valid
     alarms, detected = 0, 0
@@ -316,7 +316,7 @@ def test_cli_checks_live_traffic_recorded_by_the_api(
 
     from _api_server import ApiServer, wait_for
 
-    from stroke_dagster.api.telemetry import request_cohort
+    from stroke_dagster.warehouse.telemetry import request_cohort
 
     today = dt.datetime.now(dt.UTC).date().isoformat()
     code, _, err = _run_cli(["drift", "--online-date", today], capsys)

@@ -13,20 +13,20 @@ import pandas as pd
 import pytest
 from test_alerts import Webhook
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs import drift as drift_defs
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-03-01"
 
 
 # ------------------------------------------------------------------------- drift asset
 def _score_day(day: str, cohort: pd.DataFrame) -> None:
-    from stroke_dagster.registry import load_model
-    from stroke_dagster.risk import assign_tiers
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.core.risk import assign_tiers
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model.registry import load_model
 
     model = load_model("champion", settings=load_settings())
     valid = validate_patients(cohort).valid

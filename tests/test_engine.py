@@ -20,20 +20,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from stroke_dagster import engine as engine_module
-from stroke_dagster.engine import (
+from stroke_dagster.core.features import ONE_HOT_FEATURES, SCALED_FEATURES
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.model import engine as engine_module
+from stroke_dagster.model.engine import (
     PARITY_TOLERANCE,
     ForestEngine,
     parity,
     probe_columns,
     probe_frame,
 )
-from stroke_dagster.features import ONE_HOT_FEATURES, SCALED_FEATURES
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.training import build_pipeline
+from stroke_dagster.model.training import build_pipeline
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_loading_needs_neither_sklearn_nor_numba(tmp_path: Path, patients: pd.Da
     assert engine is not None
     engine.save(tmp_path)
     code = (
-        "import sys; from stroke_dagster.engine import ForestEngine; "
+        "import sys; from stroke_dagster.model.engine import ForestEngine; "
         f"e = ForestEngine.load({str(tmp_path)!r}); assert e.self_check() == 0.0; "
         "bad = [m for m in ('sklearn', 'numba', 'pandas') if m in sys.modules]; "
         "assert not bad, bad"
@@ -224,7 +224,7 @@ class EngineModel:
 def test_score_file_with_the_engine_writes_the_pipeline_probabilities(
     stroke_home: Path, tmp_path: Path, patients: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stroke_dagster.scoring import score_file
+    from stroke_dagster.scoring.batch import score_file
 
     pipeline = build_pipeline({"n_estimators": 20, "n_jobs": 1})
     pipeline.fit(patients[list(FEATURES)], patients["stroke"])
@@ -249,9 +249,9 @@ def test_score_file_with_the_engine_writes_the_pipeline_probabilities(
 
 
 def test_all_valid_batches_skip_pandas_with_the_same_rows(tmp_path: Path) -> None:
-    from stroke_dagster.ingest import iter_patient_batches, iter_patient_tables
-    from stroke_dagster.scoring import _table_frame
-    from stroke_dagster.validation import SeenIds, validate_patients, validate_table
+    from stroke_dagster.io.readers import iter_patient_batches, iter_patient_tables
+    from stroke_dagster.io.validation import SeenIds, validate_patients, validate_table
+    from stroke_dagster.scoring.batch import _table_frame
 
     df = simulate_patients(300, seed=41, with_label=False)
     df.loc[df.index % 5 == 0, "gender"] = df["gender"].str.upper()  # any case is accepted
@@ -277,7 +277,7 @@ def test_all_valid_batches_skip_pandas_with_the_same_rows(tmp_path: Path) -> Non
 
 
 def test_a_model_without_an_engine_gets_a_checked_one(patients: pd.DataFrame) -> None:
-    from stroke_dagster.scoring import _with_engine
+    from stroke_dagster.scoring.batch import _with_engine
 
     pipeline = build_pipeline({"n_estimators": 10, "n_jobs": 1})
     pipeline.fit(patients[list(FEATURES)], patients["stroke"])

@@ -14,9 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import engine as engine_module
-from stroke_dagster import scoring
-from stroke_dagster.engine import (
+from stroke_dagster.clinical.recalibration import RecalibratedModel, compose
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.model import engine as engine_module
+from stroke_dagster.model.engine import (
     FORMAT_MAPPED,
     PARITY_TOLERANCE,
     ForestEngine,
@@ -27,12 +30,9 @@ from stroke_dagster.engine import (
     probe_columns,
     probe_frame,
 )
-from stroke_dagster.recalibration import RecalibratedModel, compose
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.training import build_pipeline
+from stroke_dagster.model.training import build_pipeline
+from stroke_dagster.scoring import batch as scoring
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 MAPS = {
     "intercept only": (-0.9, 1.0),
@@ -187,7 +187,7 @@ def test_the_model_cache_and_the_api_get_the_engine_for_a_recalibrated_version(
     tmp_path: Path, recalibrated: RecalibratedModel
 ) -> None:
     from stroke_dagster.api.scorer import Scorer, probe_records
-    from stroke_dagster.model_store import ENGINE_DIR, build_engine, check_engine
+    from stroke_dagster.model.store import ENGINE_DIR, build_engine, check_engine
 
     record = build_engine(recalibrated, tmp_path / ENGINE_DIR)  # what filling the cache does
     assert record["compiled"] is True and record["parity"] <= PARITY_TOLERANCE
@@ -259,7 +259,7 @@ def test_an_engine_differing_on_the_arrow_path_only_is_not_used(
 
     bare = type("Bare", (), {"name": "StrokeRF", "version": "12"})()
     bare.pipeline, bare.thresholds = recalibrated, RiskThresholds(elevated=0.05, high=0.15)
-    with caplog.at_level(logging.WARNING, logger="stroke_dagster.scoring"):
+    with caplog.at_level(logging.WARNING, logger="stroke_dagster.scoring.batch"):
         assert scoring._with_engine(bare) is bare
         assert scoring._with_engine(bare) is bare
     logged = [r for r in caplog.records if "differs from predict_proba" in r.getMessage()]
@@ -298,7 +298,7 @@ def test_a_failing_engine_hands_its_batches_to_scikit_learn(
     clean = write_patients(df, tmp_path / "clean.csv")
     expected = recalibrated.predict_proba(df[list(FEATURES)])[:, 1]
     settings = load_settings()
-    with caplog.at_level(logging.WARNING, logger="stroke_dagster.scoring"):
+    with caplog.at_level(logging.WARNING, logger="stroke_dagster.scoring.batch"):
         summary = scoring.score_file(
             clean, model, output_csv=tmp_path / "a.csv", batch_rows=100, settings=settings
         )

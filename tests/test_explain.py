@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import explain
-from stroke_dagster.features import feature_frame
-from stroke_dagster.recalibration import compose
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.simulate import simulate_patients
-from stroke_dagster.training import build_pipeline
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.clinical import explain
+from stroke_dagster.clinical.recalibration import compose
+from stroke_dagster.core.features import feature_frame
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training import build_pipeline
+from stroke_dagster.simulate.generator import simulate_patients
 
 
 @pytest.fixture(scope="module")

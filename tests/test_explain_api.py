@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _api_server import ApiServer, copy_home
 
-from stroke_dagster.schema import FEATURES, ID
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.core.schema import FEATURES, ID
+from stroke_dagster.simulate.generator import simulate_patients
 
 
 @pytest.fixture(scope="module")

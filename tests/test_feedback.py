@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from stroke_dagster import warehouse
 from stroke_dagster.api.models import EXAMPLE_PATIENT, EXAMPLE_PATIENT_NO_BMI
 from stroke_dagster.cli import main
-from stroke_dagster.settings import load_settings
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-01-06"
 
@@ -36,9 +36,9 @@ def client(champion_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tes
 @pytest.fixture
 def scored_day(champion_home: Path, tmp_path: Path) -> list[str]:
     """A cohort day scored in batch; its patient ids."""
-    from stroke_dagster.model_store import load_model
-    from stroke_dagster.scoring import score_file
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.model.store import load_model
+    from stroke_dagster.scoring.batch import score_file
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     df = simulate_patients(50, seed=5, with_label=False)
     path = write_patients(df, tmp_path / f"{DAY}.csv")

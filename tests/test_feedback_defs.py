@@ -11,13 +11,13 @@ import dagster as dg
 import pandas as pd
 from test_automation import day, project_defs, requested, tick, write_cohort
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.governance import alert_burden, feedback
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
 from stroke_dagster.defs.sources import champion_model, clinician_feedback, file_arrivals
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 RESOURCES = {"stroke": StrokeSettings()}
 DAY = "2026-02-10"

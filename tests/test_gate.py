@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stroke_dagster import gate, registry, training
-from stroke_dagster.features import split_train_holdout
-from stroke_dagster.settings import GateSettings, load_settings
-from stroke_dagster.simulate import simulate_patients
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.features import split_train_holdout
+from stroke_dagster.core.settings import GateSettings, load_settings
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model import gate, registry, training
+from stroke_dagster.simulate.generator import simulate_patients
 
 
 def _scores(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit, ndtri
 
-from stroke_dagster import gate
-from stroke_dagster.settings import GateSettings, SettingsError, load_settings
+from stroke_dagster.core.settings import GateSettings, SettingsError, load_settings
+from stroke_dagster.model import gate
 
 
 def _binormal(
@@ -257,10 +257,10 @@ def test_a_recalibration_must_be_clearly_better_with_three_outcomes() -> None:
 def test_gate_version_pools_the_live_days_of_the_champion_it_judges_against(
     stroke_home: Path,
 ) -> None:
-    from stroke_dagster import registry, training
-    from stroke_dagster.features import split_train_holdout
-    from stroke_dagster.simulate import simulate_patients
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.core.features import split_train_holdout
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model import registry, training
+    from stroke_dagster.simulate.generator import simulate_patients
 
     patients = validate_patients(simulate_patients(1500, seed=13), require_label=True).valid
     train, holdout = split_train_holdout(patients)

@@ -20,7 +20,7 @@ from test_automation import project_defs, tick
 from stroke_dagster.defs.metadata import COLUMN_SCHEMA, ROW_COUNT, round_sig
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import champion_model, champion_rescoring
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 DAYS = ("2026-03-01", "2026-03-02")
 DAILY = (

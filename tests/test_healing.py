@@ -20,15 +20,17 @@ from dagster._core.test_utils import create_run_for_test
 from test_alerts import Webhook
 from test_automation import _drift_days, _report_scored, day, project_defs, tick
 
-from stroke_dagster import arrivals, gate, performance, registry, warehouse
 from stroke_dagster.cli import main
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.automation import PERMANENT_TAG
 from stroke_dagster.defs.healing import SCORED_CHECK, unscored_days
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.retraining import drift_retraining
 from stroke_dagster.defs.scoring import daily_cohort
 from stroke_dagster.defs.sources import champion_rescoring, incoming_cohort
-from stroke_dagster.settings import load_settings
+from stroke_dagster.io import arrivals, labels
+from stroke_dagster.model import gate, registry
+from stroke_dagster.warehouse import store as warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -382,12 +384,12 @@ def test_week_dates_are_skipped_for_cohorts_and_labels(stroke_home: Path) -> Non
     )
     assert [f.day for f in scan.files] == ["2026-03-03"]
     assert "not a day" in scan.skipped["2026-W10-1.csv"]
-    assert performance.labelled_days(settings) == ["2026-03-03"]
+    assert labels.labelled_days(settings) == ["2026-03-03"]
 
 
 # ------------------------------------------------------------------ stroke score vs Dagster
 def _write_cohort(path: Path, n: int = 30) -> None:
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     write_patients(simulate_patients(n, seed=5).drop(columns=["stroke"]), path)
 
@@ -478,8 +480,8 @@ def test_an_unreachable_object_store_is_an_outage_not_a_missing_file(
     that answers "no such key" makes a missing cohort file (a permanent failure)."""
     import socket
 
-    from stroke_dagster import scoring
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.scoring import batch as scoring
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stroke_dagster.errors import InputError
-from stroke_dagster.ingest import iter_patient_batches, read_patient_file
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.io.readers import iter_patient_batches, read_patient_file
+from stroke_dagster.io.validation import validate_patients
 
 HEADER = (
     "id,gender,age,hypertension,heart_disease,ever_married,work_type,Residence_type,"

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from stroke_dagster import registry, scoring, warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.model import registry
+from stroke_dagster.scoring import batch as scoring
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-05-04"
 

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import model_store, registry
-from stroke_dagster.errors import InputError
-from stroke_dagster.model_store import META, ModelStore
-from stroke_dagster.settings import MODEL_NAME, Settings, load_settings
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.settings import MODEL_NAME, Settings, load_settings
+from stroke_dagster.model import registry
+from stroke_dagster.model import store as model_store
+from stroke_dagster.model.store import META, ModelStore
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def settings(champion_home: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def patients() -> pd.DataFrame:
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     df = simulate_patients(60, seed=3, with_label=False)
     df.loc[df.index[:6], "bmi"] = np.nan
@@ -87,8 +88,8 @@ def test_entry_holds_the_model_and_is_keyed_by_the_sklearn_version(
 
 _WARM_LOAD = """
 import sys
-from stroke_dagster import model_store
-from stroke_dagster.settings import load_settings
+from stroke_dagster.model import store as model_store
+from stroke_dagster.core.settings import load_settings
 for reference in ("1", "champion"):
     model = model_store.load_model(reference, settings=load_settings(), max_age=3600)
     assert model.version == "1"
@@ -198,13 +199,13 @@ def test_type_outside_the_allow_list_is_refused_even_when_the_model_declares_it(
     settings: Settings,
 ) -> None:
     """MLflow trusts the types a model's own MLmodel lists; the loader trusts only its list."""
-    from stroke_dagster.recalibration import RECALIBRATION_TYPE
-    from stroke_dagster.risk import RiskThresholds
+    from stroke_dagster.clinical.recalibration import RECALIBRATION_TYPE
+    from stroke_dagster.core.risk import RiskThresholds
 
     assert RECALIBRATION_TYPE in model_store.TRUSTED_TYPES
     pipeline = ModelStore(settings).load("1").pipeline
     pipeline.note_ = RiskThresholds(0.1, 0.2)  # any class skops does not know
-    untrusted = "stroke_dagster.risk.RiskThresholds"
+    untrusted = "stroke_dagster.core.risk.RiskThresholds"
     registry.configure_mlflow(settings)
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
@@ -226,7 +227,7 @@ def test_type_outside_the_allow_list_is_refused_even_when_the_model_declares_it(
 
 
 def _engine_or_skip() -> None:
-    pytest.importorskip("stroke_dagster.engine")
+    pytest.importorskip("stroke_dagster.model.engine")
 
 
 @pytest.mark.parametrize("damage", ["engine file", "stored outputs"])
@@ -258,7 +259,7 @@ def _size(path: Path) -> int:
 
 
 def model_store_features() -> tuple[str, ...]:
-    from stroke_dagster.schema import FEATURES
+    from stroke_dagster.core.schema import FEATURES
 
     return FEATURES
 
@@ -267,8 +268,8 @@ def test_unreachable_registry_is_one_line_without_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from stroke_dagster.cli import main
-    from stroke_dagster.errors import RegistryUnavailableError
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.core.errors import RegistryUnavailableError
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own client setting
     uri = "http://stroke:s3cret@127.0.0.1:9"  # nothing listens on port 9

@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.io_manager import (
     ObjectStoreIOManager,
     StoredOutputError,
@@ -32,17 +34,15 @@ from stroke_dagster.defs.io_manager import (
     dumps,
     loads,
 )
-from stroke_dagster.drift import DriftConfig, TabularDriftDetector
-from stroke_dagster.drift.store import (
+from stroke_dagster.monitoring.drift import DriftConfig, TabularDriftDetector
+from stroke_dagster.monitoring.drift.store import (
     METADATA_KEY,
     detector_for_model,
     detector_path,
     load_detector,
     save_detector,
 )
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 moto_s3 = _s3.moto_s3
 s3_bucket = _s3.s3_bucket
@@ -96,11 +96,11 @@ def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def step_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What each step really returns, made by the functions the assets call (small and quick)."""
-    from stroke_dagster import training
-    from stroke_dagster.features import split_train_holdout
-    from stroke_dagster.performance import labeled_cohorts
-    from stroke_dagster.training_data import combine_labelled, load_raw_training_data
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.core.features import split_train_holdout
+    from stroke_dagster.io.labels import labelled_cohorts
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model import training
+    from stroke_dagster.model.training_data import combine_labelled, load_raw_training_data
 
     home = tmp_path_factory.mktemp("outputs") / "home"
     csv = home / "raw.csv"
@@ -114,7 +114,7 @@ def step_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     raw = load_raw_training_data(settings)
     assert not raw.synthetic  # read from the file, as text
-    labelled = labeled_cohorts(settings)
+    labelled = labelled_cohorts(settings)
     assert len(labelled) == 200
     clean = combine_labelled(
         [validate_patients(f, require_label=True).valid for f in (raw.frame, labelled)]
@@ -212,7 +212,7 @@ def test_the_manifest_says_how_each_part_is_stored(step_outputs: dict[str, Any])
     value = manifest["value"]["dict"]
     assert value["pipeline"] == {"estimator": "000-tuned_model.pipeline.skops"}
     tuning = value["tuning"]
-    assert tuning["dataclass"] == "stroke_dagster.training.tuning.TuningResult"
+    assert tuning["dataclass"] == "stroke_dagster.model.training.tuning.TuningResult"
     assert tuning["fields"]["trials"] == {"frame": "001-tuned_model.tuning.trials.parquet"}
     assert tuning["fields"]["best_params"]["dict"]["criterion"] == "entropy"
     assert sorted(members) == sorted(
@@ -336,7 +336,7 @@ def test_stored_output_errors_name_the_problem() -> None:
                 {
                     "format": 1,
                     "value": {
-                        "dataclass": "stroke_dagster.risk.RiskThresholds",
+                        "dataclass": "stroke_dagster.core.risk.RiskThresholds",
                         "fields": {"elevated": 0.1},
                     },
                 }

@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stroke_dagster.features import holdout_mask, patient_keys, split_train_holdout
-from stroke_dagster.performance import labeled_cohorts
-from stroke_dagster.recalibration import labelled_patients, split_fit_judge
-from stroke_dagster.schema import ID, PATIENT_KEY, TARGET
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.training.cv import folds
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.clinical.recalibration import labelled_patients, split_fit_judge
+from stroke_dagster.core.features import holdout_mask, patient_keys, split_train_holdout
+from stroke_dagster.core.schema import ID, PATIENT_KEY, TARGET
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.io.labels import labelled_cohorts
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training.cv import folds
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 DAYS = ("2026-03-01", "2026-03-02", "2026-03-03")
 
@@ -48,7 +48,7 @@ def _sides(frame: pd.DataFrame, part: pd.Series) -> pd.Series:
 
 def test_a_recurring_patient_is_on_one_side_of_the_holdout(stroke_home: Path) -> None:
     _recurring_days(stroke_home)
-    rows = labeled_cohorts(load_settings())
+    rows = labelled_cohorts(load_settings())
     assert rows[ID].is_unique and not rows[PATIENT_KEY].is_unique  # rows per day, patients recur
     valid = validate_patients(rows, require_label=True).valid
     assert valid[PATIENT_KEY].tolist() == rows[PATIENT_KEY].tolist()  # carried through validation
@@ -61,7 +61,7 @@ def test_a_recurring_patient_is_on_one_side_of_the_holdout(stroke_home: Path) ->
 
 def test_tuning_folds_never_validate_on_a_patient_they_trained_on(stroke_home: Path) -> None:
     _recurring_days(stroke_home)
-    valid = validate_patients(labeled_cohorts(load_settings()), require_label=True).valid
+    valid = validate_patients(labelled_cohorts(load_settings()), require_label=True).valid
     keys = patient_keys(valid).to_numpy()
     for fit_rows, val_rows in folds(valid, cv_folds=4, seed=0):
         assert not set(keys[fit_rows]) & set(keys[val_rows])
@@ -85,7 +85,7 @@ def test_a_site_patient_identifier_column_is_the_key(stroke_home: Path, monkeypa
     write_patients(patients.drop(columns=TARGET), stroke_home / "incoming" / f"{DAYS[0]}.csv")
     patients[["id", TARGET]].to_csv(stroke_home / "labels" / f"{DAYS[0]}.csv", index=False)
     monkeypatch.setenv("STROKE_PATIENT_KEY_COLUMN", "mrn")
-    rows = labeled_cohorts(load_settings())
+    rows = labelled_cohorts(load_settings())
     assert rows[PATIENT_KEY].nunique() == 20 and rows[PATIENT_KEY].str.startswith("M").all()
 
 
@@ -93,8 +93,8 @@ def test_a_site_patient_identifier_column_is_the_key(stroke_home: Path, monkeypa
 def test_training_in_dagster_stores_each_patient_on_one_side(
     stroke_home: Path, synthetic_train_csv: Path
 ) -> None:
-    from stroke_dagster import registry
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.defs.training_command import run_training
+    from stroke_dagster.model import registry
 
     _recurring_days(stroke_home)
     summary = run_training(synthetic_train_csv, settings=load_settings(), n_trials=2, seed=0)
@@ -114,8 +114,8 @@ def test_a_retraining_recalibrates_the_new_forest_and_the_gate_judges_that(
     """Retrain -> recalibrate the candidate -> gate, as one path: the new forest is recalibrated
     on site patients it never trained on, and the recalibrated version is judged against the
     champion on site patients none of them saw."""
-    from stroke_dagster import registry
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.defs.training_command import run_training
+    from stroke_dagster.model import registry
 
     _recurring_days(champion_home, n=3000)
     settings = load_settings()

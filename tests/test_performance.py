@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from stroke_dagster import warehouse
-from stroke_dagster.errors import InputError
-from stroke_dagster.performance import day_performance, labeled_cohorts, write_performance
-from stroke_dagster.schema import PATIENT_KEY, RAW_COLUMNS
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.schema import PATIENT_KEY, RAW_COLUMNS
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.io.labels import labelled_cohorts
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.monitoring.performance import (
+    day_performance,
+    write_performance,
+)
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-02-10"
 
@@ -87,7 +91,7 @@ def test_labels_without_columns_or_scores_are_input_errors(stroke_home: Path) ->
         day_performance(DAY, settings=load_settings())
 
 
-def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
+def test_labelled_cohorts_in_raw_schema(stroke_home: Path) -> None:
     settings = load_settings()
     settings.ensure_dirs()
     first = simulate_patients(40, seed=1, with_label=False)
@@ -104,7 +108,7 @@ def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
         settings.labels_dir / "2026-02-02.csv", index=False
     )
     (settings.labels_dir / "2026-02-09.csv").write_text("id,stroke\n1,1\n")  # no cohort: skipped
-    rows = labeled_cohorts(settings)
+    rows = labelled_cohorts(settings)
     assert list(rows.columns) == [*RAW_COLUMNS, PATIENT_KEY]
     assert len(rows) == 35  # labelled rows only; the unlabelled third day contributes nothing
     assert rows["id"].iloc[0] == "2026-02-01/1" and rows["id"].is_unique
@@ -116,6 +120,6 @@ def test_labeled_cohorts_in_raw_schema(stroke_home: Path) -> None:
     assert len(result.valid) == 35 and result.quarantine.empty
 
 
-def test_labeled_cohorts_empty_without_labels(stroke_home: Path) -> None:
-    rows = labeled_cohorts(settings=load_settings())
+def test_labelled_cohorts_empty_without_labels(stroke_home: Path) -> None:
+    rows = labelled_cohorts(settings=load_settings())
     assert rows.empty and list(rows.columns) == [*RAW_COLUMNS, PATIENT_KEY]

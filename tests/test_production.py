@@ -37,12 +37,12 @@ from _s3 import MotoS3, s3_storage_env
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from test_automation import project_defs, tick
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.execution import WORKER_KEY
 from stroke_dagster.defs.retraining import drift_retraining
 from stroke_dagster.defs.sources import champion_rescoring, file_arrivals
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 N_DAYS, SHIFT_FROM, ROWS, BAD_ROWS = 4, 2, 200, 3
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -454,7 +454,7 @@ def test_executor_follows_the_settings(env: dict[str, str], name: str) -> None:
 
 
 def test_unknown_executor_is_one_clear_line() -> None:
-    from stroke_dagster.settings import SettingsError
+    from stroke_dagster.core.settings import SettingsError
 
     with pytest.raises(SettingsError, match="STROKE_EXECUTOR must be one of in_process"):
         load_settings({"STROKE_EXECUTOR": "celery"})

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stroke_dagster import registry
 from stroke_dagster.cli import main
-from stroke_dagster.features import feature_frame
-from stroke_dagster.recalibration import RecalibratedModel
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.clinical.recalibration import RecalibratedModel
+from stroke_dagster.core.features import feature_frame
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.model import registry
+from stroke_dagster.simulate.generator import simulate_patients
 
 
 def _write_day(home: Path, day: str, n: int, seed: int, keep_positive: float) -> None:

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from stroke_dagster import gate, registry, training
-from stroke_dagster.errors import InputError
-from stroke_dagster.features import split_train_holdout
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES, TARGET
-from stroke_dagster.settings import MODEL_NAME, GateSettings, load_settings
-from stroke_dagster.training_run import run_training
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.features import split_train_holdout
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import FEATURES, TARGET
+from stroke_dagster.core.settings import MODEL_NAME, GateSettings, load_settings
+from stroke_dagster.defs.training_command import run_training
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model import gate, registry, training
 
 FAST = (20, 40, 20)  # forest sizes searched: small, quick trials
 

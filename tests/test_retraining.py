@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from stroke_dagster.retraining import LastRetrain, Policy, decide
+from stroke_dagster.monitoring.retraining import LastRetrain, Policy, decide
 
 NOW = dt.datetime(2026, 3, 20, 12, tzinfo=dt.UTC)
 POLICY = Policy(drifted_days=3, window_days=5, cooldown_hours=24)

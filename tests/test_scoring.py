@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import warehouse
-from stroke_dagster.errors import InputError
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.scoring import score_file
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.validation import SeenIds
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.io.validation import SeenIds
+from stroke_dagster.scoring.batch import score_file
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-01-05"
 
@@ -38,8 +38,8 @@ class SmallModel:
 
 @pytest.fixture(scope="module")
 def model() -> SmallModel:
-    from stroke_dagster.training import build_pipeline
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model.training import build_pipeline
 
     train = validate_patients(simulate_patients(1500, seed=11), require_label=True).valid
     pipeline = build_pipeline({"n_estimators": 20, "max_depth": 4, "n_jobs": 1})

@@ -13,11 +13,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from stroke_dagster import warehouse
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, cohort_scoring_job, daily_cohort
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-01-05"
 
@@ -132,8 +132,8 @@ def test_missing_cohort_file_fails_with_a_clear_message(stroke_home: Path) -> No
 PRELOAD = [
     "stroke_dagster.defs.resources",
     "stroke_dagster.defs.scoring",
-    "stroke_dagster.scoring",
-    "stroke_dagster.warehouse",
+    "stroke_dagster.scoring.batch",
+    "stroke_dagster.warehouse.store",
     "sklearn.ensemble",
     "sklearn.pipeline",
     "sklearn.compose",
@@ -154,8 +154,8 @@ def backfill_job() -> dg.JobDefinition:
 
 OUTSIDE_WRITER = """
 import os, sys, time, pandas as pd
-from stroke_dagster import warehouse
-from stroke_dagster.settings import load_settings
+from stroke_dagster.warehouse import store as warehouse
+from stroke_dagster.core.settings import load_settings
 settings = load_settings()
 rows = pd.DataFrame({"patient_id": [str(i) for i in range(5000)], "stroke_probability": 0.1,
                      "risk_tier": "low", "model_name": "StrokeRF", "model_version": "x",

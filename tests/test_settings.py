@@ -7,8 +7,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from stroke_dagster.errors import InputError
-from stroke_dagster.settings import (
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.settings import (
     ENV_VARS,
     DriftSettings,
     Settings,

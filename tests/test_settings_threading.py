@@ -13,13 +13,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from stroke_dagster import registry, warehouse
+from stroke_dagster.core.settings import Settings
 from stroke_dagster.defs import drift as drift_defs
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
-from stroke_dagster.settings import Settings
-from stroke_dagster.simulate import simulate_patients, write_patients
-from stroke_dagster.training_run import run_training
+from stroke_dagster.defs.training_command import run_training
+from stroke_dagster.model import registry
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-04-01"
 FAST = (20, 40, 20)  # forest sizes searched: small, quick trials

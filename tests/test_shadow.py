@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import gate, registry, shadow, warehouse
+from stroke_dagster.core.settings import MODEL_NAME, load_settings
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
 from stroke_dagster.defs.shadow import shadow_comparison, shadow_scores
-from stroke_dagster.settings import MODEL_NAME, load_settings
-from stroke_dagster.simulate import simulate_patients
+from stroke_dagster.model import gate, registry
+from stroke_dagster.scoring import shadow
+from stroke_dagster.simulate.generator import simulate_patients
+from stroke_dagster.warehouse import store as warehouse
 
 DAY = "2026-02-03"
 RESOURCES = {"stroke": StrokeSettings()}
@@ -163,7 +165,7 @@ def test_a_shadow_slice_never_replaces_the_current_slice_of_the_same_version(
 ) -> None:
     """A version promoted while its shadow scoring ran: the shadow write of the very slice the
     champion's rescoring made current keeps it current (the day is never left without scores)."""
-    from stroke_dagster import scoring
+    from stroke_dagster.scoring import batch as scoring
 
     write_day(champion_home, DAY, n=200)
     settings = load_settings()
@@ -224,7 +226,8 @@ def test_automation_runs_shadow_scoring_after_the_champion_and_not_on_a_rescore(
 
 def test_feedback_cannot_name_a_shadow_score(champion_home: Path) -> None:
     """Clinicians never see shadow scores: feedback on one is refused, on the champion's kept."""
-    from stroke_dagster import feedback, scoring
+    from stroke_dagster.audit import feedback
+    from stroke_dagster.scoring import batch as scoring
 
     write_day(champion_home, DAY, n=50)
     settings = load_settings()

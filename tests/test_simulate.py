@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.schema import CATEGORICAL_FIELDS, RAW_COLUMNS, REQUIRED_COLUMNS, TARGET
-from stroke_dagster.simulate import (
+from stroke_dagster.core.schema import CATEGORICAL_FIELDS, RAW_COLUMNS, REQUIRED_COLUMNS, TARGET
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.simulate.generator import (
     PARAMS_PATH,
     fit_from_file,
     fit_simulator,
@@ -22,7 +23,6 @@ from stroke_dagster.simulate import (
     simulate_patients,
     write_patients,
 )
-from stroke_dagster.validation import validate_patients
 
 STROKE = Path(sys.executable).with_name("stroke")
 

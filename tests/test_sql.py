@@ -1,6 +1,7 @@
 """Every file under sql/ works: the DDL builds the entry point, and every analyst query runs through
-exactly the command the README shows (``.venv/bin/stroke sql FILE [--param NAME=VALUE]``), as a
-separate process, while the expected rows are checked on the entry point opened from Python."""
+exactly the command the documentation shows (``.venv/bin/stroke sql FILE [--param NAME=VALUE]``),
+as a separate process, while the expected rows are checked on the entry point opened from
+Python."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stroke_dagster import warehouse
-from stroke_dagster.settings import PROJECT_ROOT, SQL_DIR, load_settings
+from stroke_dagster.core.settings import PROJECT_ROOT, SQL_DIR, load_settings
+from stroke_dagster.warehouse import store as warehouse
 
 D1, D2, D3 = "2026-01-04", "2026-01-05", "2026-01-12"
 QUERIES = SQL_DIR / "queries"
-README = PROJECT_ROOT / "README.md"
+# The pages that show `stroke sql` commands: the README and the documentation site's sources.
+DOC_PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
 STROKE = Path(sys.executable).with_name("stroke")  # .venv/bin/stroke after `make install`
 
 
@@ -93,14 +95,20 @@ def run_file(data_dir: Path, path: Path, **variables: str) -> pd.DataFrame:
         return con.execute(path.read_text(encoding="utf-8")).df()
 
 
-def readme_commands() -> list[str]:
-    """The analyst commands of the README (lines starting with ``.venv/bin/stroke sql``)."""
-    text = README.read_text(encoding="utf-8")
-    return [m.group(0).strip() for m in re.finditer(r"^\.venv/bin/stroke sql .*$", text, re.M)]
+def documented_commands() -> list[str]:
+    """The analyst commands of the README and docs/ (lines starting ``.venv/bin/stroke sql``)."""
+    commands: list[str] = []
+    for page in DOC_PAGES:
+        text = page.read_text(encoding="utf-8")
+        commands += [
+            m.group(0).strip() for m in re.finditer(r"^\.venv/bin/stroke sql .*$", text, re.M)
+        ]
+    return commands
 
 
 def run_readme_command(command: str, home: Path) -> subprocess.CompletedProcess:
-    """Run a README command verbatim from the project root (``.venv/bin`` = this interpreter's)."""
+    """Run a documented command verbatim from the project root (``.venv/bin``: this
+    interpreter's)."""
     argv = shlex.split(command)
     assert argv[0] == ".venv/bin/stroke"
     argv[0] = str(STROKE)
@@ -110,9 +118,10 @@ def run_readme_command(command: str, home: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_readme_shows_the_query_command_and_it_runs_verbatim(populated: Path) -> None:
-    commands = readme_commands()
+def test_the_docs_show_the_query_command_and_it_runs_verbatim(populated: Path) -> None:
+    commands = documented_commands()
     assert ".venv/bin/stroke sql sql/queries/daily_risk_tier_summary.sql" in commands
+    assert len(commands) >= 5, commands  # the warehouse page's examples, at least
     for command in commands:
         done = run_readme_command(command, populated.parent)
         assert done.returncode == 0, (command, done.stderr)
@@ -238,7 +247,7 @@ def test_a_connection_reads_one_snapshot_and_the_next_sees_the_new_day(populated
 
 
 def test_alert_burden(populated: Path) -> None:
-    from stroke_dagster.alert_burden import day_burden, write_burden
+    from stroke_dagster.monitoring.alert_burden import day_burden, write_burden
 
     home = populated.parent
     (home / "labels").mkdir(exist_ok=True)

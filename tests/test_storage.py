@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from _s3 import MotoS3
 
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.settings import SettingsError, load_settings
-from stroke_dagster.simulate import simulate_patients
-from stroke_dagster.storage import RemotePath, Storage
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.core.settings import SettingsError, load_settings
+from stroke_dagster.core.storage import RemotePath, Storage
+from stroke_dagster.simulate.generator import simulate_patients
 
 DAY = "2026-01-05"
 
@@ -110,6 +112,199 @@ def test_duckdb_reads_the_storage(store: Storage) -> None:
     assert total == (6, 2)
 
 
+def _all_files(store: Storage) -> set[str]:
+    """Every file under the root, relative to it (through the storage's own filesystem)."""
+    root = store.key(store.root)
+    return {name[len(root) + 1 :] for name in store.fs.find(root)}
+
+
+def test_paths_are_pathlib_paths_locally_and_remote_paths_in_a_bucket(store: Storage) -> None:
+    kind = Path if store.is_local else RemotePath
+    store.write_text(store.path("incoming", "a.csv"), "x")
+    found = [
+        store.path("incoming"),
+        *(info.path for info in store.list_files(store.path("incoming"))),
+        *store.list_dirs(store.root),
+        *store.glob(store.path("incoming", "*.csv")),
+        store.info(store.path("incoming", "a.csv")).path,
+        store.as_path(store.uri(store.path("incoming", "a.csv"))),
+    ]
+    assert all(isinstance(path, kind) for path in found), found
+    assert store.as_path(store.uri(found[1])) == found[1] == store.path("incoming", "a.csv")
+    if store.is_local:
+        assert store.uri(found[1]) == str(store.root / "incoming" / "a.csv")
+    else:
+        assert store.uri(found[1]) == f"{store.url}/incoming/a.csv"
+
+
+def test_listings_show_visible_files_and_directories_only(store: Storage) -> None:
+    directory = store.path("day")
+    for name in ("b.csv", "a.csv", ".a.csv.tmp", "notes.txt", "sub/inner.csv"):
+        store.write_text(directory / name, name)
+    assert [f.name for f in store.list_files(directory)] == ["a.csv", "b.csv", "notes.txt"]
+    assert [f.name for f in store.list_files(directory, "*.csv")] == ["a.csv", "b.csv"]
+    assert [p.name for p in store.list_dirs(directory)] == ["sub"]
+    assert store.list_dirs(directory, "x*") == []
+    # A missing directory, or a file listed as one, lists nothing.
+    for missing in (store.path("nowhere"), directory / "a.csv", directory / "a.csv" / "x"):
+        assert store.list_files(missing) == [] and store.list_dirs(missing) == []
+    assert store.exists(directory) and store.exists(directory / "sub")  # a prefix exists
+    assert not store.is_file(directory) and store.info(directory) is None  # it is not a file
+    under_a_file = directory / "a.csv" / "x"
+    assert not store.exists(under_a_file) and store.info(under_a_file) is None
+    [listed] = store.list_files(directory, "a.csv")
+    info = store.info(directory / "a.csv")  # one HEAD (S3 gives its time in whole seconds)
+    assert (listed.path, listed.size, listed.version) == (info.path, info.size, info.version)
+    assert listed.size == len("a.csv")
+
+
+def test_writes_replace_files_atomically_and_leave_no_temporary_file(store: Storage) -> None:
+    target = store.path("labels", "2026-01-01.csv")
+    store.write_text(target, "id,stroke\n1,0\n")
+    store.write_bytes(target, b"id,stroke\n1,1\n")
+    assert store.read_bytes(target) == b"id,stroke\n1,1\n"
+    assert _all_files(store) == {"labels/2026-01-01.csv"}
+
+    # publish: a move empties the local side, a copy keeps it; the target is replaced whole.
+    with store.staged_file(".csv") as tmp:
+        tmp.write_text("copied")
+        assert store.publish(tmp, target, move=False) and tmp.read_text() == "copied"
+    with store.staged_file(".csv", near=target.parent) as tmp:
+        tmp.write_text("moved")
+        assert store.publish(tmp, target, fsync=False) and not tmp.exists()
+    assert store.read_text(target) == "moved"
+    assert _all_files(store) == {"labels/2026-01-01.csv"}
+
+
+def test_staged_files_are_beside_the_target_locally_and_in_scratch_otherwise(
+    store: Storage,
+) -> None:
+    near = store.path("cohorts")
+    with store.staged_file(".parquet", near=near) as tmp:
+        assert tmp.parent == (Path(near) if store.is_local else store.scratch)
+        assert tmp.name.startswith(".") and tmp.suffix == ".parquet"
+        tmp.write_bytes(b"x")
+    assert not tmp.exists()
+    store.makedirs(store.path("incoming"))  # a directory locally; nothing in a bucket
+    assert store.exists(store.path("incoming")) == store.is_local
+
+
+def test_reads_go_through_the_storage_or_fail_as_missing(store: Storage) -> None:
+    path = store.path("cohorts", "2026-01-01.parquet")
+    with store.staged_file(".parquet") as tmp:
+        pq.write_table(pa.table({"x": [1, 2]}), tmp)
+        store.publish(tmp, path)
+    with store.open(path) as handle:
+        assert pq.read_table(handle).column("x").to_pylist() == [1, 2]
+    arrow = pq.read_table(store.key(path), filesystem=store.arrow_filesystem())
+    assert arrow.num_rows == 2 and store.read_parquet(path, columns=["x"]).num_rows == 2
+    with store.local_copy(path) as local:
+        assert isinstance(local, Path) and pq.read_table(local).num_rows == 2
+        assert (local == path) == store.is_local  # a download only from a bucket
+    assert local.exists() == store.is_local  # ... removed afterwards
+    missing = store.path("cohorts", "missing.parquet")
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes(missing)
+    with pytest.raises(FileNotFoundError), store.open(missing):
+        pass
+    assert not store.delete(missing)
+    store.delete_tree(store.path("nowhere"))  # nothing to delete is no error
+    store.delete_tree(store.path("cohorts"))
+    assert _all_files(store) == set() and not store.exists(path)
+
+
+def test_create_exclusive_refuses_an_existing_file(store: Storage) -> None:
+    path = store.path("locks", "alias.lock")
+    assert store.create_exclusive(path, b"first")
+    assert not store.create_exclusive(path, b"second")
+    assert store.read_bytes(path) == b"first"
+    with store.staged_file(".json") as tmp:
+        tmp.write_text("new")
+        if store.is_local:  # a local rename cannot refuse: exclusive is for object storage
+            with pytest.raises(ValueError, match="object storage"):
+                store.publish(tmp, path, exclusive=True)
+        else:  # a conditional PUT (If-None-Match): refused, nothing published
+            assert not store.publish(tmp, path, move=False, exclusive=True)
+            assert store.publish(tmp, store.path("locks", "other"), exclusive=True)
+    assert store.read_bytes(path) == b"first"
+
+
+def test_a_lock_excludes_a_second_holder_until_released(store: Storage) -> None:
+    path = store.path("warehouse", "migrate.lock")
+    with store.lock(path), pytest.raises(TimeoutError), store.lock(path, timeout=0.1):
+        pass
+    with store.lock(path, timeout=0.1):  # released: taken again at once
+        pass
+    # Locally the lock file stays (flock); a bucket's lease object is removed on release.
+    assert store.exists(path) == store.is_local
+
+
+def test_a_stale_lease_in_a_bucket_is_broken(moto_s3: MotoS3) -> None:
+    store = Storage(f"s3://{moto_s3.create_bucket()}/stroke", endpoint_url=moto_s3.endpoint_url)
+    path = store.path("warehouse", "migrate.lock")
+    assert store.create_exclusive(path, b'{"host": "gone"}')  # its holder died
+    with store.lock(path, timeout=5.0, lease=0.0):
+        assert store.read_bytes(path) != b'{"host": "gone"}'
+    assert not store.exists(path)
+
+
+def test_versions_change_with_the_file(store: Storage) -> None:
+    path = store.path("incoming", "2026-01-01.csv")
+    store.write_text(path, "id\n1\n")
+    first = store.info(path)
+    store.write_text(path, "id\n2\n")  # the same size
+    if store.is_local:  # a version of modification time and size: make the time differ
+        os.utime(path, ns=(first.mtime_ns + 1_000_000, first.mtime_ns + 1_000_000))
+        second = store.info(path)
+        assert (second.etag, second.size) == (None, first.size)
+        assert second.mtime_ns == first.mtime_ns + 1_000_000  # to the nanosecond
+        expected = hashlib.sha1(
+            f"{second.mtime_ns}:{second.size}".encode(), usedforsecurity=False
+        ).hexdigest()[:16]
+        assert second.version == expected  # kept in sensor cursors: must not change
+    else:  # a version of the ETag (the content's MD5 for a single PUT)
+        second = store.info(path)
+        assert second.etag == hashlib.md5(b"id\n2\n", usedforsecurity=False).hexdigest()
+        store.write_text(path, "id\n2\n")
+        assert store.info(path).version == second.version  # the same content, the same version
+    assert second.version != first.version
+
+
+def test_local_listings_follow_symbolic_links(tmp_path: Path) -> None:
+    store = Storage.local(tmp_path / "home")
+    store.write_text(store.path("elsewhere", "2026-01-01.csv"), "id\n1\n")
+    incoming = Path(store.path("incoming"))
+    incoming.mkdir()
+    (incoming / "2026-01-01.csv").symlink_to(store.path("elsewhere", "2026-01-01.csv"))
+    (incoming / "2026-01-02.csv").symlink_to(incoming / "missing.csv")  # broken: not a file
+    (Path(store.root) / "linked").symlink_to(Path(store.path("elsewhere")))
+    [linked] = store.list_files(incoming)
+    assert linked.path == incoming / "2026-01-01.csv" and linked.size == 5
+    target = os.stat(store.path("elsewhere", "2026-01-01.csv"))
+    assert linked.mtime_ns == target.st_mtime_ns
+    assert [p.name for p in store.list_dirs(store.root)] == ["elsewhere", "incoming", "linked"]
+    assert store.is_file(incoming / "2026-01-01.csv")
+    assert not store.exists(incoming / "2026-01-02.csv")
+
+
+def test_duckdb_sees_a_file_published_after_the_connection_was_registered(
+    store: Storage,
+) -> None:
+    import duckdb
+
+    def publish(day: str, rows: list[int]) -> None:
+        with store.staged_file(".parquet") as tmp:
+            pq.write_table(pa.table({"x": rows}), tmp)
+            store.publish(tmp, store.path("t", f"cohort_date={day}", "data.parquet"))
+
+    publish("2026-01-01", [1])
+    con = store.register(duckdb.connect())
+    query = f"SELECT sum(x) FROM read_parquet('{store.uri(store.path('t', '*', '*.parquet'))}')"
+    assert con.execute(query).fetchone() == (1,)
+    publish("2026-01-02", [2])  # a write of this process clears the kept listings
+    assert con.execute(query).fetchone() == (3,)
+
+
 def _home_files(home: Path) -> list[str]:
     """Files under STROKE_HOME, relative."""
     return sorted(p.relative_to(home).as_posix() for p in home.rglob("*") if p.is_file())
@@ -124,7 +319,7 @@ def test_warehouse_tables_live_in_the_bucket_and_commit_conditionally(
     import pandas as pd
     import polars as pl
 
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     settings = load_settings()
     rows = pd.DataFrame(
@@ -201,8 +396,8 @@ class SmallModel:
 
 @pytest.fixture(scope="module")
 def small_model() -> SmallModel:
-    from stroke_dagster.training import build_pipeline
-    from stroke_dagster.validation import validate_patients
+    from stroke_dagster.io.validation import validate_patients
+    from stroke_dagster.model.training import build_pipeline
 
     train = validate_patients(simulate_patients(800, seed=11), require_label=True).valid
     pipeline = build_pipeline({"n_estimators": 10, "max_depth": 4, "n_jobs": 1})
@@ -234,18 +429,18 @@ def test_the_daily_loop_runs_on_object_storage(
     import datetime as dt
     import json
 
-    from stroke_dagster import arrivals, performance, scoring, warehouse
-    from stroke_dagster.api.telemetry import (
-        TelemetryWriter,
-        compact_telemetry,
-        read_day,
-        request_cohort,
-    )
+    from stroke_dagster.api.telemetry import TelemetryWriter
     from stroke_dagster.cli import sql as cli_sql
     from stroke_dagster.cli import warehouse as cli_warehouse
-    from stroke_dagster.drift.daily import check_day
-    from stroke_dagster.drift.store import detector_for_model, fit_for_model
-    from stroke_dagster.settings import COHORT_SUFFIXES, DriftSettings
+    from stroke_dagster.core.settings import COHORT_SUFFIXES, DriftSettings
+    from stroke_dagster.io import arrivals
+    from stroke_dagster.io.labels import labelled_cohorts, labelled_days
+    from stroke_dagster.monitoring import performance
+    from stroke_dagster.monitoring.drift.daily import check_day
+    from stroke_dagster.monitoring.drift.store import detector_for_model, fit_for_model
+    from stroke_dagster.scoring import batch as scoring
+    from stroke_dagster.warehouse import store as warehouse
+    from stroke_dagster.warehouse.telemetry import compact_telemetry, read_day, request_cohort
 
     settings = load_settings()
     files = settings.files
@@ -295,10 +490,10 @@ def test_the_daily_loop_runs_on_object_storage(
     # Labels in the bucket give the realized performance of the day.
     labels = simulate_patients(300, seed=5)[["id", "stroke"]]
     files.write_text(files.path("labels", f"{DAY}.csv"), labels.to_csv(index=False))
-    assert performance.labelled_days(settings) == [DAY]
+    assert labelled_days(settings) == [DAY]
     [realized] = performance.day_performance(DAY, settings).to_dict("records")
     assert realized["n_scored"] == scored.rows_scored and realized["model_version"] == "9"
-    assert len(performance.labeled_cohorts(settings)) == 300  # raw rows, read from the bucket
+    assert len(labelled_cohorts(settings)) == 300  # raw rows, read from the bucket
 
     # Telemetry: segments written to the bucket, compacted, read through the view.
     writer = TelemetryWriter(stroke_home, storage=files, store_features=True)
@@ -404,9 +599,9 @@ def test_dagster_scores_a_bucket_cohort(
 
     import dagster as dg
 
-    from stroke_dagster import warehouse
     from stroke_dagster.defs.resources import StrokeSettings
     from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
+    from stroke_dagster.warehouse import store as warehouse
 
     settings = load_settings()
     bad = _upload_cohort(settings.files, DAY, n=120)

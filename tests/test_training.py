@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stroke_dagster import training
-from stroke_dagster.errors import InputError
-from stroke_dagster.features import holdout_mask, split_train_holdout
-from stroke_dagster.ingest import read_patient_file
-from stroke_dagster.risk import RiskThresholds
-from stroke_dagster.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, FEATURES, TARGET
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.features import holdout_mask, split_train_holdout
+from stroke_dagster.core.risk import RiskThresholds
+from stroke_dagster.core.schema import BINARY_FEATURES, CATEGORICAL_FEATURES, FEATURES, TARGET
+from stroke_dagster.io.readers import read_patient_file
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model import training
 
 SMALL_FOREST = {"n_estimators": 40, "min_samples_leaf": 5, "max_features": 1.0, "max_depth": 8}
 TINY_SPACE = training.SearchSpace(

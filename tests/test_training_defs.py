@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from stroke_dagster.core.settings import load_settings
 from stroke_dagster.definitions import defs as load_defs
-from stroke_dagster.registry import configure_mlflow, load_model
-from stroke_dagster.settings import load_settings
-from stroke_dagster.simulate import simulate_patients, write_patients
+from stroke_dagster.model.registry import configure_mlflow, load_model
+from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
 FAST = {"ops": {"tuned_model": {"config": {"n_trials": 2, "cv_folds": 3}}}}
 
@@ -151,7 +151,7 @@ def test_too_many_quarantined_rows_block_training(
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert "clean_patients" in materialized and "tuned_model" not in materialized
 
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     rows = warehouse.query_df(
         "select reason, count(*) as n from quarantine group by reason", settings=load_settings()

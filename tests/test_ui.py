@@ -91,7 +91,7 @@ def _latest(instance: dg.DagsterInstance, asset: str, day: str) -> dict[str, obj
 @pytest.fixture(scope="module")
 def loop(_champion_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """``dagster dev`` on a copy of the trained STROKE_HOME, after the loop handled four days."""
-    from stroke_dagster.simulate import simulate_patients
+    from stroke_dagster.simulate.generator import simulate_patients
 
     base = tmp_path_factory.mktemp("ui")
     home, dagster_home = base / "home", base / "dagster-home"

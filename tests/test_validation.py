@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from stroke_dagster.errors import InputError
-from stroke_dagster.schema import FEATURES
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.schema import FEATURES
+from stroke_dagster.io.validation import validate_patients
 
 
 def _patients(n: int = 6) -> pd.DataFrame:

@@ -27,9 +27,10 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from deltalake import DeltaTable
 
-from stroke_dagster import warehouse, warehouse_migrate
-from stroke_dagster.settings import load_settings
-from stroke_dagster.warehouse import Provenance, Warehouse, WarehouseConfig
+from stroke_dagster.core.settings import load_settings
+from stroke_dagster.warehouse import migrate as warehouse_migrate
+from stroke_dagster.warehouse import store as warehouse
+from stroke_dagster.warehouse.store import Provenance, Warehouse, WarehouseConfig
 
 DAY = "2026-01-05"
 SCORES = "score_history"
@@ -70,8 +71,8 @@ def day_rows(day: str = DAY) -> pd.DataFrame:
 def _spawn(home: Path, body: str, *args: str) -> subprocess.Popen:
     """A Python child process using the warehouse of ``home`` (a real second process)."""
     script = (
-        "import sys, time\nfrom stroke_dagster import warehouse\n"
-        "from stroke_dagster.settings import load_settings\n" + textwrap.dedent(body)
+        "import sys, time\nfrom stroke_dagster.warehouse import store as warehouse\n"
+        "from stroke_dagster.core.settings import load_settings\n" + textwrap.dedent(body)
     )
     env = {**os.environ, "STROKE_HOME": str(home)}
     return subprocess.Popen(
@@ -286,7 +287,7 @@ def pc_count(table: pa.Table, day: str) -> int:
 
 KILLED_BETWEEN_TABLES = f"""
 import pandas as pd
-from stroke_dagster.warehouse import Warehouse
+from stroke_dagster.warehouse.store import Warehouse
 commit = Warehouse.commit
 calls = []
 def slow_commit(self, staged, metadata=None):
@@ -489,7 +490,7 @@ def test_a_14_day_backfill_writes_its_days_in_parallel(stroke_home: Path) -> Non
             "config": {
                 "max_concurrent": 2,
                 "start_method": {
-                    "forkserver": {"preload_modules": ["stroke_dagster.warehouse", "pandas"]}
+                    "forkserver": {"preload_modules": ["stroke_dagster.warehouse.store", "pandas"]}
                 },
             }
         }
@@ -522,7 +523,8 @@ def test_a_14_day_backfill_writes_its_days_in_parallel(stroke_home: Path) -> Non
 def test_telemetry_is_compacted_per_day_without_losing_or_doubling_a_row(
     stroke_home: Path,
 ) -> None:
-    from stroke_dagster.api.telemetry import TelemetryWriter, compact_telemetry, read_day
+    from stroke_dagster.api.telemetry import TelemetryWriter
+    from stroke_dagster.warehouse.telemetry import compact_telemetry, read_day
 
     writer = TelemetryWriter(stroke_home)
     days = [dt.date(2026, 1, d) for d in (1, 2, 3)]

@@ -1,4 +1,4 @@
--- The audit trail of predictions (see stroke_dagster/audit.py): one chained record per patient
+-- The audit trail of predictions (see stroke_dagster/audit/records.py): one chained record per patient
 -- the API scored (kind 'prediction') and one per batch score slice (kind 'slice', whose rows in
 -- score_history carry the per-row hashes). Records are chained per day and writer (chain_id):
 -- seq 0, 1, 2... each with the previous record's hash; `stroke audit verify` checks them.

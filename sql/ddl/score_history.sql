@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS score_history (
     run_id              VARCHAR,               -- Dagster run that wrote the slice (NULL from the CLI)
     write_id            VARCHAR,               -- the warehouse write (also in the commit metadata)
     role                VARCHAR CHECK (role IN ('champion', 'shadow')), -- who scored it (NULL: champion)
-    -- the audit trail (stroke_dagster/audit.py; NULL on slices scored without it). What is the
+    -- the audit trail (stroke_dagster/audit/records.py; NULL on slices scored without it). What is the
     -- same for the whole slice (model run id, code version, thresholds, requester) is kept once,
     -- in the slice's chained record in prediction_audit: the view score_audit joins them.
     features_sha256     BLOB,                  -- sha256 (32 bytes; lower(hex(...)) is the API's text) of the patient's canonical input features

@@ -9,11 +9,11 @@ code each route can answer, with its body):
   ``STROKE_API_RELOAD_SECONDS``); a moved alias is swapped in without a restart.
 - KServe v2 (Open Inference Protocol) under ``/v2`` (see :mod:`stroke_dagster.api.kserve`).
 - ``POST /feedback`` a clinician's action on a flagged patient (accepted or overridden, with a
-  reason code), linked to its prediction (see :mod:`stroke_dagster.feedback`).
+  reason code), linked to its prediction (see :mod:`stroke_dagster.audit.feedback`).
 
 Every scoring answer carries ``X-Request-Id``; with the audit trail on (``STROKE_AUDIT``, the
 default) each scored patient gets a chained ``prediction_audit`` record under that id, appended
-by the telemetry writer's flush thread (see :mod:`stroke_dagster.audit`).
+by the telemetry writer's flush thread (see :mod:`stroke_dagster.audit.records`).
 
 Errors are ``{"error": "<one line>"}`` (422 adds ``detail``, the problems by field, never the
 submitted values): 400 body not JSON, 401 missing key, 404 unknown model, 408 body not received
@@ -46,7 +46,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import request_response
 
-from stroke_dagster import audit, warehouse
 from stroke_dagster.api.config import ApiConfig
 from stroke_dagster.api.errors import (
     BadBody,
@@ -85,10 +84,12 @@ from stroke_dagster.api.models import (
 )
 from stroke_dagster.api.predict import parse_body, score_request
 from stroke_dagster.api.telemetry import TelemetryWriter
-from stroke_dagster.explain import explain_one
-from stroke_dagster.feedback import ACTIONS, Feedback, FeedbackError
-from stroke_dagster.feedback import record as record_feedback
-from stroke_dagster.settings import Settings, load_settings
+from stroke_dagster.audit import records as audit
+from stroke_dagster.audit.feedback import ACTIONS, Feedback, FeedbackError
+from stroke_dagster.audit.feedback import record as record_feedback
+from stroke_dagster.clinical.explain import explain_one
+from stroke_dagster.core.settings import Settings, load_settings
+from stroke_dagster.warehouse import store as warehouse
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/v2", "/v2/health/live", "/v2/health/ready"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})

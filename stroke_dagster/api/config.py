@@ -1,4 +1,4 @@
-"""Service settings: the ``api`` section of :class:`stroke_dagster.settings.Settings`.
+"""Service settings: the ``api`` section of :class:`stroke_dagster.core.settings.Settings`.
 
 ``ApiConfig`` is that section under the name the service uses (``STROKE_API_KEY``,
 ``STROKE_API_MAX_BODY``, ``STROKE_API_RELOAD_SECONDS``, ``STROKE_TELEMETRY``,
@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from stroke_dagster.settings import ApiSettings
+from stroke_dagster.core.settings import ApiSettings
 
 ApiConfig = ApiSettings
 

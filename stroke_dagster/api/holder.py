@@ -1,6 +1,6 @@
 """The served model: the ``champion`` alias, re-resolved periodically and swapped atomically.
 
-Models come from the model cache (:mod:`stroke_dagster.model_store`). The periodic check reuses an
+Models come from the model cache (:mod:`stroke_dagster.model.store`). The periodic check reuses an
 alias resolution younger than ``model_cache.alias_ttl_seconds``; :meth:`ModelHolder.refresh`
 called directly (``POST /admin/reload``) asks the registry.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stroke_dagster.api.scorer import Scorer
-from stroke_dagster.settings import Settings
+from stroke_dagster.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ CHAMPION = "champion"
 class LoadedModel:
     """A registered version ready to score: the registry's ServingModel plus its scorer."""
 
-    model: Any  # stroke_dagster.model_store.StoredModel
+    model: Any  # stroke_dagster.model.store.StoredModel
     scorer: Scorer
     loaded_at: dt.datetime
 
@@ -58,8 +58,8 @@ def registry_resolver(settings: Settings) -> Resolver:
     ttl = settings.model_cache.alias_ttl_seconds
 
     def resolve(alias: str, *, fresh: bool = True) -> str | None:
-        from stroke_dagster.errors import InputError
-        from stroke_dagster.model_store import ModelStore
+        from stroke_dagster.core.errors import InputError
+        from stroke_dagster.model.store import ModelStore
 
         try:
             return ModelStore(settings).resolve(alias, max_age=0.0 if fresh else ttl).version
@@ -71,7 +71,7 @@ def registry_resolver(settings: Settings) -> Resolver:
 
 def registry_loader(settings: Settings) -> Callable[[str], Any]:
     """Loads a version through the model cache of ``settings``."""
-    from stroke_dagster.model_store import load_model
+    from stroke_dagster.model.store import load_model
 
     return functools.partial(load_model, settings=settings)
 

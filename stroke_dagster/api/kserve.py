@@ -14,10 +14,11 @@ one-element rows ``[[v], ...]``); every column has the same ``n``. Outputs: ``st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -34,8 +35,8 @@ from stroke_dagster.api.models import (
     integer,
 )
 from stroke_dagster.api.predict import _is_json, score_request
-from stroke_dagster.schema import BINARY_FEATURES, FEATURES, ID, NUMERIC_FEATURES
-from stroke_dagster.settings import MODEL_NAME
+from stroke_dagster.core.schema import BINARY_FEATURES, FEATURES, ID, NUMERIC_FEATURES
+from stroke_dagster.core.settings import MODEL_NAME
 
 OUTPUTS: dict[str, str] = {"stroke_probability": "FP64", "risk_tier": "BYTES"}
 TENSOR_NAMES: tuple[str, ...] = (*FEATURES, ID)
@@ -254,6 +255,20 @@ def _errors(*codes: int) -> dict[int | str, Any]:
 
 ModelName = Annotated[str, Path(openapi_examples={"served model": {"value": MODEL_NAME}})]
 ModelVersion = Annotated[str, Path(openapi_examples={"first version": {"value": "1"}})]
+
+
+async def _version_segment(model_version: ModelVersion) -> None:
+    """Declares (validates, documents) ``{model_version}`` on the versioned twin of a route."""
+
+
+async def _path_version(request: Request) -> str | None:
+    """The version a route's path names, ``None`` on the unversioned route (async: no thread)."""
+    return request.path_params.get("model_version")
+
+
+# The one handler of a route serves both paths; only the versioned path declares the segment.
+OptionalVersion = Annotated[str | None, Depends(_path_version)]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 # Where the stateful phase of a contract test (and a reader) goes from a model's metadata.
 _VERSION_LINKS = {
     f"{kind}": {
@@ -298,7 +313,83 @@ def build_router(keep_features: bool, auth: list[Any], locked: tuple[int, ...] =
         if model_version is not None and (current is None or current.version != model_version):
             raise InferError(f"version '{model_version[:64]}' of {MODEL_NAME} is not loaded", 404)
 
-    def _metadata(request: Request, model_name: str, model_version: str | None) -> Response:
+    meta_errors = _errors(*locked, 404)
+    infer_errors = _errors(*sorted((400, *locked, 404, 408, 413, 415, 422, 503)))
+    infer_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/InferRequest"},
+                    "examples": {"one patient": {"value": EXAMPLE_INFER}},
+                }
+            },
+        }
+    }
+    ready_errors = {
+        **_errors(*locked, 404),
+        503: {"model": ModelReady, "description": V2_ERRORS[503]},
+    }
+
+    def model_route(
+        method: str,
+        kind: str,
+        *,
+        summary: str,
+        version_summary: str,
+        responses: dict[int | str, Any],
+        links: dict[str, Any] | None = None,
+        **spec: Any,
+    ) -> Callable[[Endpoint], Endpoint]:
+        """Registers one handler at ``/models/{model_name}<tail>`` and at the same route under
+        ``/versions/{model_version}``, each with its own summary and operation id."""
+        tail = "" if kind == "metadata" else f"/{kind}"
+        plain = {**responses, 200: {"links": links}} if links else responses
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            router.add_api_route(
+                f"/models/{{model_name}}{tail}",
+                endpoint,
+                methods=[method],
+                summary=summary,
+                operation_id=f"v2_model_{kind}",
+                responses=plain,
+                dependencies=auth,
+                **spec,
+            )
+            router.add_api_route(
+                f"/models/{{model_name}}/versions/{{model_version}}{tail}",
+                endpoint,
+                methods=[method],
+                summary=version_summary,
+                operation_id=f"v2_model_version_{kind}",
+                responses=responses,
+                dependencies=[*auth, Depends(_version_segment)],
+                **spec,
+            )
+            return endpoint
+
+        return register
+
+    def _check_model(holder: ModelHolder, name: str, model_version: str | None) -> None:
+        if name != MODEL_NAME:
+            raise InferError(f"model '{name[:64]}' is not served here (try {MODEL_NAME})", 404)
+        current = holder.current
+        if model_version is not None and (current is None or current.version != model_version):
+            raise InferError(f"version '{model_version[:64]}' of {MODEL_NAME} is not loaded", 404)
+
+    @model_route(
+        "GET",
+        "metadata",
+        summary="Model metadata",
+        version_summary="Model version metadata (404 unless it is the version loaded)",
+        response_model=ModelMetadata,
+        responses=meta_errors,
+        links=_VERSION_LINKS,
+    )
+    def model_metadata(
+        request: Request, model_name: ModelName, model_version: OptionalVersion
+    ) -> Response:
         holder: ModelHolder = request.app.state.holder
         try:
             _check_model(holder, model_name, model_version)
@@ -320,7 +411,17 @@ def build_router(keep_features: bool, auth: list[Any], locked: tuple[int, ...] =
             }
         )
 
-    def _ready(request: Request, model_name: str, model_version: str | None) -> Response:
+    @model_route(
+        "GET",
+        "ready",
+        summary="Model readiness",
+        version_summary="Model version readiness",
+        response_model=ModelReady,
+        responses=ready_errors,
+    )
+    def model_ready(
+        request: Request, model_name: ModelName, model_version: OptionalVersion
+    ) -> Response:
         holder: ModelHolder = request.app.state.holder
         try:
             _check_model(holder, model_name, model_version)
@@ -331,7 +432,18 @@ def build_router(keep_features: bool, auth: list[Any], locked: tuple[int, ...] =
             {"name": MODEL_NAME, "ready": is_ready}, status_code=200 if is_ready else 503
         )
 
-    async def _infer(request: Request, model_name: str, model_version: str | None) -> Response:
+    @model_route(
+        "POST",
+        "infer",
+        summary="Inference",
+        version_summary="Inference with a given version (404 unless it is the version loaded)",
+        response_model=InferResponse,
+        responses=infer_errors,
+        openapi_extra=infer_body,
+    )
+    async def infer(
+        request: Request, model_name: ModelName, model_version: OptionalVersion
+    ) -> Response:
         holder: ModelHolder = request.app.state.holder
         try:
             _check_model(holder, model_name, model_version)
@@ -368,103 +480,5 @@ def build_router(keep_features: bool, auth: list[Any], locked: tuple[int, ...] =
         if body.id is not None:
             answer["id"] = body.id
         return json_response(answer)
-
-    meta_errors = _errors(*locked, 404)
-    infer_errors = _errors(*sorted((400, *locked, 404, 408, 413, 415, 422, 503)))
-    infer_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/InferRequest"},
-                    "examples": {"one patient": {"value": EXAMPLE_INFER}},
-                }
-            },
-        }
-    }
-    ready_errors = {
-        **_errors(*locked, 404),
-        503: {"model": ModelReady, "description": V2_ERRORS[503]},
-    }
-
-    @router.get(
-        "/models/{model_name}",
-        summary="Model metadata",
-        operation_id="v2_model_metadata",
-        response_model=ModelMetadata,
-        responses={**meta_errors, 200: {"links": _VERSION_LINKS}},
-        dependencies=auth,
-    )
-    def model_metadata(request: Request, model_name: ModelName) -> Response:
-        return _metadata(request, model_name, None)
-
-    @router.get(
-        "/models/{model_name}/versions/{model_version}",
-        summary="Model version metadata (404 unless it is the version loaded)",
-        operation_id="v2_model_version_metadata",
-        response_model=ModelMetadata,
-        responses=meta_errors,
-        dependencies=auth,
-    )
-    def version_metadata(
-        request: Request,
-        model_name: ModelName,
-        model_version: ModelVersion,
-    ) -> Response:
-        return _metadata(request, model_name, model_version)
-
-    @router.get(
-        "/models/{model_name}/ready",
-        summary="Model readiness",
-        operation_id="v2_model_ready",
-        response_model=ModelReady,
-        responses=ready_errors,
-        dependencies=auth,
-    )
-    def model_ready(request: Request, model_name: ModelName) -> Response:
-        return _ready(request, model_name, None)
-
-    @router.get(
-        "/models/{model_name}/versions/{model_version}/ready",
-        summary="Model version readiness",
-        operation_id="v2_model_version_ready",
-        response_model=ModelReady,
-        responses=ready_errors,
-        dependencies=auth,
-    )
-    def version_ready(
-        request: Request,
-        model_name: ModelName,
-        model_version: ModelVersion,
-    ) -> Response:
-        return _ready(request, model_name, model_version)
-
-    @router.post(
-        "/models/{model_name}/infer",
-        summary="Inference",
-        operation_id="v2_model_infer",
-        response_model=InferResponse,
-        responses=infer_errors,
-        dependencies=auth,
-        openapi_extra=infer_body,
-    )
-    async def infer(request: Request, model_name: ModelName) -> Response:
-        return await _infer(request, model_name, None)
-
-    @router.post(
-        "/models/{model_name}/versions/{model_version}/infer",
-        summary="Inference with a given version (404 unless it is the version loaded)",
-        operation_id="v2_model_version_infer",
-        response_model=InferResponse,
-        responses=infer_errors,
-        dependencies=auth,
-        openapi_extra=infer_body,
-    )
-    async def infer_version(
-        request: Request,
-        model_name: ModelName,
-        model_version: ModelVersion,
-    ) -> Response:
-        return await _infer(request, model_name, model_version)
 
     return router

@@ -1,4 +1,4 @@
-"""Request and response bodies, generated from :mod:`stroke_dagster.schema`.
+"""Request and response bodies, generated from :mod:`stroke_dagster.core.schema`.
 
 The patient model is built field by field from the schema's ranges and categories (nothing is
 repeated here). It is strict, so that the OpenAPI document describes exactly what is accepted:
@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from stroke_dagster.risk import TIERS
-from stroke_dagster.schema import (
+from stroke_dagster.core.risk import TIERS
+from stroke_dagster.core.schema import (
     BINARY_FIELDS,
     CATEGORICAL_FIELDS,
     FEATURES,

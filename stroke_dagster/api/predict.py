@@ -18,9 +18,9 @@ from stroke_dagster.api.errors import BadBody, bad_body
 from stroke_dagster.api.holder import LoadedModel, ModelHolder
 from stroke_dagster.api.middleware import TELEMETRY_STATE_KEY
 from stroke_dagster.api.telemetry import scoring_summary
-from stroke_dagster.audit import AuditLog
-from stroke_dagster.risk import assign_tiers
-from stroke_dagster.schema import FEATURES, ID
+from stroke_dagster.audit.records import AuditLog
+from stroke_dagster.core.risk import assign_tiers
+from stroke_dagster.core.schema import FEATURES, ID
 
 # Larger requests are scored in the thread pool, so they never stall the event loop.
 INLINE_MAX_ROWS = 64

@@ -2,7 +2,8 @@
 
 ``pipeline.predict_proba`` on a one-row DataFrame costs ~13 ms for the default 300-tree forest
 (pandas column handling in the ColumnTransformer, then one Python-level call per tree).
-:class:`Scorer` scores with :class:`stroke_dagster.engine.ForestEngine` (the pipeline compiled to
+:class:`Scorer` scores with :class:`stroke_dagster.model.engine.ForestEngine` (the pipeline
+compiled to
 flat arrays, exact to the last bit) when the pipeline has the known shape and the engine
 reproduces its probabilities on the probe patients; any other pipeline is scored by a private
 copy of the pipeline with ``n_jobs=1`` (joblib dispatch costs more than it saves on one row).
@@ -17,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stroke_dagster.engine import (
+from stroke_dagster.core.schema import BINARY_FIELDS, FEATURES, NUMERIC_FIELDS
+from stroke_dagster.model.engine import (
     PARITY_TOLERANCE,
     ForestEngine,
     parity,
     probe_columns,
 )
-from stroke_dagster.schema import BINARY_FIELDS, FEATURES, NUMERIC_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def probe_records(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:
-    """The engine's probe patients (:func:`stroke_dagster.engine.probe_columns`) as dicts."""
+    """The engine's probe patients (:func:`stroke_dagster.model.engine.probe_columns`) as dicts."""
     columns = probe_columns(n, seed)
     rows: list[dict[str, Any]] = [{} for _ in range(n)]
     for name, values in columns.items():

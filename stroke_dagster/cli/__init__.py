@@ -1,7 +1,7 @@
 """The ``stroke`` command line: one sub-module per command, each imported only when it runs.
 
 A command module defines ``add_arguments(parser)`` (cheap: no heavy imports at module level) and
-``run(args) -> int``. An :class:`~stroke_dagster.errors.InputError` becomes one stderr line
+``run(args) -> int``. An :class:`~stroke_dagster.core.errors.InputError` becomes one stderr line
 and exit code 2.
 """
 
@@ -29,8 +29,8 @@ COMMANDS: dict[str, str] = {
 
 def parse_day(text: str, option: str) -> str:
     """``YYYY-MM-DD`` of an option's value, or an :class:`InputError` naming the option."""
-    from stroke_dagster.arrivals import parse_day as strict_day
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.io.arrivals import parse_day as strict_day
 
     day = strict_day(text.strip())
     if day is None:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from stroke_dagster.errors import InputError, RegistryUnavailableError
+    from stroke_dagster.core.errors import InputError, RegistryUnavailableError
 
     module = importlib.import_module(f"stroke_dagster.cli.{args.command.replace('-', '_')}")
     try:

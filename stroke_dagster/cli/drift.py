@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stroke_dagster.cli import parse_day
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
 
     if not args.input and not args.online_date:
         raise InputError("give at least one --input PATH or --online-date YYYY-MM-DD")
@@ -56,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise InputError(f"input file not found: {path}")
 
-    from stroke_dagster.drift.daily import day_predictions, read_valid_rows, write_report
-    from stroke_dagster.drift.store import detector_for_model
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.monitoring.drift.daily import day_predictions, read_valid_rows, write_report
+    from stroke_dagster.monitoring.drift.store import detector_for_model
 
     settings = load_settings()
     config = settings.drift.with_backend(args.backend)
     loaded = detector_for_model(config=config, settings=settings)
     for day in online_days:
-        from stroke_dagster.api.telemetry import request_cohort
+        from stroke_dagster.warehouse.telemetry import request_cohort
 
         cohort = request_cohort(settings, day)
         if cohort.empty:

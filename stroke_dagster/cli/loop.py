@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stroke_dagster.errors import InputError
+from stroke_dagster.core.errors import InputError
 
 if TYPE_CHECKING:
-    from stroke_dagster.scoring import ScoreSummary
-    from stroke_dagster.settings import Settings
+    from stroke_dagster.core.settings import Settings
+    from stroke_dagster.scoring.batch import ScoreSummary
 
 SCORES = "cohort_scores"
 ARRIVALS = "incoming_cohort"

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.version_docs import model_card_text, version_record
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model.version_docs import model_card_text, version_record
 
     settings = load_settings()
     if args.format == "markdown":

@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stroke_dagster.cli import parse_day
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.recalibration import RecalibrationConfig
-    from stroke_dagster.recalibration_run import run_recalibration
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.clinical.recalibration import RecalibrationConfig
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model.recalibrate import run_recalibration
 
     days = None
     if args.days:

@@ -14,9 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stroke_dagster import registry
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import MODEL_NAME, load_settings
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import MODEL_NAME, load_settings
+    from stroke_dagster.model import registry
 
     target, reason = str(args.to).strip().lstrip("v"), args.reason.strip()
     if not target.isdigit():

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_model_uri(uri: str) -> str:
     """The registry reference (alias or version number) named by a ``models:/`` URI."""
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import MODEL_NAME
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import MODEL_NAME
 
     match = _MODEL_URI.match(uri.strip())
     if not match:
@@ -44,22 +44,22 @@ def parse_model_uri(uri: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from stroke_dagster.cli import parse_day
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
 
     if args.output is None and args.cohort_date is None:
         raise InputError("give --output PATH, --cohort-date YYYY-MM-DD, or both")
     cohort_date = parse_day(args.cohort_date, "--cohort-date") if args.cohort_date else None
     reference = parse_model_uri(args.model_uri)
 
-    from stroke_dagster.model_store import load_model
-    from stroke_dagster.scoring import score_file
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.model.store import load_model
+    from stroke_dagster.scoring.batch import score_file
 
     settings = load_settings()
     check = None
     if cohort_date is not None:  # asked of Dagster while the file is scored; before any write
         from stroke_dagster.cli.loop import refuse_managed_day
-        from stroke_dagster.scoring import Background
+        from stroke_dagster.scoring.batch import Background
 
         check = Background(lambda: refuse_managed_day(settings, cohort_date))
     # an alias resolution younger than STROKE_MODEL_ALIAS_TTL is reused from the model cache

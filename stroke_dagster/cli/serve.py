@@ -20,11 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
 
     if args.workers < 1:
         raise InputError("--workers must be >= 1")
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
 
     load_settings()  # a malformed setting fails here, once, with its one line
     uvicorn.run(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stroke_dagster.storage import Storage
+    from stroke_dagster.core.storage import Storage
 
 MAX_COHORT_ROWS = 10_000_000  # ids of a dated cohort are YYYYMMDD + 7 digits
 
@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import load_settings
-    from stroke_dagster.simulate import simulate_patients, write_patients
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.simulate.generator import simulate_patients, write_patients
 
     date: dt.date | None = args.date
     if date is None and args.output is None:
@@ -117,7 +117,7 @@ def _write(
     write: Callable[[pd.DataFrame, Path], Path], df: pd.DataFrame, target: PurePath, files: Storage
 ) -> PurePath:
     """Write ``df`` to ``target``: a local path, or a path in object storage (uploaded whole)."""
-    from stroke_dagster.storage import RemotePath
+    from stroke_dagster.core.storage import RemotePath
 
     if not isinstance(target, RemotePath):
         return write(df, Path(target))

@@ -5,7 +5,8 @@ prints the result of its last statement; ``-c SQL`` runs a statement given inlin
 the SQL is read from stdin. Each ``--param`` becomes ``SET VARIABLE NAME = 'VALUE'`` before the
 query (queries read it with ``getvariable('NAME')`` and cast it) and, when the SQL names ``$NAME``,
 the value of that prepared-statement parameter (a number when it reads as one). The query runs on
-the latest snapshot of every Delta table (:func:`stroke_dagster.warehouse.connect`): it never waits
+the latest snapshot of every Delta table (:func:`stroke_dagster.warehouse.store.connect`): it never
+waits
 for the pipeline and never makes it wait; in Python, ``warehouse.connect(settings)`` opens the
 same connection.
 """
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
 
     params = {}
     for item in items:
@@ -65,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
     import pandas as pd
 
-    from stroke_dagster import warehouse
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.warehouse import store as warehouse
 
     params = parse_params(args.param)
     if args.sql_text is not None:

@@ -1,5 +1,9 @@
 """``stroke train``: the Dagster ``training_job`` in-process (validate, tune, evaluate, register,
-gate), recorded in the Dagster instance under ``DAGSTER_HOME``."""
+gate), recorded in the Dagster instance under ``DAGSTER_HOME`` (``make run`` runs it).
+
+Stdout ends with a short human summary (the gate's outcome, the champion, real or synthetic
+training data, where the state lives, what to run next) followed by one JSON line, the last line,
+that scripts and tests parse."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="labelled patients (CSV or Parquet, raw schema); default: the file at "
-        "STROKE_RAW_CSV, or synthetic patients (with a warning) when it does not exist",
+        "STROKE_RAW_CSV (default STROKE_HOME/raw/healthcare-dataset-stroke-data.csv) or, when it "
+        "does not exist and STROKE_ALLOW_SYNTHETIC is on, synthetic patients",
     )
     parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 16)")
     parser.add_argument(
@@ -45,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.core.settings import load_settings
 
     if args.trials is not None and args.trials < 1:
         raise InputError("--trials must be at least 1")
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "tolerance": settings.gate.tolerance if args.tolerance is None else args.tolerance,
     }
     settings = settings.replace(gate=gate)
-    from stroke_dagster.training_run import run_training
+    from stroke_dagster.defs.training_command import describe, run_training
 
     summary = run_training(
         args.data,
@@ -68,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction,
     )
     sys.stdout.flush()
-    print(json.dumps(summary, default=str))
+    print("\n".join(describe(summary, settings)))
+    print(json.dumps(summary, default=str))  # the last line: machine-readable
     return 0

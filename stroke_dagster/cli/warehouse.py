@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stroke_dagster import warehouse, warehouse_migrate
-    from stroke_dagster.settings import load_settings
+    from stroke_dagster.core.settings import load_settings
+    from stroke_dagster.warehouse import migrate as warehouse_migrate
+    from stroke_dagster.warehouse import store as warehouse
 
     wh = warehouse.of(load_settings())
     if args.action == "migrate":
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "maintain":
         print(json.dumps(wh.maintain()))
     elif args.action == "compact-telemetry":
-        from stroke_dagster.api.telemetry import compact_telemetry
+        from stroke_dagster.warehouse.telemetry import compact_telemetry
 
         retention = args.retention_days
         if retention is None:

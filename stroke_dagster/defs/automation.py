@@ -111,8 +111,8 @@ def _run_label(run: dg.DagsterRun) -> str:
 def run_failure_alert(
     context: dg.RunFailureSensorContext, stroke: StrokeSettings
 ) -> dg.SkipReason | None:
-    from stroke_dagster.alerts import post_alert, run_failure_text
-    from stroke_dagster.settings import SettingsError
+    from stroke_dagster.core.settings import SettingsError
+    from stroke_dagster.monitoring.alerts import post_alert, run_failure_text
 
     try:
         alerts = stroke.load().alerts

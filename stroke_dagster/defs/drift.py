@@ -1,7 +1,8 @@
 """Drift monitoring in Dagster: the daily drift and realized-performance assets and their checks.
 
-Thin layer over :mod:`stroke_dagster.drift` (the same code as ``stroke drift --cohort-date``),
-:mod:`stroke_dagster.performance` and :mod:`stroke_dagster.alerts`:
+Thin layer over :mod:`stroke_dagster.monitoring.drift` (the same code as ``stroke drift
+--cohort-date``),
+:mod:`stroke_dagster.monitoring.performance` and :mod:`stroke_dagster.monitoring.alerts`:
 
 * ``drift_metrics`` (daily) runs once the day is scored, and again when it is rescored
   (automation condition). It checks the day's cohort and scores against the champion's stored
@@ -18,7 +19,9 @@ import math
 
 import dagster as dg
 
-from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
+from stroke_dagster.core.settings import Settings
+from stroke_dagster.defs.automation import permanent_failure
+from stroke_dagster.defs.daily import daily_asset
 from stroke_dagster.defs.metadata import (
     ROW_COUNT,
     glance,
@@ -30,10 +33,8 @@ from stroke_dagster.defs.metadata import (
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
-from stroke_dagster.settings import Settings
 
 GROUP = "monitoring"
-OWNERS = ["team:ml-platform"]
 DRIFT_CHECK = "no_drift"
 CALIBRATION_CHECK = "calibrated"
 # Observed stroke rate within this many standard errors of the mean predicted probability.
@@ -41,23 +42,12 @@ CALIBRATION_Z = 3.0
 
 
 # ----------------------------------------------------------------------------------- assets
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python", "mlflow"},
-    owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
     metadata=table_metadata("drift_metrics"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(
-            DRIFT_CHECK,
-            asset="drift_metrics",
-            partitions_def=daily_partitions,  # one verdict per day: a drifted day stays visible
-            description="WARN when the day's cohort or scores drifted from the champion's data.",
-        )
-    ],
+    checks={DRIFT_CHECK: "WARN when the day's cohort or scores drifted from the champion's data."},
     description=(
         "Drift of the day's cohort against the champion's training data: per input KS + "
         "Mann-Whitney (numeric) or chi-squared (categorical), missing-value rates, and the "
@@ -70,9 +60,9 @@ CALIBRATION_Z = 3.0
 def drift_metrics(
     context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.alerts import drift_alert_text, post_alert
-    from stroke_dagster.drift.daily import check_day
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.monitoring.alerts import drift_alert_text, post_alert
+    from stroke_dagster.monitoring.drift.daily import check_day
 
     day = context.partition_key
     settings = stroke.settings()
@@ -163,7 +153,7 @@ def _log_mlflow(
     settings: Settings,
 ) -> str | None:
     """Log to MLflow; monitoring must not fail because the tracking store is unavailable."""
-    from stroke_dagster.drift.tracking import log_drift_run
+    from stroke_dagster.monitoring.drift.tracking import log_drift_run
 
     try:
         return log_drift_run(day, report, dagster_run_id=context.run_id, settings=settings)
@@ -202,24 +192,15 @@ def _tests_table(report) -> dg.TableMetadataValue:  # noqa: ANN001 - DriftReport
     return records_table(rows, TESTS_COLUMNS)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python"},
-    owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores"), cohort_labels],
     metadata=table_metadata("performance_metrics"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(
-            CALIBRATION_CHECK,
-            asset="performance_metrics",
-            partitions_def=daily_partitions,
-            description=f"WARN when the observed stroke rate is more than {CALIBRATION_Z:g} "
-            "standard errors from the mean predicted probability (latest model version).",
-        )
-    ],
+    checks={
+        CALIBRATION_CHECK: f"WARN when the observed stroke rate is more than {CALIBRATION_Z:g} "
+        "standard errors from the mean predicted probability (latest model version)."
+    },
     description=(
         "Realized ROC AUC and Brier score of the day's scores once its outcome labels arrive "
         "(`STROKE_HOME/labels/<day>.csv`, columns id,stroke) and the day is scored; replaces the "
@@ -229,8 +210,8 @@ def _tests_table(report) -> dg.TableMetadataValue:  # noqa: ANN001 - DriftReport
 def performance_metrics(
     context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.performance import day_performance, write_performance
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.monitoring.performance import day_performance, write_performance
 
     day = context.partition_key
     settings = stroke.settings()

@@ -49,7 +49,7 @@ from dagster_dask.executor import (
     query_on_dask_worker,
 )
 
-from stroke_dagster.settings import ExecutionSettings, load_settings
+from stroke_dagster.core.settings import ExecutionSettings, load_settings
 
 # Engine-event metadata key naming the Dask worker a step ran on.
 WORKER_KEY = "dask_worker"

@@ -1,6 +1,6 @@
 """Clinical governance in Dagster: the daily alert burden and its band check, and feedback.
 
-Thin shell over :mod:`stroke_dagster.alert_burden`:
+Thin shell over :mod:`stroke_dagster.monitoring.alert_burden`:
 
 * ``alert_burden`` (daily) runs once the day is scored, and again when it is rescored or its
   labels arrive (``cohort_labels``): unlike ``performance_metrics`` it does not wait for the
@@ -16,22 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from stroke_dagster.defs.automation import (
-    HANDLED,
-    TRANSIENT_RETRY,
-    on_new_upstream_data,
-    permanent_failure,
-)
+from stroke_dagster.defs.automation import HANDLED, permanent_failure
+from stroke_dagster.defs.daily import daily_asset
 from stroke_dagster.defs.metadata import ROW_COUNT, glance, pct, table_metadata
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import clinician_feedback, cohort_labels
 
 if TYPE_CHECKING:
-    from stroke_dagster.alert_burden import Band
+    from stroke_dagster.monitoring.alert_burden import Band
 
 GROUP = "governance"
-OWNERS = ["team:ml-platform"]
 BAND_CHECK = "high_share_in_band"
 
 
@@ -71,11 +66,9 @@ def _band_check(band: "Band") -> dg.AssetCheckResult:
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python"},
-    owners=OWNERS,
     deps=[
         dg.AssetKey("cohort_scores"),
         cohort_labels,
@@ -89,17 +82,11 @@ def _band_check(band: "Band") -> dg.AssetCheckResult:
     ],
     metadata=table_metadata("alert_burden"),
     automation_condition=on_scores_or_labels(),
-    retry_policy=TRANSIENT_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(
-            BAND_CHECK,
-            asset="alert_burden",
-            partitions_def=daily_partitions,
-            description="WARN when the day's high-tier share leaves mean +- k sd of the daily "
-            "shares of the days before it (STROKE_ALERT_BAND_K, STROKE_ALERT_BAND_DAYS); passes "
-            "with the reason while fewer than STROKE_ALERT_BAND_MIN_DAYS reference days exist.",
-        )
-    ],
+    checks={
+        BAND_CHECK: "WARN when the day's high-tier share leaves mean +- k sd of the daily "
+        "shares of the days before it (STROKE_ALERT_BAND_K, STROKE_ALERT_BAND_DAYS); passes "
+        "with the reason while fewer than STROKE_ALERT_BAND_MIN_DAYS reference days exist."
+    },
     description=(
         "Alert burden of the day's scores: share of patients per risk tier and alerts per 100 "
         "patients (an alert: a patient in the high tier, or from STROKE_ALERT_FROM_TIER up); "
@@ -110,8 +97,8 @@ def _band_check(band: "Band") -> dg.AssetCheckResult:
     ),
 )
 def alert_burden(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
-    from stroke_dagster.alert_burden import burden_band, day_burden, write_burden
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.monitoring.alert_burden import burden_band, day_burden, write_burden
 
     day, settings = context.partition_key, stroke.settings()
     try:
@@ -140,15 +127,11 @@ def alert_burden(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     return glance(dg.MaterializeResult(metadata=metadata, check_results=[_band_check(band)]))
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"python", "deltalake"},
-    owners=OWNERS,
     deps=[clinician_feedback],
     metadata=table_metadata("feedback"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "The day's feedback file `STROKE_HOME/feedback/<day>.csv` recorded in the `feedback` "
         "table, each row linked to the prediction it answers (an API request id, or a day's "
@@ -158,8 +141,8 @@ def alert_burden(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     ),
 )
 def feedback(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.MaterializeResult:
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.feedback import import_csv
+    from stroke_dagster.audit.feedback import import_csv
+    from stroke_dagster.core.errors import InputError
 
     day, settings = context.partition_key, stroke.settings()
     path = settings.feedback_dir / f"{day}.csv"

@@ -141,8 +141,8 @@ def _evaluation(day: str, passed: bool, description: str, **metadata: Any) -> An
     ),
 )
 def unscored_days(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -> dg.SensorResult:
-    from stroke_dagster.alerts import post_alert, unscored_text
-    from stroke_dagster.settings import SettingsError
+    from stroke_dagster.core.settings import SettingsError
+    from stroke_dagster.monitoring.alerts import post_alert, unscored_text
 
     try:
         settings = stroke.load()

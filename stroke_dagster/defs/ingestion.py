@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from stroke_dagster.core.features import split_train_holdout
 from stroke_dagster.defs.metadata import (
     COLUMN_SCHEMA,
     ROW_COUNT,
@@ -15,9 +16,12 @@ from stroke_dagster.defs.metadata import (
 )
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import cohort_labels
-from stroke_dagster.features import split_train_holdout
-from stroke_dagster.training_data import combine_labelled, load_raw_training_data
-from stroke_dagster.validation import validate_patients
+from stroke_dagster.io.validation import validate_patients
+from stroke_dagster.model.training_data import (
+    combine_labelled,
+    load_raw_training_data,
+    missing_raw_file,
+)
 
 OWNERS = ["team:ml-platform"]
 GROUP = "ingestion"
@@ -41,7 +45,10 @@ class SplitConfig(dg.Config):
     ),
 )
 def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.Output:
-    data = load_raw_training_data(stroke.settings(), synthetic_rows=stroke.synthetic_rows)
+    settings = stroke.settings()
+    if (refusal := missing_raw_file(settings)) is not None:  # no retry brings the file
+        raise dg.Failure(description=refusal, allow_retries=False)
+    data = load_raw_training_data(settings, synthetic_rows=stroke.synthetic_rows)
     if data.synthetic:
         context.log.warning(
             f"SYNTHETIC DATA: no file at {stroke.settings().raw_csv}; using {data.source}. "
@@ -74,9 +81,9 @@ def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     ),
 )
 def labelled_cohorts(stroke: StrokeSettings) -> dg.Output:
-    from stroke_dagster.performance import labeled_cohorts
+    from stroke_dagster.io.labels import labelled_cohorts as read_labelled_cohorts
 
-    frame = labeled_cohorts(stroke.settings())
+    frame = read_labelled_cohorts(stroke.settings())
     # Ids are "<day>/<id>": the day a labelled row came from.
     days = sorted(frame["id"].astype(str).str.split("/").str[0].unique()) if len(frame) else []
     return glance(
@@ -116,7 +123,7 @@ def clean_patients(
     raw_patients: pd.DataFrame,
     labelled_cohorts: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     settings = stroke.settings()
     sources = [("training", raw_patients)]
@@ -176,7 +183,7 @@ def clean_patients(
 def patient_split(
     clean_patients: pd.DataFrame, config: SplitConfig
 ) -> dg.Output[dict[str, pd.DataFrame]]:
-    from stroke_dagster.errors import InputError
+    from stroke_dagster.core.errors import InputError
 
     try:
         train, holdout = split_train_holdout(clean_patients, config.holdout_fraction)

@@ -1,8 +1,9 @@
 """Trust in the model's risks, in Dagster: evidence and card per version, site recalibration,
 high-tier explanations, label-free estimates and daily calibration.
 
-Thin shells over :mod:`stroke_dagster.version_docs`, :mod:`stroke_dagster.recalibration_run` and
-:mod:`stroke_dagster.day_insights` (the same code as ``stroke model-card`` / ``stroke
+Thin shells over :mod:`stroke_dagster.model.version_docs`, :mod:`stroke_dagster.model.recalibrate`
+and
+:mod:`stroke_dagster.monitoring.day_insights` (the same code as ``stroke model-card`` / ``stroke
 recalibrate``):
 
 * :func:`document_registered_version` - called by ``registered_model`` for each new version:
@@ -21,11 +22,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
+from stroke_dagster.core.settings import Settings
+from stroke_dagster.defs.daily import daily_asset
 from stroke_dagster.defs.metadata import ROW_COUNT, frame_table, glance, table_metadata
-from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
 
 GROUP = "model_insights"
 OWNERS = ["team:ml-platform"]
@@ -64,8 +64,8 @@ def document_registered_version(
     Called by ``registered_model`` right after registration, so the version's card, calibration,
     subgroups and decision curve show on the asset that registered it (and in MLflow).
     """
-    from stroke_dagster.subgroups import SubgroupConfig
-    from stroke_dagster.version_docs import document_version
+    from stroke_dagster.clinical.subgroups import SubgroupConfig
+    from stroke_dagster.model.version_docs import document_version
 
     subgroup_config = SubgroupConfig(
         min_events=config.min_events,
@@ -148,9 +148,9 @@ class RecalibrationRunConfig(dg.Config):
 def site_recalibration(
     context: dg.AssetExecutionContext, config: RecalibrationRunConfig, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.errors import InputError
-    from stroke_dagster.recalibration import RecalibrationConfig
-    from stroke_dagster.recalibration_run import run_recalibration
+    from stroke_dagster.clinical.recalibration import RecalibrationConfig
+    from stroke_dagster.core.errors import InputError
+    from stroke_dagster.model.recalibrate import run_recalibration
 
     try:
         summary = run_recalibration(
@@ -185,15 +185,11 @@ class ExplanationConfig(dg.Config):
     method: str = "treeshap"  # treeshap (exact Shapley values) | path (tree-path, faster)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python"},
-    owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
     metadata=table_metadata("patient_explanations"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "Signed per-feature contributions (exact TreeSHAP in probability space) for every patient "
         "of the day's `high` tier, by the version that scored them; replaces the day's rows of "
@@ -203,21 +199,17 @@ class ExplanationConfig(dg.Config):
 def high_risk_explanations(
     context: dg.AssetExecutionContext, config: ExplanationConfig, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.day_insights import explain_high_tier
+    from stroke_dagster.monitoring.day_insights import explain_high_tier
 
     out = explain_high_tier(stroke.settings(), context.partition_key, method=config.method)
     return glance(dg.MaterializeResult(metadata={ROW_COUNT: out["rows_written"], **out}))
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python"},
-    owners=OWNERS,
     deps=[dg.AssetKey("cohort_scores")],
     metadata=table_metadata("label_free_estimates"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "Expected ROC AUC and stroke rate of the day from its scored probabilities alone "
         "(confidence-based estimation), before outcomes arrive; replaces the day's rows of the "
@@ -228,7 +220,7 @@ def high_risk_explanations(
 def label_free_estimates(
     context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.day_insights import label_free_day
+    from stroke_dagster.monitoring.day_insights import label_free_day
 
     frame = label_free_day(context.partition_key, stroke.settings())
     metadata: dict[str, Any] = {ROW_COUNT: len(frame), "versions": len(frame)}
@@ -245,15 +237,11 @@ def label_free_estimates(
     return glance(dg.MaterializeResult(metadata=metadata))
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"duckdb", "python"},
-    owners=OWNERS,
     deps=[dg.AssetKey("performance_metrics")],
     metadata=table_metadata("performance_calibration"),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "Calibration of the day's scores once its labels arrived: O/E ratio, mean difference, "
         "calibration intercept and slope, ECE, Brier and log loss per scoring version; replaces "
@@ -263,8 +251,8 @@ def label_free_estimates(
 def daily_calibration(
     context: dg.AssetExecutionContext, stroke: StrokeSettings
 ) -> dg.MaterializeResult:
-    from stroke_dagster.calibration import reliability_plot
-    from stroke_dagster.day_insights import calibration_day, labelled_scores
+    from stroke_dagster.clinical.calibration import reliability_plot
+    from stroke_dagster.monitoring.day_insights import calibration_day, labelled_scores
 
     day, settings = context.partition_key, stroke.settings()
     frame = calibration_day(day, settings)

@@ -22,7 +22,7 @@ not plain JSON (:func:`dumps`, :func:`loads`):
 * data frames: Parquet; NumPy arrays: ``.npy`` (no object arrays; read with
   ``allow_pickle=False``); ``bytes``: as they are;
 * scikit-learn estimators: skops, written only when every type it holds is in the platform's
-  allow-list (:data:`stroke_dagster.model_store.TRUSTED_TYPES`) and read with that list.
+  allow-list (:data:`stroke_dagster.model.store.TRUSTED_TYPES`) and read with that list.
 
 Anything else raises :class:`UnsupportedOutputError` when the step stores it, never at load.
 """
@@ -41,8 +41,8 @@ from typing import Any
 
 import dagster as dg
 
-from stroke_dagster.settings import Settings, load_settings
-from stroke_dagster.storage import StoragePath
+from stroke_dagster.core.settings import Settings, load_settings
+from stroke_dagster.core.storage import StoragePath
 
 IO_PREFIX = ("dagster", "io")
 SUFFIX = ".zip"
@@ -51,9 +51,9 @@ FORMAT = 1
 # The dataclasses handed between steps: only these are stored, and rebuilt, field by field.
 DATACLASSES: frozenset[str] = frozenset(
     {
-        "stroke_dagster.risk.RiskThresholds",
-        "stroke_dagster.training.metrics.Evaluation",
-        "stroke_dagster.training.tuning.TuningResult",
+        "stroke_dagster.core.risk.RiskThresholds",
+        "stroke_dagster.model.training.metrics.Evaluation",
+        "stroke_dagster.model.training.tuning.TuningResult",
     }
 )
 
@@ -102,7 +102,7 @@ def _array_from(data: bytes) -> Any:
 def _estimator_bytes(estimator: Any) -> bytes:
     import skops.io
 
-    from stroke_dagster.model_store import TRUSTED_TYPES
+    from stroke_dagster.model.store import TRUSTED_TYPES
 
     data = skops.io.dumps(estimator)
     untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
@@ -116,7 +116,7 @@ def _estimator_bytes(estimator: Any) -> bytes:
 def _estimator_from(data: bytes) -> Any:
     import skops.io
 
-    from stroke_dagster.model_store import TRUSTED_TYPES
+    from stroke_dagster.model.store import TRUSTED_TYPES
 
     return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
 

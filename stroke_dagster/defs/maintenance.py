@@ -1,6 +1,6 @@
 """The warehouse's daily upkeep: retention, compaction, checkpoints and vacuum of its Delta tables.
 
-A thin shell over :meth:`stroke_dagster.warehouse.Warehouse.maintain` (``stroke warehouse
+A thin shell over :meth:`stroke_dagster.warehouse.store.Warehouse.maintain` (``stroke warehouse
 maintain`` runs the same). It runs beside the daily loop: Delta's conflict detection refuses a
 compaction that races a writer of the same day (the next day's run compacts it), and vacuum
 deletes only files no table version of the time-travel window still references.
@@ -8,10 +8,10 @@ deletes only files no table version of the time-travel window still references.
 
 import dagster as dg
 
-from stroke_dagster import warehouse
 from stroke_dagster.defs.automation import TRANSIENT_RETRY
 from stroke_dagster.defs.metadata import glance
 from stroke_dagster.defs.resources import StrokeSettings
+from stroke_dagster.warehouse import store as warehouse
 
 MAINTENANCE_CRON = "15 1 * * *"  # 01:15 UTC, after the night's scoring of the previous day
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from stroke_dagster.settings import MODEL_NAME, Settings
+from stroke_dagster.core.settings import MODEL_NAME, Settings
 
 SIGNIFICANT = 4
 ROW_COUNT = "dagster/row_count"
@@ -75,7 +75,7 @@ def mlflow_version_url(settings: Settings, version: str) -> dg.UrlMetadataValue:
 def mlflow_run_url(settings: Settings, run_id: str, experiment_id: str | None = None) -> Any:
     """Link to an MLflow run (its experiment looked up when not given)."""
     if experiment_id is None:
-        from stroke_dagster import registry
+        from stroke_dagster.model import registry
 
         try:
             experiment_id = registry.client(settings).get_run(run_id).info.experiment_id
@@ -96,7 +96,7 @@ _COLUMN = re.compile(r"^\s*(\w+)\s+([A-Z][A-Z0-9_]*(?:\[\])?)[^-]*?(?:--\s*(.*))
 @functools.cache
 def table_schema(table: str) -> dg.TableSchema:
     """The columns of warehouse table ``table`` as its DDL defines them."""
-    from stroke_dagster.warehouse import DDL_DIR
+    from stroke_dagster.warehouse.store import DDL_DIR
 
     columns = []
     for line in (DDL_DIR / f"{table}.sql").read_text().splitlines():
@@ -141,8 +141,8 @@ def glance(result: Any) -> Any:
 
 @functools.cache
 def patient_schema(labelled: bool = False) -> dg.TableSchema:
-    """The patient columns as :mod:`stroke_dagster.schema` defines them (with ``stroke``)."""
-    from stroke_dagster import schema
+    """The patient columns as :mod:`stroke_dagster.core.schema` defines them (with ``stroke``)."""
+    from stroke_dagster.core import schema
 
     columns = [dg.TableColumn(schema.ID, "varchar", description="the patient's id")]
     for name in schema.FEATURES:

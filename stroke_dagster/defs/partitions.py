@@ -23,8 +23,8 @@ DAY_FOLDERS = ("incoming", "labels", "cohorts")
 
 def go_live() -> dt.date:
     """The first daily partition (see the module docstring)."""
-    from stroke_dagster.arrivals import parse_day
-    from stroke_dagster.settings import SettingsError, load_settings
+    from stroke_dagster.core.settings import SettingsError, load_settings
+    from stroke_dagster.io.arrivals import parse_day
 
     fallback = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
     try:

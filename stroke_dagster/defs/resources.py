@@ -8,8 +8,8 @@ import dagster as dg
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 
-from stroke_dagster.registry import EXPERIMENT_NAME, configure_mlflow
-from stroke_dagster.settings import Settings, SettingsError, environ_values
+from stroke_dagster.core.settings import Settings, SettingsError, environ_values
+from stroke_dagster.model.registry import EXPERIMENT_NAME, configure_mlflow
 
 # Resource field -> (section, field) of Settings it overrides.
 _OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -37,7 +37,7 @@ def _env(name: str) -> dg.EnvVar | None:
 
 
 class StrokeSettings(dg.ConfigurableResource):
-    """The platform's :class:`~stroke_dagster.settings.Settings`, built once per use.
+    """The platform's :class:`~stroke_dagster.core.settings.Settings`, built once per use.
 
     The process environment's settings (``load_settings()``: ``STROKE_HOME``, ``STROKE_GATE_*``,
     ``STROKE_RETRAIN_*``, ...) overlaid with the fields set here. The environment is only read,

@@ -1,4 +1,5 @@
-"""Retraining on persistent drift: the sensor that applies :mod:`stroke_dagster.retraining`.
+"""Retraining on persistent drift: the sensor that applies
+:mod:`stroke_dagster.monitoring.retraining`.
 
 A sensor rather than an automation condition: the policy reads the drift verdicts from the
 warehouse (``drift_summary``, against the current champion), needs the run history for its
@@ -14,15 +15,15 @@ import json
 
 import dagster as dg
 
+from stroke_dagster.core.settings import Settings
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
 
 TRAINING_JOB = "training_job"
 TRIGGER_TAG = "stroke/trigger"
 
 
 def _verdicts(version: str, window: int, settings: Settings) -> list[tuple[str, bool]]:
-    from stroke_dagster import warehouse
+    from stroke_dagster.warehouse import store as warehouse
 
     if not warehouse.exists(settings):
         return []
@@ -44,7 +45,7 @@ def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRe
     cursor's request if newer and its run has not ended badly (a failed or cancelled
     retraining neither starts the cooldown nor spends its window)."""
     from stroke_dagster.defs.healing import ENDED_BADLY, IN_PROGRESS
-    from stroke_dagster.retraining import LastRetrain
+    from stroke_dagster.monitoring.retraining import LastRetrain
 
     candidates = []
     records = context.instance.get_run_records(
@@ -98,11 +99,11 @@ def _last_retrain(context: dg.SensorEvaluationContext):  # noqa: ANN202 - LastRe
     ),
 )
 def drift_retraining(context: dg.SensorEvaluationContext, stroke: StrokeSettings):  # noqa: ANN201
-    from stroke_dagster import registry
-    from stroke_dagster.alerts import post_alert, retrain_failed_text
+    from stroke_dagster.core.settings import SettingsError
     from stroke_dagster.defs.healing import ENDED_BADLY, count_runs
-    from stroke_dagster.retraining import Policy, decide
-    from stroke_dagster.settings import SettingsError
+    from stroke_dagster.model import registry
+    from stroke_dagster.monitoring.alerts import post_alert, retrain_failed_text
+    from stroke_dagster.monitoring.retraining import Policy, decide
 
     try:
         settings = stroke.load()

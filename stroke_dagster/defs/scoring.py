@@ -1,6 +1,7 @@
 """Cohort scoring: the daily-partitioned assets that validate and score each day's cohort.
 
-The assets are thin calls into :mod:`stroke_dagster.scoring` (the same code as ``stroke score``):
+The assets are thin calls into :mod:`stroke_dagster.scoring.batch` (the same code as ``stroke
+score``):
 
 * ``daily_cohort`` validates ``STROKE_HOME/incoming/<day>.csv`` (or ``.parquet``) into a typed
   Parquet file under ``STROKE_HOME/cohorts`` and quarantines the rejected rows;
@@ -17,8 +18,10 @@ import json
 
 import dagster as dg
 
-from stroke_dagster import registry, scoring, warehouse
-from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data, permanent_failure
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.core.settings import Settings
+from stroke_dagster.defs.automation import on_new_upstream_data, permanent_failure
+from stroke_dagster.defs.daily import daily_asset
 from stroke_dagster.defs.metadata import (
     COLUMN_SCHEMA,
     ROW_COUNT,
@@ -31,11 +34,11 @@ from stroke_dagster.defs.metadata import (
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.sources import champion_model, incoming_cohort
-from stroke_dagster.errors import InputError
-from stroke_dagster.settings import Settings
+from stroke_dagster.model import registry
+from stroke_dagster.scoring import batch as scoring
+from stroke_dagster.warehouse import store as warehouse
 
 GROUP = "scoring"
-OWNERS = ["team:ml-platform"]
 KINDS = {"duckdb", "python"}
 ROWS_CHECK = "rows_accounted"
 
@@ -58,15 +61,11 @@ def _cohort(
         raise permanent_failure(context, f"{name}: {exc}", day=day, file=name) from None
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds=KINDS,
-    owners=OWNERS,
     deps=[incoming_cohort],
     metadata={COLUMN_SCHEMA: patient_schema()},
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "The day's patient cohort from `STROKE_HOME/incoming/<day>.csv|.parquet`, validated "
         "against the patient schema into a typed Parquet file "
@@ -94,25 +93,17 @@ def daily_cohort(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> d
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds=KINDS,
-    owners=OWNERS,
     deps=[daily_cohort, champion_model],
     metadata=table_metadata("score_history"),
     # A new champion rescores through the champion_rescoring sensor (recent days only).
     automation_condition=on_new_upstream_data(ignore=[champion_model.key]),
-    retry_policy=TRANSIENT_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(
-            ROWS_CHECK,
-            asset="cohort_scores",
-            partitions_def=daily_partitions,  # one verdict per day
-            description="Every input row of the day is scored or quarantined: "
-            "rows_in = rows_scored + rows_quarantined.",
-        )
-    ],
+    checks={
+        ROWS_CHECK: "Every input row of the day is scored or quarantined: "
+        "rows_in = rows_scored + rows_quarantined."
+    },
     description=(
         "Stroke probability and risk tier (thresholds recorded with the model at training time) "
         "of every valid patient of the day, scored by the StrokeRF champion: one Delta commit "

@@ -1,4 +1,4 @@
-"""Silent (shadow) scoring: thin assets over :mod:`stroke_dagster.shadow`.
+"""Silent (shadow) scoring: thin assets over :mod:`stroke_dagster.scoring.shadow`.
 
 * ``shadow_scores`` scores each day with the versions in shadow, after (never before) the
   champion's ``cohort_scores``: its own step and its own failure, so it can neither delay nor
@@ -12,30 +12,28 @@ from typing import Any
 
 import dagster as dg
 
-from stroke_dagster import registry, scoring, shadow
-from stroke_dagster.defs.automation import TRANSIENT_RETRY, on_new_upstream_data
+from stroke_dagster.core.errors import InputError
+from stroke_dagster.defs.automation import on_new_upstream_data
+from stroke_dagster.defs.daily import daily_asset
 from stroke_dagster.defs.metadata import ROW_COUNT, glance, records_table, table_metadata
-from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
 from stroke_dagster.defs.scoring import cohort_scores, daily_cohort
 from stroke_dagster.defs.sources import cohort_labels
 from stroke_dagster.defs.training import REGISTRY_POOL
-from stroke_dagster.errors import InputError
+from stroke_dagster.model import registry
+from stroke_dagster.scoring import batch as scoring
+from stroke_dagster.scoring import shadow
 
 GROUP = "shadow"
-OWNERS = ["team:ml-platform"]
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"python", "deltalake"},
-    owners=OWNERS,
     deps=[daily_cohort, cohort_scores],
     metadata=table_metadata("score_history"),
     # after the champion's scores exist; a champion rescoring does not re-run it
     automation_condition=on_new_upstream_data(ignore=[cohort_scores.key]),
-    retry_policy=TRANSIENT_RETRY,
     description=(
         "The day scored silently by the versions in shadow (the latest challenger and the "
         "version with the alias `shadow`): one `score_history` slice each, role 'shadow', never "
@@ -84,15 +82,11 @@ COMPARISON_COLUMNS = {
 }
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@daily_asset(
+    group=GROUP,
     kinds={"python", "deltalake"},
-    owners=OWNERS,
     deps=[shadow_scores, cohort_scores, cohort_labels],
     metadata=table_metadata(shadow.TABLE),
-    automation_condition=on_new_upstream_data(),
-    retry_policy=TRANSIENT_RETRY,
     pool=REGISTRY_POOL,  # it may move the champion alias
     description=(
         "Once the day's labels arrive: each shadow version against the champion on the same "

@@ -28,9 +28,9 @@ from typing import Any
 
 import dagster as dg
 
+from stroke_dagster.core.settings import Settings
 from stroke_dagster.defs.partitions import daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
 
 GROUP = "sources"
 OWNERS = ["team:ml-platform"]
@@ -99,7 +99,7 @@ clinician_feedback = dg.AssetSpec(
 )
 def champion_model(stroke: StrokeSettings):  # noqa: ANN201 - yields ObserveResult
     """Observe by hand (the sensor observes it every 30 s)."""
-    from stroke_dagster import registry
+    from stroke_dagster.model import registry
 
     settings = stroke.settings()
     version = registry.resolve_alias("champion", settings=settings)
@@ -112,13 +112,14 @@ def champion_model(stroke: StrokeSettings):  # noqa: ANN201 - yields ObserveResu
 
 def champion_glance(settings: Settings, version: str) -> dict[str, Any]:
     """What a person asks of the champion, as metadata (rounded, with links)."""
-    from stroke_dagster import registry, warehouse
     from stroke_dagster.defs.metadata import (
         dagster_run_url,
         mlflow_run_url,
         mlflow_version_url,
         readable,
     )
+    from stroke_dagster.model import registry
+    from stroke_dagster.warehouse import store as warehouse
 
     client = registry.client(settings)
     model_version = client.get_model_version(registry.MODEL_NAME, version)
@@ -249,9 +250,9 @@ def arrived_by_due_hour(stroke: StrokeSettings) -> dg.AssetCheckResult:
     ),
 )
 def file_arrivals(context: dg.SensorEvaluationContext, stroke: StrokeSettings) -> dg.SensorResult:
-    from stroke_dagster import arrivals
-    from stroke_dagster.alerts import overdue_text, post_alert
-    from stroke_dagster.settings import COHORT_SUFFIXES, SettingsError
+    from stroke_dagster.core.settings import COHORT_SUFFIXES, SettingsError
+    from stroke_dagster.io import arrivals
+    from stroke_dagster.monitoring.alerts import overdue_text, post_alert
 
     try:
         settings = stroke.load()
@@ -360,9 +361,9 @@ def _rescoring_state(
 def champion_rescoring(
     context: dg.SensorEvaluationContext, stroke: StrokeSettings
 ) -> dg.SensorResult:
-    from stroke_dagster import registry
+    from stroke_dagster.core.settings import SettingsError
     from stroke_dagster.defs.healing import ENDED_BADLY, PARTITION_TAG, count_runs, day_busy
-    from stroke_dagster.settings import SettingsError
+    from stroke_dagster.model import registry
 
     try:
         settings = stroke.load()

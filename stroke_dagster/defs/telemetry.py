@@ -1,7 +1,8 @@
 """The online service's daily figures: one partition per UTC day, logged to MLflow.
 
 ``inference_daily_summary`` aggregates the day's request telemetry (the Parquet segments behind
-the warehouse view ``inference_log``; see :mod:`stroke_dagster.api.telemetry`) and logs it as one
+the warehouse view ``inference_log``; see :mod:`stroke_dagster.warehouse.telemetry`) and logs it as
+one
 MLflow run per day in the experiment ``stroke-inference`` (re-materialising a day updates that
 run). It then compacts every past day of telemetry into one file per day and deletes the days
 older than the retention (``warehouse.telemetry_retention_days``, default 90). Parquet only: it
@@ -13,12 +14,12 @@ import time
 
 import dagster as dg
 
-from stroke_dagster import warehouse
-from stroke_dagster.api.telemetry import compact_telemetry, summarize_day
+from stroke_dagster.core.settings import Settings
 from stroke_dagster.defs.metadata import glance, mlflow_run_url
 from stroke_dagster.defs.partitions import completed_daily_partitions as daily_partitions
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
+from stroke_dagster.warehouse import store as warehouse
+from stroke_dagster.warehouse.telemetry import compact_telemetry, summarize_day
 
 GROUP = "monitoring"
 INFERENCE_EXPERIMENT = "stroke-inference"
@@ -30,7 +31,7 @@ def log_summary_to_mlflow(settings: Settings, summary: dict) -> str:
     import mlflow
     from mlflow.entities import Metric, Param
 
-    from stroke_dagster.registry import configure_mlflow
+    from stroke_dagster.model.registry import configure_mlflow
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()

@@ -1,7 +1,9 @@
 """Training assets: Optuna-tuned forest, holdout evaluation, registration and the champion gate.
 
-Each asset is a thin call into :mod:`stroke_dagster.training`, :mod:`stroke_dagster.registry` and
-:mod:`stroke_dagster.gate`. ``stroke train`` runs this same ``training_job`` in-process, recorded in
+Each asset is a thin call into :mod:`stroke_dagster.model.training`,
+:mod:`stroke_dagster.model.registry` and
+:mod:`stroke_dagster.model.gate`. ``stroke train`` runs this same ``training_job`` in-process,
+recorded in
 the Dagster instance. The ``mlflow`` resource (dagster-mlflow) makes every step of one Dagster run
 log into one MLflow run; Optuna trials become nested runs under it.
 """
@@ -15,7 +17,7 @@ import pandas as pd
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
-from stroke_dagster import change_control, gate, recalibration_run, registry, training
+from stroke_dagster.core.settings import Settings
 from stroke_dagster.defs import insights
 from stroke_dagster.defs.metadata import (
     glance,
@@ -24,7 +26,8 @@ from stroke_dagster.defs.metadata import (
     records_table,
 )
 from stroke_dagster.defs.resources import StrokeSettings
-from stroke_dagster.settings import Settings
+from stroke_dagster.model import change_control, gate, registry, training, training_data
+from stroke_dagster.model import recalibrate as recalibration_run
 
 log = logging.getLogger(__name__)
 OWNERS = ["team:ml-platform"]
@@ -205,6 +208,8 @@ def registered_model(
             f"v{version} recalibrated on {len(recalibrated['days'])} site day(s) as v{candidate}"
         )
     link_back(settings, run_id, context.run_id)
+    # training_data=real|synthetic (+ the file's sha256) on the forest and the gated version
+    training_data.tag_versions(registry.client(settings), (version, candidate), settings)
     change = _document_change(context, settings, version, verdict, patient_split, recalibrated)
     context.log.info(f"{registry.MODEL_NAME} v{candidate} -> {verdict.alias}: {verdict.reason}")
     figures = {f"gate_{k}": float(v) for k, v in verdict.metrics().items()}

@@ -1,0 +1,1 @@
+"""The audit trail: a record per prediction, tamper-evident chains and clinicians' feedback."""

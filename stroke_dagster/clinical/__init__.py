@@ -1,0 +1,1 @@
+"""Clinical statistics: calibration, recalibration, subgroups, decision curves and explanations."""

@@ -1,0 +1,2 @@
+"""Files in and out: arrivals in ``incoming/``, patient-file readers, validation and versioned
+files."""

@@ -1,0 +1,2 @@
+"""Watching the live model: drift, performance, label-free estimates, alerts and retraining
+policy."""

@@ -1,0 +1,1 @@
+"""Batch scoring of cohort files into the warehouse, for the champion and versions in shadow."""
