@@ -28,7 +28,7 @@ DAY = "2026-01-05"
 
 @dataclass
 class SmallModel:
-    """A real fitted pipeline with the fields scoring reads from a registered ``ServingModel``."""
+    """A real fitted pipeline with the fields scoring reads from a registered ``StoredModel``."""
 
     pipeline: Any
     name: str = "StrokeRF"

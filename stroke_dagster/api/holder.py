@@ -30,7 +30,7 @@ CHAMPION = "champion"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered version ready to score: the registry's ServingModel plus its scorer."""
+    """A registered version ready to score: the registry's StoredModel plus its scorer."""
 
     model: Any  # stroke_dagster.model.store.StoredModel
     scorer: Scorer

@@ -347,8 +347,9 @@ class StorageSettings(_Section):
 
     - ``url`` (default unset: ``STROKE_HOME`` on the local disk, the single-machine layout):
       ``s3://bucket/prefix`` keeps cohort inputs, labels, typed cohort copies, drift detectors,
-      telemetry and the warehouse's Parquet files in an object store instead. ``STROKE_HOME`` then
-      holds only local caches and the warehouse's file of views.
+      telemetry and the warehouse's Delta tables in an object store instead. ``STROKE_HOME``
+      then holds only local state: the model cache, scratch files and, unless configured
+      elsewhere, MLflow's and Dagster's own stores.
     - ``endpoint_url``: the S3 API endpoint of an S3-compatible store (MinIO, moto, Ceph...).
     - ``region``: the bucket's region (default: botocore's own configuration).
     - ``scratch_dir``: a local directory for a step's private temporary files (default:

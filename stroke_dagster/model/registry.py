@@ -398,11 +398,7 @@ def resolve_alias(alias: str = CHAMPION, *, settings: Settings) -> str | None:
         return None
 
 
-# One registered version loaded through the model cache (see :mod:`stroke_dagster.model.store`).
-ServingModel = StoredModel
-
-
-def load_model(alias_or_version: str = CHAMPION, *, settings: Settings) -> ServingModel:
+def load_model(alias_or_version: str = CHAMPION, *, settings: Settings) -> StoredModel:
     """Load a version (``"3"``) or an alias (``"champion"``, resolved afresh) of ``StrokeRF``.
 
     Through the model cache (:func:`stroke_dagster.model.store.load_model`); kept per version in

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 import numpy as np
 import pyarrow as pa
@@ -72,12 +72,16 @@ _SCORE_SCHEMA = pa.schema(
 
 
 class ScoringModel(Protocol):
-    """What scoring needs of a model (``model_store.StoredModel`` provides it)."""
+    """What scoring needs of a model (``model_store.StoredModel`` provides it); read only."""
 
-    pipeline: Any
-    name: str
-    version: str
-    thresholds: RiskThresholds
+    @property
+    def pipeline(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def thresholds(self) -> RiskThresholds: ...
 
 
 @dataclass
@@ -200,6 +204,10 @@ def _table_frame(table: pa.Table) -> pd.DataFrame:
     return pa.table(columns).to_pandas()
 
 
+@overload
+def _day(cohort_date: str | dt.date) -> str: ...
+@overload
+def _day(cohort_date: str | dt.date | None) -> str | None: ...
 def _day(cohort_date: str | dt.date | None) -> str | None:
     if cohort_date is None:
         return None
@@ -227,7 +235,8 @@ class _ParquetSink:
     """
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path, self.schema, self._writer = path, schema, None
+        self.path, self.schema = path, schema
+        self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -402,7 +411,13 @@ def score_file(
     started = time.perf_counter()
     day = _day(cohort_date)
     path = Path(path)
-    pending = Background(model) if callable(model) and not hasattr(model, "pipeline") else None
+    # a model has a pipeline; a function returning one has not
+    pending: Background[ScoringModel] | None = None
+    loaded: ScoringModel | None = None
+    if callable(model) and not hasattr(model, "pipeline"):
+        pending = Background(model)
+    else:
+        loaded = cast(ScoringModel, model)
     summary = ScoreSummary(0, 0, 0, "", "", cohort_date=day)
     output = Path(output_csv) if output_csv is not None else None
 
@@ -423,22 +438,24 @@ def score_file(
 
                 preload_kernel()
             batches = _iter_for_scoring(path, batch_rows)
+            digested: Iterator[tuple[Any, pd.DataFrame | None, np.ndarray | None]]
             if hasher is not None:  # the features' digests too, in the reader thread
-                batches = ((v, q, hasher.feature_digests(v)) for v, q in batches)
+                digested = ((v, q, hasher.feature_digests(v)) for v, q in batches)
             else:
-                batches = ((v, q, None) for v, q in batches)
-            for valid, quarantine, digests in prefetch(batches):
+                digested = ((v, q, None) for v, q in batches)
+            for valid, quarantine, digests in prefetch(digested):
                 if pending is not None:
-                    model, pending = pending.result(), None
-                if large and not hasattr(model, "engine"):
-                    model = _with_engine(model)
-                summary.model_name, summary.model_version = model.name, str(model.version)
+                    loaded, pending = pending.result(), None
+                assert loaded is not None  # given, or loaded just above
+                if large and not hasattr(loaded, "engine"):
+                    loaded = _with_engine(loaded)
+                summary.model_name, summary.model_version = loaded.name, str(loaded.version)
                 rejects = 0 if quarantine is None else len(quarantine)
-                probs = predict_probabilities(model, valid, on_fallback=count_fallback)
+                probs = predict_probabilities(loaded, valid, on_fallback=count_fallback)
                 summary.rows_in += len(valid) + rejects
                 summary.rows_scored += len(valid)
                 summary.rows_quarantined += rejects
-                tiers = tier_index(probs, model.thresholds)
+                tiers = tier_index(probs, loaded.thresholds)
                 _count_tiers(summary.tier_counts, tiers)
                 if isinstance(valid, pa.Table):
                     ids = valid[ID]
@@ -466,6 +483,8 @@ def score_file(
                 csv_writer = None
             if before_write is not None:
                 before_write()
+            if pending is not None and hasher is not None:  # no batch (an empty Parquet file):
+                loaded, pending = pending.result(), None  # the audit record still names the model
             _write_warehouse(
                 summary,
                 path,
@@ -475,9 +494,10 @@ def score_file(
                 provenance,
                 role,
                 settings,
-                audited=(hasher, model) if hasher is not None else None,
+                audited=(hasher, loaded) if hasher is not None and loaded is not None else None,
             )
             if csv_tmp is not None:
+                assert output is not None  # csv_tmp is set only with an output
                 os.replace(csv_tmp, output)
                 summary.output = str(output)
         finally:
@@ -587,8 +607,10 @@ def _write_warehouse(
         provenance.input_sha256 = warehouse.file_sha256(path)
     with warehouse.write_transaction(settings, provenance) as batch:
         if write_rejected:
+            assert source is not None  # write_rejected needs a quarantine source
             warehouse.replace_quarantine_rows(batch, rejected_path, source, day, now)
         if scores_path is not None:
+            assert day is not None  # scores are staged only for a cohort day
             extra = {
                 "model_name": summary.model_name,
                 "model_version": summary.model_version,
@@ -642,10 +664,11 @@ def current_cohort(settings: Settings, day: str) -> CohortSummary:
         stale = False
         if source is not None:
             source_info = files.info(source)
-            stale = source_info is None or _source_name(source) != summary.source_file
-            if not stale and summary.source_version is not None:
+            if source_info is None or _source_name(source) != summary.source_file:
+                stale = True
+            elif summary.source_version is not None:
                 stale = source_info.version != summary.source_version
-            elif not stale:
+            else:
                 stale = source_info.mtime_ns > summary_info.mtime_ns
         if not stale:
             return summary
@@ -702,7 +725,7 @@ def validate_cohort(
                 if len(quarantine):
                     rejected.write(_quarantine_table(quarantine))
                 table = pa.Table.from_pandas(valid, preserve_index=False)
-                if schema is None:
+                if writer is None:
                     schema = _typed_schema(table.schema)
                     writer = pq.ParquetWriter(tmp, schema, compression="zstd")
                 writer.write_table(table.cast(schema))

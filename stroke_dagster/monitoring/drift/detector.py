@@ -201,6 +201,7 @@ class TabularDriftDetector:
             )
         for group in groups:
             frame = reference if group.source == "features" else reference_predictions
+            assert frame is not None  # the predictions group exists only when they were given
             self._fit_group(group, frame)
         self.groups = groups
         return self

@@ -30,7 +30,7 @@ from stroke_dagster.monitoring.drift.config import DriftConfig
 from stroke_dagster.monitoring.drift.detector import STATE_COLUMNS, TabularDriftDetector
 
 if TYPE_CHECKING:
-    from stroke_dagster.model.registry import ServingModel
+    from stroke_dagster.model.store import StoredModel
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 1: the pickles of earlier releases (ignored)
@@ -104,7 +104,7 @@ class LoadedDetector:
     fitted_now: bool
 
 
-def fit_for_model(model: ServingModel, config: DriftConfig, settings: Settings) -> LoadedDetector:
+def fit_for_model(model: StoredModel, config: DriftConfig, settings: Settings) -> LoadedDetector:
     """Fit a detector on ``model``'s reference data and holdout predictions, and store it."""
     detector = TabularDriftDetector(config).fit(
         model.reference_frame(),
