@@ -386,7 +386,8 @@ class StorageSettings(_Section):
     @property
     def remote(self) -> bool:
         """Whether the files live in an object store (not on the local disk)."""
-        return bool(self.url) and self.url.partition("://")[0] not in ("", "file")
+        url = self.url
+        return bool(url and url.partition("://")[0] not in ("", "file"))
 
 
 EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "dask", "k8s")
@@ -680,8 +681,8 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         files = self.files
-        for path in (self.home, self.models_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        for local in (self.home, self.models_dir):
+            local.mkdir(parents=True, exist_ok=True)
         for path in (self.incoming_dir, self.labels_dir, self.feedback_dir):
             files.makedirs(path)
 

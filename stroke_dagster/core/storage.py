@@ -416,41 +416,6 @@ class Storage:
             self.fs.rm(self.key(directory), recursive=True)
         self._changed()
 
-    @contextlib.contextmanager
-    def lock(
-        self, path: str | PurePath, *, timeout: float = 600.0, lease: float = 900.0
-    ) -> Iterator[None]:
-        """Hold an exclusive lock named ``path`` across processes and machines of this storage.
-
-        Local: ``flock`` on the file (released by the kernel if the holder dies). Object
-        storage: a lease object created by a conditional ``PUT``; a lease older than ``lease``
-        seconds (its holder died) is broken. Raises :class:`TimeoutError` after ``timeout``.
-        """
-        path = self.as_path(path)
-        deadline = time.monotonic() + timeout
-        if self.is_local:
-            # A kernel lock: nothing is left behind when its holder dies. An object store has
-            # no such thing, hence the lease below.
-            with self._flock(Path(path), deadline, timeout):
-                yield
-            return
-        holder = json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
-        ).encode()
-        while not self.create_exclusive(path, holder):
-            info = self.info(path)
-            if info is not None and time.time() - info.mtime_ns / 1e9 > lease:
-                log.warning("breaking the stale lock %s (older than %g s)", path, lease)
-                self.delete(path)
-                continue
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"lock {path} held for over {timeout:g} s")
-            time.sleep(0.5)
-        try:
-            yield
-        finally:
-            self.delete(path)
-
     # -- other libraries ---------------------------------------------------------------------
 
     def arrow_filesystem(self) -> pafs.FileSystem:
@@ -649,6 +614,41 @@ class Storage:
             return False
         self._changed()
         return True
+
+    @contextlib.contextmanager
+    def lock(
+        self, path: str | PurePath, *, timeout: float = 600.0, lease: float = 900.0
+    ) -> Iterator[None]:
+        """Hold an exclusive lock named ``path`` across processes and machines of this storage.
+
+        Local: ``flock`` on the file (released by the kernel if the holder dies). Object
+        storage: a lease object created by a conditional ``PUT``; a lease older than ``lease``
+        seconds (its holder died) is broken. Raises :class:`TimeoutError` after ``timeout``.
+        """
+        path = self.as_path(path)
+        deadline = time.monotonic() + timeout
+        if self.is_local:
+            # A kernel lock: nothing is left behind when its holder dies. An object store has
+            # no such thing, hence the lease below.
+            with self._flock(Path(path), deadline, timeout):
+                yield
+            return
+        holder = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+        ).encode()
+        while not self.create_exclusive(path, holder):
+            info = self.info(path)
+            if info is not None and time.time() - info.mtime_ns / 1e9 > lease:
+                log.warning("breaking the stale lock %s (older than %g s)", path, lease)
+                self.delete(path)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {path} held for over {timeout:g} s")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            self.delete(path)
 
     @contextlib.contextmanager
     def _flock(self, target: Path, deadline: float, timeout: float) -> Iterator[None]:

@@ -40,8 +40,9 @@ class SplitConfig(dg.Config):
     metadata={COLUMN_SCHEMA: patient_schema(labelled=True)},
     description=(
         "The labelled Kaggle stroke file at STROKE_RAW_CSV, read as text (BOM, CRLF and N/A "
-        "tolerated). Falls back to the project's synthetic patients, with a warning, when the "
-        "file is absent."
+        "tolerated). When the file is absent: the project's synthetic patients if "
+        "STROKE_ALLOW_SYNTHETIC (the version is tagged training_data=synthetic), else the run "
+        "fails with one line."
     ),
 )
 def raw_patients(context: dg.AssetExecutionContext, stroke: StrokeSettings) -> dg.Output:
