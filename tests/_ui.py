@@ -1,4 +1,4 @@
-"""Helpers of the UI test (tests/test_ui.py): ``dagster dev`` on temporary homes, cohort files
+"""Helpers of the UI test (tests/defs/test_ui.py): ``dagster dev`` on temporary homes, cohort files
 dropped into the loop, bounded waits on the instance, and Debian's Chromium under Playwright."""
 
 from __future__ import annotations

@@ -127,15 +127,22 @@ def subgroup_warnings(table: pd.DataFrame, config: SubgroupConfig | None = None)
     population_auc = whole.get("roc_auc")
     for _, row in table[(table["subgroup"] != "all") & (table["status"] == OK)].iterrows():
         name = f"{row['subgroup']}={row['group']}"
-        auc_known = population_auc is not None and pd.notna(population_auc)
-        if auc_known and row["roc_auc"] < population_auc - config.auc_margin:
+        if (
+            population_auc is not None
+            and pd.notna(population_auc)
+            and row["roc_auc"] < population_auc - config.auc_margin
+        ):
             out.append(
                 f"{name}: ROC AUC {row['roc_auc']:.3f} is more than {config.auc_margin:.2f} "
                 f"below the population's {population_auc:.3f}"
             )
         oe = row.get("oe_ratio")
-        oe_known = oe is not None and pd.notna(oe) and oe > 0
-        if oe_known and (oe > config.oe_ratio_limit or oe < 1.0 / config.oe_ratio_limit):
+        if (
+            oe is not None
+            and pd.notna(oe)
+            and oe > 0
+            and (oe > config.oe_ratio_limit or oe < 1.0 / config.oe_ratio_limit)
+        ):
             out.append(
                 f"{name}: observed/expected {oe:.2f} is off by more than "
                 f"x{config.oe_ratio_limit:.2f}"

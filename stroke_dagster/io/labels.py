@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path, PurePath
+from typing import Literal, overload
 
 import pandas as pd
 
@@ -96,6 +97,12 @@ def day_labels(day: str, settings: Settings) -> pd.DataFrame | None:
     return labels.drop_duplicates(subset=[ID], keep="last")
 
 
+@overload
+def labelled_cohort(
+    day: str, settings: Settings, *, strict: Literal[True] = True
+) -> pd.DataFrame: ...
+@overload
+def labelled_cohort(day: str, settings: Settings, *, strict: bool) -> pd.DataFrame | None: ...
 def labelled_cohort(day: str, settings: Settings, *, strict: bool = True) -> pd.DataFrame | None:
     """The day's cohort rows that have a label line, unvalidated.
 

@@ -160,10 +160,12 @@ def compare(
     y = np.asarray(y, dtype=int)
     p_shadow, p_champion = np.asarray(p_shadow, float), np.asarray(p_champion, float)
     row: dict[str, Any] = {"n_patients": len(y), "n_events": int(y.sum())}
+    aucs: tuple[float | None, ...]
     try:
-        auc_s, auc_c, diff, low, high = paired_auc_difference(y, p_shadow, p_champion)
+        aucs = paired_auc_difference(y, p_shadow, p_champion)
     except ValueError:  # fewer than two patients of a class
-        auc_s = auc_c = diff = low = high = None
+        aucs = (None,) * 5
+    auc_s, auc_c, diff, low, high = aucs
     row.update(
         shadow_auc=auc_s,
         champion_auc=auc_c,
@@ -194,7 +196,12 @@ def compare_day(settings: Settings, day: str) -> pd.DataFrame | None:
     rows = []
     for (shadow, champion), group in pairs.groupby(["shadow_version", "champion_version"]):
         thresholds = registry.load_model(str(champion), settings=settings).thresholds
-        row = compare(group["y"], group["p_shadow"], group["p_champion"], thresholds)
+        row = compare(
+            group["y"].to_numpy(),
+            group["p_shadow"].to_numpy(),
+            group["p_champion"].to_numpy(),
+            thresholds,
+        )
         rows.append({"shadow_version": str(shadow), "champion_version": str(champion), **row})
     frame = pd.DataFrame(rows, columns=_COLUMNS)
     frame["computed_at"] = dt.datetime.now(dt.UTC)
@@ -283,7 +290,12 @@ def pooled(settings: Settings, version: str, champion: str) -> dict[str, Any]:
         return {"n_days": 0, "n_patients": 0, "n_events": 0}
     live = pd.concat(days, ignore_index=True).drop_duplicates(subset=["id"], keep="first")
     thresholds = registry.load_model(champion, settings=settings).thresholds
-    figures = compare(live["y"], live["p_candidate"], live["p_champion"], thresholds)
+    figures = compare(
+        live["y"].to_numpy(),
+        live["p_candidate"].to_numpy(),
+        live["p_champion"].to_numpy(),
+        thresholds,
+    )
     return {"n_days": len(days), **figures}
 
 

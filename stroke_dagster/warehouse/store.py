@@ -68,7 +68,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
 import pandas as pd
@@ -107,7 +107,7 @@ _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", r
 _ready: set[tuple[str, str]] = set()
 _ready_guard = threading.Lock()
 
-Data = pd.DataFrame | pa.Table | Path | str  # a Path or str: a local Parquet file
+Data: TypeAlias = pd.DataFrame | pa.Table | Path | str  # a Path or str: a local Parquet file
 
 
 class WarehouseBusyError(TimeoutError):
@@ -527,8 +527,11 @@ class Warehouse:
         scratch = self.files.scratch
         path = scratch / f"stage-{table}-{uuid.uuid4().hex[:12]}.parquet"
         spill = scratch / f"spill-{uuid.uuid4().hex[:12]}"
-        config = {"memory_limit": STAGE_MEMORY_LIMIT, "temp_directory": str(spill)}
-        con = self.files.register(duckdb.connect(config=config))
+        con = self.files.register(
+            duckdb.connect(
+                config={"memory_limit": STAGE_MEMORY_LIMIT, "temp_directory": str(spill)}
+            )
+        )
         try:
             con.execute(ddl)
             rows = insert_rows(con, table, data, extra)
@@ -570,6 +573,7 @@ class Warehouse:
             found = con.execute(
                 f"SELECT count(*), {', '.join(sql for _, sql in counts)} FROM ({select})", params
             ).fetchone()
+            assert found is not None  # an aggregate without GROUP BY returns one row
             rows, violations = int(found[0]), found[1:]
             for (constraint, _), bad in zip(counts, violations, strict=True):
                 if bad:
@@ -668,15 +672,27 @@ class Warehouse:
             files = ds.dataset([str(s.path) for s in staged], format="parquet")
             batches = (b.cast(target) for b in files.to_batches() if b.num_rows)
             delta = self.table(table)
+            reader = pa.RecordBatchReader.from_batches(target, batches)
+            commit = CommitProperties(custom_metadata=metadata or {})
+            writer = _writer_properties(target)
             try:
-                write_deltalake(
-                    delta,
-                    pa.RecordBatchReader.from_batches(target, batches),
-                    mode="append" if replace_where is None else "overwrite",
-                    predicate=replace_where,
-                    commit_properties=CommitProperties(custom_metadata=metadata or {}),
-                    writer_properties=_writer_properties(target),
-                )
+                if replace_where is None:
+                    write_deltalake(
+                        delta,
+                        reader,
+                        mode="append",
+                        commit_properties=commit,
+                        writer_properties=writer,
+                    )
+                else:
+                    write_deltalake(
+                        delta,
+                        reader,
+                        mode="overwrite",
+                        predicate=replace_where,
+                        commit_properties=commit,
+                        writer_properties=writer,
+                    )
             except CommitFailedError as exc:
                 raise WarehouseBusyError(f"{table}: {str(exc).splitlines()[0]}") from exc
             return delta.version()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from test_automation import day, project_defs, requested, tick, write_cohort
+from _automation import day, project_defs, requested, tick, write_cohort
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.governance import alert_burden, feedback

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from test_alerts import Webhook
+from _webhook import Webhook
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs import drift as drift_defs

@@ -8,16 +8,23 @@ file for today before its day is scored; a warehouse written during a tick; malf
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
-from test_alerts import Webhook
+from _automation import (
+    day,
+    drift_days,
+    project_defs,
+    report_scored,
+    requested,
+    tick,
+    write_cohort,
+    write_labels,
+)
+from _webhook import Webhook
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.automation import run_failure_alert
@@ -33,59 +40,7 @@ from stroke_dagster.defs.sources import (
     file_arrivals,
     incoming_cohort,
 )
-from stroke_dagster.simulate.generator import simulate_patients, write_patients
 from stroke_dagster.warehouse import store as warehouse
-
-TODAY = dt.datetime.now(dt.UTC).date()
-
-
-def day(offset: int) -> str:
-    return (TODAY + dt.timedelta(days=offset)).isoformat()
-
-
-def write_cohort(home: Path, key: str, n: int = 50, seed: int = 0) -> Path:
-    path = home / "incoming" / f"{key}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_patients(simulate_patients(n, seed=seed, with_label=False), path)
-    return path
-
-
-def write_labels(home: Path, key: str, ids: Iterable[int] = (1, 2, 3)) -> Path:
-    path = home / "labels" / f"{key}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": list(ids), "stroke": 0}).to_csv(path, index=False)
-    return path
-
-
-def tick(sensor, instance: dg.DagsterInstance, cursor: str | None = None, **settings):  # noqa: ANN001, ANN201
-    """One tick as the daemon runs it; its reported events are stored like the daemon does."""
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"stroke": StrokeSettings(**settings)},
-        definitions=project_defs(),
-    )
-    data = sensor.evaluate_tick(context)
-    for event in data.asset_events:
-        instance.report_runless_asset_event(event)
-    return data
-
-
-def requested(result: dg.EvaluateAutomationConditionsResult) -> dict[str, list[str]]:
-    """Requested partitions per asset of one automation evaluation."""
-    out = {}
-    for item in result.results:
-        if item.true_subset.size:
-            keys = item.true_subset.expensively_compute_partition_keys()
-            out[item.key.to_user_string()] = sorted(k for k in keys if k is not None)
-    return out
-
-
-@functools.cache
-def project_defs() -> dg.Definitions:
-    from stroke_dagster.definitions import defs as load
-
-    return load()
 
 
 @pytest.fixture
@@ -201,18 +156,10 @@ def test_malformed_settings_skip_the_tick_with_one_line(
 
 
 # --------------------------------------------------------------------------- new champion
-def _report_scored(instance: dg.DagsterInstance, key: str, version: str) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            cohort_scores.key, partition=key, metadata={"model_version": version}
-        )
-    )
-
-
 def test_new_champion_rescores_only_the_recent_scored_days(champion_home: Path) -> None:
     with dg.instance_for_test() as instance:
         for key in (day(-3), day(-2), day(-1)):
-            _report_scored(instance, key, "0")  # scored by an earlier champion
+            report_scored(instance, key, "0")  # scored by an earlier champion
         first = tick(champion_rescoring, instance)
         (observation,) = first.asset_events
         assert observation.asset_key == champion_model.key
@@ -225,7 +172,7 @@ def test_new_champion_rescores_only_the_recent_scored_days(champion_home: Path) 
         assert [r.partition_key for r in wider.run_requests] == [day(-1), day(-2)]
         assert not wider.asset_events  # the alias did not move: no new observation
 
-        _report_scored(instance, day(-1), "1")
+        report_scored(instance, day(-1), "1")
         done = tick(champion_rescoring, instance, cursor=first.cursor)
         assert not done.run_requests and "carry it already" in done.skip_message
 
@@ -260,40 +207,8 @@ def test_rescoring_reads_the_typed_copy_after_the_file_is_archived(champion_home
 
 
 # ------------------------------------------------------------------------------- retraining
-def _summary(is_drift: bool, version: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "is_drift": is_drift,
-                "feature_drift": is_drift,
-                "missingness_drift": False,
-                "prediction_drift": False,
-                "n_tests": 11,
-                "n_drifted": int(is_drift),
-                "share_drifted": is_drift / 11,
-                "drifted_features": "age" if is_drift else "",
-                "n_cohort": 500,
-                "backend": "scipy",
-                "correction": "bonferroni",
-                "alpha": 0.05,
-                "reference_model_version": version,
-                "run_id": None,
-                "computed_at": dt.datetime.now(dt.UTC),
-            }
-        ]
-    )
-
-
-def _drift_days(flags: str, version: str = "1") -> None:
-    for offset, flag in enumerate(flags):
-        key = day(offset - len(flags))
-        warehouse.replace_partition(
-            "drift_summary", key, _summary(flag == "x", version), settings=load_settings()
-        )
-
-
 def test_retraining_starts_once_per_window(champion_home: Path) -> None:
-    _drift_days(".xxx")
+    drift_days(".xxx")
     with dg.instance_for_test() as instance:
         settings = {"retrain_drifted_days": 3, "retrain_window_days": 4}
         first = tick(drift_retraining, instance, **settings)
@@ -308,12 +223,12 @@ def test_retraining_starts_once_per_window(champion_home: Path) -> None:
 
 def test_retraining_tick_reads_while_the_warehouse_is_written(champion_home: Path) -> None:
     """A long write during a tick (drift days rewritten in a loop) never fails or blocks it."""
-    _drift_days("xxx")
+    drift_days("xxx")
     stop = threading.Event()
 
     def writer() -> None:
         while not stop.is_set():
-            _drift_days("xxx")
+            drift_days("xxx")
 
     thread = threading.Thread(target=writer)
     thread.start()

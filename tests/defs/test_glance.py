@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from test_automation import project_defs, tick
+from _automation import project_defs, tick
 
 from stroke_dagster.defs.metadata import COLUMN_SCHEMA, ROW_COUNT, round_sig
 from stroke_dagster.defs.resources import StrokeSettings

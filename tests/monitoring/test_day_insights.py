@@ -57,7 +57,7 @@ def test_high_tier_explanations_add_up_and_answer_the_query(champion_home: Path)
         warehouse.query_df("SELECT * FROM patient_explanations", settings=load_settings())
     ) == 10 * len(high)
 
-    sql = (Path(__file__).parents[1] / "sql/queries/why_high_risk.sql").read_text()
+    sql = (Path(__file__).parents[2] / "sql/queries/why_high_risk.sql").read_text()
     pid = str(high["patient_id"].iloc[0])
     why = warehouse.query_df(sql, {"patient_id": pid, "top": 3}, settings=load_settings())
     assert list(why["rank"]) == [1, 2, 3]
@@ -82,7 +82,7 @@ def test_label_free_and_calibration_of_a_day(champion_home: Path) -> None:
     assert row["oe_ratio"] == pytest.approx(df["stroke"].sum() / scores.stroke_probability.sum())
     stored = warehouse.query_df("SELECT * FROM performance_calibration", settings=load_settings())
     assert len(stored) == 1 and stored["brier"].iloc[0] == pytest.approx(row["brier"])
-    sql = (Path(__file__).parents[1] / "sql/queries/label_free_vs_realized.sql").read_text()
+    sql = (Path(__file__).parents[2] / "sql/queries/label_free_vs_realized.sql").read_text()
     from stroke_dagster.monitoring.performance import day_performance, write_performance
 
     write_performance(DAY, day_performance(DAY, settings=load_settings()), settings=load_settings())

@@ -30,7 +30,7 @@ from stroke_dagster.api.models import EXAMPLE_PATIENT
 from stroke_dagster.core.settings import MODEL_NAME
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: the hooks, the schemathesis config
 SEED = 20261201
 EXAMPLES = 30  # per operation and phase (examples, coverage, fuzzing; stateful on top)
 KEYED_EXAMPLES = 10

@@ -206,7 +206,7 @@ def test_backfill_of_14_days_and_an_outside_writer_never_hit_a_lock_error(
         **os.environ,
         "STROKE_HOME": str(champion_home),
         "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
         ),
     }
 

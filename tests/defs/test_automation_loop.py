@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from test_automation import project_defs, tick
+from _automation import project_defs, tick
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.retraining import drift_retraining

@@ -2,8 +2,8 @@
 condition, pools, retry policy), asset check, job, sensor and schedule. A change to the asset graph
 is then a visible diff in review (tests/snapshots/definitions.json), as in dagster-open-platform.
 
-After an intended change: ``UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_definitions_snapshot.py``
-and commit the new snapshot.
+After an intended change, commit the new snapshot written by
+``UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/defs/test_definitions_snapshot.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
+SNAPSHOT = Path(__file__).parents[1] / "snapshots" / "definitions.json"
 
 
 def describe(defs: dg.Definitions) -> dict[str, Any]:
@@ -69,5 +69,5 @@ def test_the_definitions_match_their_snapshot() -> None:
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected, (
         "the definitions changed: review the difference, then regenerate with "
-        "UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/test_definitions_snapshot.py"
+        "UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/defs/test_definitions_snapshot.py"
     )

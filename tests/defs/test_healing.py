@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from _automation import day, drift_days, project_defs, report_scored, tick
+from _webhook import Webhook
 from dagster._core.test_utils import create_run_for_test
-from test_alerts import Webhook
-from test_automation import _drift_days, _report_scored, day, project_defs, tick
 
 from stroke_dagster.cli import main
 from stroke_dagster.core.settings import load_settings
@@ -32,7 +32,7 @@ from stroke_dagster.io import arrivals, labels
 from stroke_dagster.model import gate, registry
 from stroke_dagster.warehouse import store as warehouse
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_runs(instance: dg.DagsterInstance, result: dg.SensorResult | object) -> list:
@@ -70,7 +70,7 @@ def test_rollback_rescores_with_the_earlier_version_again(champion_home: Path) -
     settings = load_settings()
     v2 = new_version(settings)
     with dg.instance_for_test() as instance:
-        _report_scored(instance, day(-1), "1")
+        report_scored(instance, day(-1), "1")
         quiet = tick(champion_rescoring, instance)
         assert not quiet.run_requests
 
@@ -83,7 +83,7 @@ def test_rollback_rescores_with_the_earlier_version_again(champion_home: Path) -
         (retry,) = start_runs(instance, again)  # ... is requested again
         assert retry.tags["stroke/champion"] == v2
         instance.report_run_canceled(retry)
-        _report_scored(instance, day(-1), v2)
+        report_scored(instance, day(-1), v2)
 
         registry.set_alias("1", registry.CHAMPION, "test: roll back to v1", settings=settings)
         back = tick(champion_rescoring, instance, cursor=again.cursor)
@@ -96,7 +96,7 @@ def test_failed_rescores_stop_after_the_bounded_attempts(champion_home: Path) ->
     settings = load_settings()
     v2 = new_version(settings)
     with dg.instance_for_test() as instance:
-        _report_scored(instance, day(-1), "1")
+        report_scored(instance, day(-1), "1")
         registry.set_alias(v2, registry.CHAMPION, "test", settings=settings)
         cursor = None
         for _ in range(2):
@@ -115,7 +115,7 @@ def test_rescoring_waits_for_a_run_of_the_same_day(champion_home: Path) -> None:
     settings = load_settings()
     v2 = new_version(settings)
     with dg.instance_for_test() as instance:
-        _report_scored(instance, day(-1), "1")
+        report_scored(instance, day(-1), "1")
         running = create_run_for_test(
             instance,
             job_name="__ASSET_JOB",
@@ -126,7 +126,7 @@ def test_rescoring_waits_for_a_run_of_the_same_day(champion_home: Path) -> None:
         waiting = tick(champion_rescoring, instance)
         assert not waiting.run_requests
         assert f"{day(-1)} waits for run {running.run_id[:8]}" in waiting.skip_message
-        _report_scored(instance, day(-1), "1")  # the automation run wrote v1 last ...
+        report_scored(instance, day(-1), "1")  # the automation run wrote v1 last ...
         instance.report_run_failed(running)  # ... and ended
         after = tick(champion_rescoring, instance, cursor=waiting.cursor)
         (rescore,) = start_runs(instance, after)
@@ -165,7 +165,7 @@ def _failed_training(instance: dg.DagsterInstance, request: dg.RunRequest) -> No
 
 
 def test_a_failed_retraining_spends_neither_window_nor_cooldown(champion_home: Path) -> None:
-    _drift_days(".xxx")
+    drift_days(".xxx")
     settings = {"retrain_drifted_days": 3, "retrain_window_days": 4}
     with dg.instance_for_test() as instance:
         first = tick(drift_retraining, instance, **settings)
@@ -192,7 +192,7 @@ def test_a_failed_retraining_spends_neither_window_nor_cooldown(champion_home: P
 def test_retraining_gives_up_and_alerts_after_its_attempts(
     champion_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _drift_days("xxx")
+    drift_days("xxx")
     settings = {"retrain_drifted_days": 3, "retrain_window_days": 3, "retrain_max_attempts": 2}
     with Webhook() as hook, dg.instance_for_test() as instance:
         monkeypatch.setenv("STROKE_ALERT_WEBHOOK", hook.url)
@@ -244,7 +244,7 @@ def test_an_unscored_day_fails_its_check_alerts_once_and_is_requested_again(
         texts = [json.loads(r["body"])["text"] for r in hook.requests]
         assert len(texts) == 1 and day(-1) in texts[0]
 
-        _report_scored(instance, day(-1), "1")  # scored at last (by hand): the check passes
+        report_scored(instance, day(-1), "1")  # scored at last (by hand): the check passes
         healed = tick(unscored_days, instance, cursor=given_up.cursor, **settings)
         (passed,) = [e for e in healed.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
         assert passed.passed and passed.metadata["day"].value == day(-1)

@@ -32,10 +32,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from _automation import project_defs, tick
 from _production import PROJECT_ROOT, Services, postgres_bin_dir, production_services
 from _s3 import MotoS3, s3_storage_env
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from test_automation import project_defs, tick
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs.execution import WORKER_KEY

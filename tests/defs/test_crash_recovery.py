@@ -34,7 +34,7 @@ from stroke_dagster.simulate.generator import simulate_patients, write_patients
 from stroke_dagster.warehouse import store as warehouse
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from test_automation import project_defs, requested
+from _automation import project_defs, requested
 
 from stroke_dagster.core.settings import load_settings
 from stroke_dagster.defs import governance

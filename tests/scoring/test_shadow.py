@@ -188,7 +188,7 @@ def test_automation_runs_shadow_scoring_after_the_champion_and_not_on_a_rescore(
     """Through Dagster's own evaluation: a new cohort is scored in shadow in the same run as the
     champion's scores (after them: they are its upstream); a champion rescoring does not re-run
     it; labels then bring the comparison; a corrected file is scored in shadow again."""
-    from test_automation import project_defs, requested
+    from _automation import project_defs, requested
 
     from stroke_dagster.defs.sources import champion_model, cohort_labels, incoming_cohort
 
