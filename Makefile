@@ -72,7 +72,7 @@ format: install
 
 ## docs: the documentation site (mkdocs.yml, docs/) into site/; every warning fails the build.
 docs: install
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 build:
 	docker build -t stroke-dagster:latest \
@@ -98,4 +98,4 @@ lock:
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --no-annotate pyproject.toml -o requirements.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache site

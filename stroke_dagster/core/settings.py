@@ -386,8 +386,8 @@ class StorageSettings(_Section):
     @property
     def remote(self) -> bool:
         """Whether the files live in an object store (not on the local disk)."""
-        url = self.url
-        return bool(url and url.partition("://")[0] not in ("", "file"))
+        scheme, sep, _ = (self.url or "").partition("://")
+        return bool(sep) and scheme != "file"  # a plain path is a local directory
 
 
 EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "dask", "k8s")

@@ -134,3 +134,12 @@ def test_drift_section_with_backend() -> None:
     assert drift.with_backend(None) is drift
     with pytest.raises(ValueError, match="backend"):
         drift.with_backend("evidently")
+
+
+def test_a_plain_storage_path_is_local_and_a_bucket_is_remote() -> None:
+    from stroke_dagster.core.settings import StorageSettings
+
+    assert not StorageSettings(url="/srv/stroke").remote  # a directory, not an object store
+    assert not StorageSettings(url="file:///srv/stroke").remote
+    assert StorageSettings(url="s3://bucket/prefix").remote
+    assert not StorageSettings().remote
