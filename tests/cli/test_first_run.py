@@ -103,6 +103,7 @@ def test_raw_patients_refuses_synthetic_in_a_dagster_run(
     assert str(stroke_home / "raw" / RAW_NAME) in description
 
 
+@pytest.mark.slow
 def test_synthetic_training_when_allowed_is_tagged_and_said(
     stroke_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,9 @@ def _client(settings: Settings) -> mlflow.MlflowClient:
 
 def _second_version(settings: Settings) -> str:
     """Version 2: the same model files and run as version 1 (a registry operation only)."""
+    # MLflow resolves a ``models:/`` source through its global tracking URI, whatever the
+    # client's: point it at this home, as the platform does before registering.
+    registry._set_uris(settings)
     client = _client(settings)
     v1 = client.get_model_version(MODEL_NAME, "1")
     return str(client.create_model_version(MODEL_NAME, v1.source, v1.run_id, tags=v1.tags).version)
