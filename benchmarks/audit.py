@@ -1,7 +1,7 @@
 """What the audit trail costs: API latency with audit records on and off, and batch scoring.
 
     .venv/bin/python benchmarks/audit.py [--rows 1000000] [--requests 2000] [--rounds 3]
-                                         [--home DIR]
+                                         [--home DIR] [--breakdown]
 
 In a temporary STROKE_HOME (or ``--home``, reused: a champion is trained there once, with the
 default settings but one Optuna trial):
@@ -21,6 +21,10 @@ batch run the previous run's written pages are flushed (``sync``, then waiting u
 dirty pages settle): without it the second run of a round paid for the first one's writeback and
 was ~45 % slower whatever its mode, which an odd number of rounds turned into a fake overhead.
 The batch overhead is the median of the per-round ratios on / off (paired within a round).
+
+``--breakdown``: then one profiled ``stroke score`` per mode (benchmarks/scoring.py's timers
+around the CLI's stages, plus the audit's own: the features' digests in the reader thread, the
+per-row columns, the slice's chain link) and the stages side by side, in seconds of each thread.
 """
 
 from __future__ import annotations
@@ -124,6 +128,39 @@ def score_once(home: Path, path: Path, day: str, audit: bool) -> float:
     return seconds
 
 
+AUDIT_TIMERS = """
+from stroke_dagster.audit import records as audit_records
+Hasher = audit_records.SliceHasher
+Hasher.add = timed("audit: per-row columns and slice digest", Hasher.add)
+Hasher.feature_digests = staticmethod(
+    timed("audit: features' messages and sha256", Hasher.feature_digests)
+)
+audit_records.record_slice = timed("audit: the slice's chain link", audit_records.record_slice)
+"""
+
+
+def breakdown(home: Path, path: Path, days: list[str]) -> None:
+    """One profiled ``stroke score`` per mode; each stage's seconds side by side."""
+    import scoring  # the sibling benchmark: its PROFILE program and launcher
+
+    program = scoring.PROFILE.replace("T_CLI = time.time()", AUDIT_TIMERS + "T_CLI = time.time()")
+    times: dict[bool, dict[str, float]] = {}
+    walls: dict[bool, float] = {}
+    for audit, day in zip((False, True), days, strict=True):
+        settle()
+        os.environ.update(STROKE_HOME=str(home), STROKE_AUDIT="1" if audit else "0")
+        wall, _, _, _, profile = scoring._launch(
+            [sys.executable, "-c", program], path, "--cohort-date", day
+        )
+        times[audit], walls[audit] = profile["times"], wall
+    print(f"breakdown, one profiled run per mode: {walls[False]:.2f} s off, {walls[True]:.2f} s on")
+    print(f"    {'stage (thread)':<62} {'off':>7} {'on':>7}")
+    for stage in sorted(set(times[False]) | set(times[True])):
+        off, on = times[False].get(stage, 0.0), times[True].get(stage, 0.0)
+        if max(off, on) >= 0.005:
+            print(f"    {stage:<62} {off:7.2f} {on:7.2f}")
+
+
 def hashing_alone(path: Path) -> float:
     """Seconds of the audit columns alone (SliceHasher.add) over the file's rows, in batches."""
     import numpy as np
@@ -160,6 +197,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--home", type=Path, help="STROKE_HOME to reuse (kept afterwards)")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="then one profiled run per mode, by stage"
+    )
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="stroke-audit-bench-"))
@@ -188,6 +228,8 @@ def main() -> int:
                 batch[audit].append(score_once(home, cohort, day.isoformat(), audit))
                 day += dt.timedelta(days=1)
         hashing = hashing_alone(cohort)
+        if args.breakdown:
+            breakdown(home, cohort, [day.isoformat(), (day + dt.timedelta(days=1)).isoformat()])
     finally:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)

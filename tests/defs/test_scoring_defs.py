@@ -206,7 +206,12 @@ def test_backfill_of_14_days_and_an_outside_writer_never_hit_a_lock_error(
         **os.environ,
         "STROKE_HOME": str(champion_home),
         "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+            # this module (the child imports it) and tests/ (the shared helpers)
+            [
+                str(Path(__file__).parent),
+                str(Path(__file__).parents[1]),
+                os.environ.get("PYTHONPATH", ""),
+            ]
         ),
     }
 
