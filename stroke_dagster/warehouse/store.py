@@ -76,6 +76,7 @@ import pyarrow as pa
 
 from stroke_dagster.core.settings import SQL_DIR
 from stroke_dagster.core.storage import Storage, StoragePath
+from stroke_dagster.warehouse.telemetry import TELEMETRY_DIR, ensure_placeholders
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -86,7 +87,6 @@ log = logging.getLogger(__name__)
 
 DDL_DIR = SQL_DIR / "ddl"
 DATA_DIR_NAME = "warehouse"
-TELEMETRY_DIR_NAME = "telemetry"
 PARTITION_COLUMN = "cohort_date"
 QUARANTINE_TABLE = "quarantine"
 AUDIT_TABLE = "prediction_audit"  # appended by many writers at once (see Warehouse.append)
@@ -404,7 +404,7 @@ class Warehouse:
 
     @property
     def telemetry_dir(self) -> StoragePath:
-        return self.files.path(TELEMETRY_DIR_NAME)
+        return self.files.path(TELEMETRY_DIR)
 
     def schema(self) -> Schema:
         return Schema.load(self.ddl_dir)
@@ -438,7 +438,6 @@ class Warehouse:
 
         for table in schema.tables:
             self._create_or_evolve(table, schema.arrow_schema(table))
-        from stroke_dagster.warehouse.telemetry import ensure_placeholders
 
         ensure_placeholders(self.telemetry_dir, storage=self.files)  # the telemetry view's globs
         with _ready_guard:
