@@ -259,6 +259,64 @@ class _ParquetSink:
         return self.path
 
 
+class _SliceFile:
+    """The day's score slice, written batch by batch as the warehouse table's data file
+    (:meth:`~stroke_dagster.warehouse.store.Warehouse.day_writer`), so that the commit adds the
+    file as it is. What every row shares is set once, when the first batch names the model;
+    the input's sha256 (part of the slice id) is computed in the background meanwhile."""
+
+    def __init__(
+        self,
+        path: Path,
+        source: Path,
+        provenance: Provenance | None,
+        role: str,
+        settings: Settings,
+    ) -> None:
+        from stroke_dagster.warehouse import store as warehouse
+
+        self.path, self.role, self.settings = path, role, settings
+        self.provenance = dataclasses.replace(
+            provenance or warehouse.Provenance(input_file=str(source))
+        )
+        self.scored_at = dt.datetime.now(dt.UTC)
+        self._sha: Background[str] | None = None
+        if self.provenance.input_sha256 is None:
+            self._sha = Background(lambda: warehouse.file_sha256(source))
+        self._writer: Any = None
+        self.constants: dict[str, object] = {}
+
+    def _open(self, summary: ScoreSummary) -> Any:
+        from stroke_dagster.warehouse import store as warehouse
+
+        if self._sha is not None:
+            self.provenance.input_sha256, self._sha = self._sha.result(), None
+        self.provenance.model_version = summary.model_version
+        self.constants = warehouse.score_slice_constants(
+            self.provenance, model_name=summary.model_name, scored_at=self.scored_at, role=self.role
+        )
+        self._writer = warehouse.of(self.settings).day_writer(
+            SCORES_TABLE, self.path, self.constants, dictionary=("risk_tier",)
+        )
+        return self._writer
+
+    def write(self, rows: pa.Table, summary: ScoreSummary) -> None:
+        (self._writer or self._open(summary)).write(rows)
+
+    def stage(self, summary: ScoreSummary) -> Any:
+        """The finished file, checked and staged for the commit (a ``StagedDay``)."""
+        from stroke_dagster.warehouse import store as warehouse
+
+        (self._writer or self._open(summary)).close()
+        assert summary.cohort_date is not None  # a slice is a day's
+        return warehouse.of(self.settings).stage_day_file(
+            SCORES_TABLE,
+            summary.cohort_date,
+            self.path,
+            shadow=self.role == warehouse.SHADOW_ROLE,
+        )
+
+
 def _quarantine_table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(
         df[list(_QUARANTINE_SCHEMA.names)], schema=_QUARANTINE_SCHEMA, preserve_index=False
@@ -426,8 +484,9 @@ def score_file(
 
     with _staging_dir(settings) as stage:
         hasher = audit.SliceHasher(day) if day and settings.audit.enabled else None
-        schema = _SCORE_SCHEMA if hasher is None else audit.scored_schema(_SCORE_SCHEMA)
-        scores = _ParquetSink(stage / "scores.parquet", schema) if day else None
+        scores = (
+            _SliceFile(stage / "scores.parquet", path, provenance, role, settings) if day else None
+        )
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
         csv_writer = None
@@ -472,7 +531,7 @@ def score_file(
                     rows = pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
                     if hasher is not None:  # the per-row audit columns (see .audit)
                         rows = hasher.add(rows, valid, probs, tiers, digests)
-                    scores.write(rows)
+                    scores.write(rows, summary)
                 if rejects:
                     rejected.write(_quarantine_table(quarantine))
             if csv_tmp is not None:
@@ -492,7 +551,6 @@ def score_file(
                 rejected,
                 quarantine_source,
                 provenance,
-                role,
                 settings,
                 audited=(hasher, loaded) if hasher is not None and loaded is not None else None,
             )
@@ -581,11 +639,10 @@ def _csv_writer(path: Path, schema: pa.Schema) -> Any:
 def _write_warehouse(
     summary: ScoreSummary,
     path: Path,
-    scores: _ParquetSink | None,
+    scores: _SliceFile | None,
     rejected: _ParquetSink,
     quarantine_source: str | None,
     provenance: Provenance | None,
-    role: str,
     settings: Settings,
     audited: tuple[audit.SliceHasher, ScoringModel] | None = None,
 ) -> None:
@@ -597,29 +654,23 @@ def _write_warehouse(
         return
     from stroke_dagster.warehouse import store as warehouse
 
-    scores_path = scores.close() if scores is not None else None
     rejected_path = rejected.close()
     source = quarantine_source if day else f"score:{path.resolve()}"
-    now = dt.datetime.now(dt.UTC)
-    provenance = dataclasses.replace(provenance or warehouse.Provenance(input_file=str(path)))
-    provenance.model_version = summary.model_version
-    if provenance.input_sha256 is None:
-        provenance.input_sha256 = warehouse.file_sha256(path)
+    if scores is not None:
+        staged = scores.stage(summary)
+        provenance = scores.provenance
+    else:
+        provenance = provenance or warehouse.Provenance(input_file=str(path))
     with warehouse.write_transaction(settings, provenance) as batch:
         if write_rejected:
             assert source is not None  # write_rejected needs a quarantine source
-            warehouse.replace_quarantine_rows(batch, rejected_path, source, day, now)
-        if scores_path is not None:
-            assert day is not None  # scores are staged only for a cohort day
-            extra = {
-                "model_name": summary.model_name,
-                "model_version": summary.model_version,
-                "scored_at": now,
-                "role": role,
-            }
-            warehouse.replace_rows(batch, SCORES_TABLE, day, scores_path, extra)
-            staged = batch.staged[-1]
-    if scores_path is not None and audited is not None:
+            warehouse.replace_quarantine_rows(batch, rejected_path, source, day)
+        if scores is not None:
+            batch.add(staged)
+    if scores is not None and audited is not None:
+        extra = {
+            k: scores.constants[k] for k in ("model_name", "model_version", "scored_at", "role")
+        }
         shared = {**extra, **audit.slice_constants(audited[1], settings, provenance.run_id)}
         audit.record_staged(settings, staged, provenance.write_id, shared, audited[0])
 

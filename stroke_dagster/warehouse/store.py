@@ -76,6 +76,8 @@ import pyarrow as pa
 
 from stroke_dagster.core.settings import SQL_DIR
 from stroke_dagster.core.storage import Storage, StoragePath
+from stroke_dagster.warehouse import day_files
+from stroke_dagster.warehouse.day_files import NO_DICTIONARY, DayFileWriter
 from stroke_dagster.warehouse.telemetry import TELEMETRY_DIR, ensure_placeholders
 
 if TYPE_CHECKING:
@@ -100,8 +102,6 @@ STAGE_MEMORY_LIMIT = "256MB"
 STAGE_CODEC = "COMPRESSION snappy"
 STAGE_BATCH_ROWS = 122_880  # rows per Arrow batch streamed into a commit (DuckDB's row group)
 CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
-# Columns of random values (hashes): a dictionary page never pays off and costs the most.
-NO_DICTIONARY = ("features_sha256", "row_hash", "record_hash", "prev_hash")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _ready: set[tuple[str, str]] = set()
@@ -176,8 +176,19 @@ class Schema:
 
     def arrow_schema(self, name: str) -> pa.Schema:
         """The table's Arrow schema: DuckDB's types for the DDL, ``NOT NULL`` kept."""
-        with duckdb.connect() as con:
-            con.execute(self.table(name))
+        self.table(name)  # an unknown table raises
+        return _arrow_schemas(tuple(sorted(self.tables.items())))[name]
+
+
+@functools.lru_cache(maxsize=8)
+def _arrow_schemas(tables: tuple[tuple[str, str], ...]) -> dict[str, pa.Schema]:
+    """:meth:`Schema.arrow_schema` of every table, from one DuckDB connection (cached by the
+    DDL's text: a connection per table and call cost 35 ms each, a scoring run asked twenty
+    times)."""
+    schemas = {}
+    with duckdb.connect() as con:
+        for name, ddl in tables:
+            con.execute(ddl)
             schema = con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table().schema
             nullable = dict(
                 con.execute(
@@ -185,9 +196,11 @@ class Schema:
                     [name],
                 ).fetchall()
             )
-        return pa.schema(
-            pa.field(f.name, _delta_type(f.type), nullable=bool(nullable[f.name])) for f in schema
-        )
+            schemas[name] = pa.schema(
+                pa.field(f.name, _delta_type(f.type), nullable=bool(nullable[f.name]))
+                for f in schema
+            )
+    return schemas
 
 
 def _delta_type(kind: pa.DataType) -> pa.DataType:
@@ -322,9 +335,19 @@ class StagedDay:
     shadow: bool = False  # score_history: a shadow slice (never current, demotes nothing)
     # a caller's file staged as it lies: the typed SELECT over it (and its parameters)
     query: tuple[str, dict[str, object]] | None = None
+    # the file is the table's data file for the day (see .day_files): committed as it is
+    ready: bool = False
 
-    def rows_reader(self) -> Iterator[pa.RecordBatch]:
-        """The staged rows, typed by the DDL, batch by batch."""
+    def rows_reader(self, target: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """The staged rows, typed by the DDL (``target``), batch by batch."""
+        if self.ready:  # the partition column is in the path, not the file
+            import pyarrow.dataset as ds
+
+            for batch in ds.dataset(self.path, format="parquet").to_batches():
+                day = pa.array([self.day] * batch.num_rows, pa.date32())
+                arrays = [day if n == PARTITION_COLUMN else batch.column(n) for n in target.names]
+                yield pa.RecordBatch.from_arrays(arrays, schema=target)
+            return
         if self.query is None:
             import pyarrow.dataset as ds
 
@@ -341,6 +364,11 @@ class StagedDay:
         """Remove the staged file (a caller's file staged as it lies is the caller's)."""
         if self.query is None:
             self.path.unlink(missing_ok=True)
+
+
+def score_slice_id(model_version: str, input_sha256: str | None) -> str:
+    """A score slice's id: ``v<model_version>:<input sha256 prefix>`` (as :func:`_slice_id`)."""
+    return f"v{model_version}:{input_sha256[:16] if input_sha256 else '-'}"
 
 
 def _slice_id(
@@ -602,11 +630,15 @@ class Warehouse:
         A commit refused because another writer committed the same day meanwhile is retried on
         the new version (up to :data:`CONFLICT_RETRIES` times).
         """
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         self.ensure()
         target = self.schema().arrow_schema(staged.table)
+        if staged.ready:
+            committed = self._commit_file(staged, target, metadata or {})
+            if committed is not None:
+                return committed
         for attempt in range(CONFLICT_RETRIES + 1):
             table = self.table(staged.table)
             replacement = self._replacement(table, staged, target)
@@ -619,12 +651,12 @@ class Warehouse:
                     reader,
                     mode="overwrite",
                     predicate=predicate,
-                    commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                    commit_properties=_day_commit(table, staged, metadata),
                     writer_properties=_writer_properties(target),
                 )
             except CommitFailedError as exc:
-                if "concurrent" not in str(exc) or attempt == CONFLICT_RETRIES:
-                    if "concurrent" in str(exc):
+                if not _concurrent(exc) or attempt == CONFLICT_RETRIES:
+                    if _concurrent(exc):
                         raise WarehouseBusyError(
                             f"{staged.table} {staged.day}: {attempt + 1} commits refused by "
                             "concurrent writers of the same day"
@@ -709,7 +741,7 @@ class Warehouse:
         parts = [_predicate(PARTITION_COLUMN, staged.day)]
         if staged.source is not None:
             parts.append(_predicate("source", staged.source))
-        sources: list[Iterator[pa.RecordBatch]] = [staged.rows_reader()]
+        sources: list[Iterator[pa.RecordBatch]] = [staged.rows_reader(target)]
         if staged.slice_id is not None:  # score_history: replace the slice, demote the current
             day_filter = pc.field(PARTITION_COLUMN) == pa.scalar(staged.day, pa.date32())
             current = table.to_pyarrow_dataset().to_table(
@@ -730,6 +762,212 @@ class Warehouse:
                 sources.append(_demote(old.to_batches()))
         batches = (b.cast(target) for source in sources for b in source if b.num_rows)
         return " AND ".join(parts), pa.RecordBatchReader.from_batches(target, batches)
+
+    # -- a day's data file committed as it is (see .day_files) -------------------------------
+
+    def data_file_schema(self, table: str) -> pa.Schema:
+        """The columns, in Delta's types, of ``table``'s data files: all but the partition."""
+        return day_files.data_file_schema(self.schema().arrow_schema(table), PARTITION_COLUMN)
+
+    def day_writer(
+        self,
+        table: str,
+        path: Path,
+        constants: dict[str, object],
+        dictionary: tuple[str, ...] = (),
+    ) -> DayFileWriter:
+        """A writer of one day of ``table`` as its data file at ``path`` (local): ``constants``
+        in every row, ``dictionary`` the columns of few distinct values. Stage the result with
+        :meth:`stage_day_file`."""
+        return DayFileWriter(path, self.data_file_schema(table), constants, dictionary)
+
+    def stage_day_file(
+        self, table: str, day: str | dt.date, path: Path, *, shadow: bool = False
+    ) -> StagedDay:
+        """Check a day's data file written by :meth:`day_writer` (its columns, the DDL's NOT
+        NULL and CHECK constraints, one score slice whose id its columns give) and stage it to
+        be committed as it is. The file is the warehouse's from now on (moved into the table).
+        """
+        import pyarrow.parquet as pq
+
+        date = _as_date(day)
+        if date is None:
+            raise ValueError("a data file holds one day")
+        expected = [(f.name, f.type) for f in self.data_file_schema(table)]
+        if [(f.name, f.type) for f in pq.read_schema(path)] != expected:
+            raise ValueError(f"{path} is not a data file of {table}: its columns are not the DDL's")
+        staged = self._stage_file(
+            table, date, path, {PARTITION_COLUMN: date}, source=None, shadow=shadow
+        )
+        if table == SCORE_TABLE:
+            with duckdb.connect() as con:
+                found = con.execute(
+                    "SELECT count(*) FROM read_parquet(?) WHERE slice_id IS DISTINCT FROM ?",
+                    [str(path), staged.slice_id],
+                ).fetchone()
+            if found is None or found[0]:
+                raise ValueError(f"{path}: slice_id is not {staged.slice_id} on every row")
+        return dataclasses.replace(staged, query=None, ready=True)
+
+    def _commit_file(
+        self, staged: StagedDay, target: pa.Schema, metadata: dict[str, str]
+    ) -> int | None:
+        """Commit a staged data file as the table's: moved into the day's directory, added with
+        the removal of the files it replaces (and the day's demoted current slice written anew
+        with ``is_current = false``), in one Delta commit serialised per day (:func:`_day_commit`).
+
+        ``None`` before anything is written when a file of the day holds other rows beside the
+        replaced ones (an older layout, or compacted days): only a rewrite can replace those,
+        and :meth:`commit` does it.
+        """
+        import pyarrow.parquet as pq
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction
+
+        assert staged.day is not None  # stage_day_file refuses a file without one
+        table = self.table(staged.table)
+        if self._file_plan(table, staged) is None:
+            return None
+        directory = f"{PARTITION_COLUMN}={staged.day.isoformat()}"
+        partition = {PARTITION_COLUMN: staged.day.isoformat()}
+        root = self.data_dir / staged.table
+        name = f"{directory}/{day_files.file_name()}"
+        stats = day_files.stats_json(pq.read_metadata(staged.path))
+        size = staged.path.stat().st_size
+        self.files.publish(staged.path, root / name)
+        added = AddAction(name, size, partition, day_files.now_ms(), True, stats)
+        written = [root / name]  # deleted unless committed
+        try:
+            for attempt in range(CONFLICT_RETRIES + 1):
+                if attempt:
+                    table = self.table(staged.table)
+                plan = self._file_plan(table, staged)
+                if plan is None:
+                    raise WarehouseBusyError(
+                        f"{staged.table} {staged.day}: the day's files were rewritten meanwhile "
+                        "(compaction); score the day again"
+                    )
+                removed, demoted = plan
+                if removed is None:  # a shadow slice the day's current slice already is
+                    return table.version()
+                rewritten = [self._demoted_file(root, directory, partition, row) for row in demoted]
+                written += [root / action.path for action in rewritten]
+                try:
+                    table.create_write_transaction(
+                        [added, *rewritten, *removed],
+                        "append",
+                        target,
+                        [PARTITION_COLUMN],
+                        commit_properties=_day_commit(table, staged, metadata),
+                    )
+                except CommitFailedError as exc:
+                    if not _concurrent(exc) or attempt == CONFLICT_RETRIES:
+                        if _concurrent(exc):
+                            raise WarehouseBusyError(
+                                f"{staged.table} {staged.day}: {attempt + 1} commits refused by "
+                                "concurrent writers of the same day"
+                            ) from exc
+                        raise
+                    for action in rewritten:
+                        self.files.delete(root / action.path)
+                    log.info(
+                        "%s %s: concurrent write of the day, committing again",
+                        staged.table,
+                        staged.day,
+                    )
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                written = []
+                return table.version() + 1
+        finally:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    self.files.delete(path)
+        raise AssertionError("unreachable")
+
+    def _file_plan(
+        self, table: DeltaTable, staged: StagedDay
+    ) -> tuple[list[Any] | None, list[dict[str, Any]]] | None:
+        """What committing a staged data file removes: ``(removals, current files to demote)``;
+        ``(None, [])`` for a shadow slice the day's current slice already is; ``None`` when a
+        file of the day mixes replaced rows with others (see :meth:`_commit_file`).
+
+        A day's files are told apart by their statistics (one ``slice_id``, one ``is_current``);
+        a file without them is read (two columns). Tables without slices replace the whole day.
+        """
+        from deltalake.transaction import RemoveAction
+
+        actions = pa.table(table.get_add_actions(flatten=True))
+        files = [
+            row
+            for row in actions.to_pylist()
+            if row.get(f"partition.{PARTITION_COLUMN}") == staged.day
+        ]
+        if staged.slice_id is not None:
+            for row in files:
+                row["slices"] = self._file_slices(staged.table, row)
+            current = {s for row in files for s, now in row["slices"] if now}
+            if staged.shadow:
+                if staged.slice_id in current:
+                    return None, []
+                replaced = {staged.slice_id}
+            else:
+                replaced = {staged.slice_id, *current}
+            demoted_ids = replaced - {staged.slice_id}
+            hit = [row for row in files if {s for s, _ in row["slices"]} & replaced]
+            if any({s for s, _ in row["slices"]} - replaced for row in hit):
+                return None
+            demoted = [row for row in hit if {s for s, _ in row["slices"]} <= demoted_ids]
+        else:
+            hit, demoted = files, []
+        stamp = day_files.now_ms()
+        removals = [
+            RemoveAction(
+                row["path"],
+                True,
+                stamp,
+                row["size_bytes"],
+                {PARTITION_COLUMN: staged.day.isoformat() if staged.day else None},
+            )
+            for row in hit
+        ]
+        return removals, demoted
+
+    def _file_slices(self, table: str, row: dict[str, Any]) -> set[tuple[str, bool]]:
+        """The ``(slice_id, is_current)`` pairs of one data file (``row``: its add action): from
+        its statistics when they name one of each, else read from the file."""
+        low, high = row.get("min.slice_id"), row.get("max.slice_id")
+        now_low, now_high = row.get("min.is_current"), row.get("max.is_current")
+        if low is not None and low == high and now_low is not None and now_low == now_high:
+            return {(low, bool(now_low))}
+        rows = self.files.read_parquet(
+            self.data_dir / table / row["path"], columns=["slice_id", "is_current"]
+        )
+        ids, flags = rows.column("slice_id").to_pylist(), rows.column("is_current").to_pylist()
+        return set(zip(ids, flags, strict=True))
+
+    def _demoted_file(
+        self, root: StoragePath, directory: str, partition: dict[str, str], row: dict[str, Any]
+    ) -> Any:
+        """A copy of a current slice's data file with ``is_current = false``, written into the
+        table's day directory; its add action."""
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        rows = self.files.read_parquet(root / row["path"])
+        index = rows.schema.get_field_index("is_current")
+        rows = rows.set_column(index, "is_current", pa.repeat(pa.scalar(False), rows.num_rows))
+        name = f"{directory}/{day_files.file_name()}"
+        with self.files.staged_file(".parquet") as local:
+            pq.write_table(
+                rows,
+                local,
+                compression="snappy",
+                use_dictionary=[c for c in rows.column_names if c not in NO_DICTIONARY],
+            )
+            size, stats = local.stat().st_size, day_files.stats_json(pq.read_metadata(local))
+            self.files.publish(local, root / name)
+        return AddAction(name, size, partition, day_files.now_ms(), True, stats)
 
     def replace_partition(
         self,
@@ -889,6 +1127,25 @@ def _writer_properties(schema: pa.Schema) -> Any:
     return WriterProperties(column_properties=plain) if plain else None
 
 
+def _concurrent(exc: Exception) -> bool:
+    """Whether Delta refused a commit for a concurrent one (then it is worth committing again)."""
+    return "concurrent" in str(exc).lower()
+
+
+def _day_commit(table: DeltaTable, staged: StagedDay, metadata: dict[str, str] | None) -> Any:
+    """The commit properties of a day's replacement: its metadata, and the day's application
+    transaction (``stroke.<table>.<day>``). Delta refuses a commit when a concurrent one carried
+    the same application id, so the writers of one day are serialised even when they add files
+    without reading the same ones (a new day, or a file committed as it is)."""
+    from deltalake import CommitProperties, Transaction
+
+    app_id = f"stroke.{staged.table}.{staged.day.isoformat() if staged.day else 'none'}"
+    return CommitProperties(
+        custom_metadata=metadata or {},
+        app_transactions=[Transaction(app_id, table.version() + 1)],
+    )
+
+
 def _maintenance_commit(kind: str) -> Any:
     from deltalake import CommitProperties
 
@@ -901,6 +1158,26 @@ def _demote(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         index = batch.schema.get_field_index("is_current")
         flags = pa.array([False] * batch.num_rows, pa.bool_())
         yield batch.set_column(index, batch.schema.field(index), flags)
+
+
+def score_slice_constants(
+    provenance: Provenance, *, model_name: str, scored_at: dt.datetime, role: str = CHAMPION_ROLE
+) -> dict[str, object]:
+    """What every row of a score slice holds: the constant columns of its data file
+    (``provenance.model_version`` names the model version)."""
+    version = str(provenance.model_version)
+    return {
+        "model_name": model_name,
+        "model_version": version,
+        "scored_at": scored_at,
+        "is_current": role != SHADOW_ROLE,
+        "slice_id": score_slice_id(version, provenance.input_sha256),
+        "input_file": provenance.input_file,
+        "input_sha256": provenance.input_sha256,
+        "run_id": provenance.run_id,
+        "write_id": provenance.write_id,
+        "role": role,
+    }
 
 
 class WriteBatch:
@@ -931,6 +1208,11 @@ class WriteBatch:
             ):
                 extra.setdefault(column, value)
         staged = self.warehouse.stage(table, day, data, extra, source=source)
+        self.staged.append(staged)
+        return staged.rows
+
+    def add(self, staged: StagedDay) -> int:
+        """Commit a day staged already (e.g. :meth:`Warehouse.stage_day_file`) with the others."""
         self.staged.append(staged)
         return staged.rows
 
