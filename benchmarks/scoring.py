@@ -29,9 +29,10 @@ with its parity and its engine's bare predict.
 Breakdown (plain and recalibrated champion): one more ``stroke score --cohort-date`` process with
 timers around the stages (:data:`PROFILE`, the CLI's own code, wrapped at batch granularity): the
 main thread's wall split into interpreter start, imports, the CLI around scoring, waiting for the
-reader, the engine's preprocessing, forest walk and output map, tiers, staging and the warehouse
-write, and the exit; the reader thread's reading and validation and the model load, which overlap
-it. Printed against the engine's bare predict (target: end to end <= 1.5x).
+reader, the engine's preprocessing, forest walk and output map, tiers, waiting for the output
+thread, the warehouse write, and the exit; then what overlaps it in other threads: reading and
+validation, the output thread's writes (slice file, audit columns, CSV) and the model load.
+Printed against the engine's bare predict (target: end to end <= 1.5x).
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ E._walk_numpy = timed("forest walk", E._walk_numpy)
 E._finish = timed("output map", E._finish)
 scoring.tier_index = timed("tiers", scoring.tier_index)
 scoring._count_tiers = timed("tiers", scoring._count_tiers)
-scoring._ParquetSink.write = timed("staging Parquet write", scoring._ParquetSink.write)
+scoring._Outputs.write = timed("outputs (slice file, audit columns, CSV)", scoring._Outputs.write)
+scoring.InOrder.put = timed("hand to the output thread", scoring.InOrder.put)
+scoring.InOrder.join = timed("wait for the output thread", scoring.InOrder.join)
 scoring._write_warehouse = timed("warehouse write", scoring._write_warehouse)
 loop.refuse_managed_day = timed("managed-day check", loop.refuse_managed_day)
 loop.report_scores = timed("report to Dagster", loop.report_scores)
@@ -196,7 +199,8 @@ def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None
         "engine: output map (recalibration)": main("output map"),
         "predict: rest (column dict, checks, fallback)": predict - engine_parts,
         "tiers": main("tiers"),
-        "staging Parquet write": main("staging Parquet write"),
+        "handing batches to the output thread (its queue full)": main("hand to the output thread"),
+        "waiting for the output thread's last batch": main("wait for the output thread"),
         "warehouse write (Delta commit)": main("warehouse write"),
     }
     scoring_parts["score_file: rest (output arrays, loop)"] = main("score_file") - sum(
@@ -229,6 +233,7 @@ def breakdown(label: str, path: Path, day: str, e2e: float, bare: float) -> None
     for stage in (
         "read",
         "validate",
+        "outputs (slice file, audit columns, CSV)",
         "validate (general path)",
         "model load",
         "managed-day check",

@@ -408,6 +408,94 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         stop.set()
 
 
+class InOrder:
+    """Hand items to ``work`` one by one, in order, in one background thread, at most
+    ``depth`` waiting (memory stays bounded); :meth:`join` waits for the last one and raises
+    the first error in the caller's thread (the items after it are dropped)."""
+
+    def __init__(self, work: Callable[[Any], object], depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(work,), daemon=True, name="stroke-in-order"
+        )
+        self._thread.start()
+
+    def _run(self, work: Callable[[Any], object]) -> None:
+        while (item := self._queue.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    work(item)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def put(self, item: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def join(self) -> None:
+        self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for the items handed over so far (idempotent; errors are kept for join)."""
+        if self._thread.is_alive():
+            self._queue.put(_DONE)
+            self._thread.join()
+
+
+class _Outputs:
+    """Where a scored batch goes: the output CSV, the day's slice file (with the audit
+    columns) and the quarantine file."""
+
+    def __init__(
+        self,
+        csv_tmp: Path | None,
+        scores: _SliceFile | None,
+        rejected: _ParquetSink,
+        hasher: audit.SliceHasher | None,
+    ) -> None:
+        self.csv_tmp, self.scores, self.rejected, self.hasher = csv_tmp, scores, rejected, hasher
+        self._csv: Any = None
+
+    def write(self, item: tuple[Any, np.ndarray, np.ndarray, Any, Any, ScoreSummary]) -> None:
+        valid, probs, tiers, digests, quarantine, summary = item
+        if isinstance(valid, pa.Table):
+            ids = valid[ID]
+        else:
+            ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
+        prob_arr = pa.array(probs, type=pa.float64())
+        tier_arr = pa.array(TIERS, type=pa.string()).take(pa.array(tiers))
+        if self.csv_tmp is not None:
+            batch = pa.Table.from_arrays([ids, prob_arr, tier_arr], names=OUTPUT_COLUMNS)
+            if self._csv is None:
+                self._csv = _csv_writer(self.csv_tmp, batch.schema)
+            self._csv.write_table(batch)
+        if self.scores is not None:
+            rows = pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
+            if self.hasher is not None:  # the per-row audit columns (see .audit)
+                rows = self.hasher.add(rows, valid, probs, tiers, digests)
+            self.scores.write(rows, summary)
+        if quarantine is not None and len(quarantine):
+            self.rejected.write(_quarantine_table(quarantine))
+
+    def finish_csv(self) -> None:
+        """Complete the output CSV (a header only when no row was scored)."""
+        if self.csv_tmp is None:
+            return
+        if self._csv is None:
+            schema = pa.schema([(n, pa.string()) for n in OUTPUT_COLUMNS])
+            self._csv = _csv_writer(self.csv_tmp, schema)
+        self.close()
+
+    def close(self) -> None:
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
+
+
 class Background(Generic[T]):
     """Call ``work`` in a daemon thread (abandoned work never delays the process exit);
     :meth:`result` waits for it and re-raises its error in the caller's thread."""
@@ -489,7 +577,7 @@ def score_file(
         )
         rejected = _ParquetSink(stage / "quarantine.parquet", _QUARANTINE_SCHEMA)
         csv_tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp") if output else None
-        csv_writer = None
+        outputs = _Outputs(csv_tmp, scores, rejected, hasher)
         try:
             large = _file_size(path) > 4 << 20
             if large:  # numba loads while the file is read
@@ -498,48 +586,33 @@ def score_file(
                 preload_kernel()
             batches = _iter_for_scoring(path, batch_rows)
             digested: Iterator[tuple[Any, pd.DataFrame | None, np.ndarray | None]]
-            if hasher is not None:  # the features' digests too, in the reader thread
-                digested = ((v, q, hasher.feature_digests(v)) for v, q in batches)
+            if hasher is not None:  # the features' digests, in a thread of their own
+                digested = ((v, q, hasher.feature_digests(v)) for v, q in prefetch(batches))
             else:
                 digested = ((v, q, None) for v, q in batches)
-            for valid, quarantine, digests in prefetch(digested):
-                if pending is not None:
-                    loaded, pending = pending.result(), None
-                assert loaded is not None  # given, or loaded just above
-                if large and not hasattr(loaded, "engine"):
-                    loaded = _with_engine(loaded)
-                summary.model_name, summary.model_version = loaded.name, str(loaded.version)
-                rejects = 0 if quarantine is None else len(quarantine)
-                probs = predict_probabilities(loaded, valid, on_fallback=count_fallback)
-                summary.rows_in += len(valid) + rejects
-                summary.rows_scored += len(valid)
-                summary.rows_quarantined += rejects
-                tiers = tier_index(probs, loaded.thresholds)
-                _count_tiers(summary.tier_counts, tiers)
-                if isinstance(valid, pa.Table):
-                    ids = valid[ID]
-                else:
-                    ids = pa.array(valid[ID].to_numpy(dtype=object), type=pa.string())
-                prob_arr = pa.array(probs, type=pa.float64())
-                tier_arr = pa.array(TIERS, type=pa.string()).take(pa.array(tiers))
-                if csv_tmp is not None:
-                    batch = pa.Table.from_arrays([ids, prob_arr, tier_arr], names=OUTPUT_COLUMNS)
-                    if csv_writer is None:
-                        csv_writer = _csv_writer(csv_tmp, batch.schema)
-                    csv_writer.write_table(batch)
-                if scores is not None:
-                    rows = pa.Table.from_arrays([ids, prob_arr, tier_arr], schema=_SCORE_SCHEMA)
-                    if hasher is not None:  # the per-row audit columns (see .audit)
-                        rows = hasher.add(rows, valid, probs, tiers, digests)
-                    scores.write(rows, summary)
-                if rejects:
-                    rejected.write(_quarantine_table(quarantine))
-            if csv_tmp is not None:
-                if csv_writer is None:
-                    schema = pa.schema([(n, pa.string()) for n in OUTPUT_COLUMNS])
-                    csv_writer = _csv_writer(csv_tmp, schema)
-                csv_writer.close()
-                csv_writer = None
+            # the outputs (CSV, slice file, audit columns, quarantine) are written in order by
+            # one thread of their own, while the next batch is predicted
+            writer = InOrder(outputs.write)
+            try:
+                for valid, quarantine, digests in prefetch(digested):
+                    if pending is not None:
+                        loaded, pending = pending.result(), None
+                    assert loaded is not None  # given, or loaded just above
+                    if large and not hasattr(loaded, "engine"):
+                        loaded = _with_engine(loaded)
+                    summary.model_name, summary.model_version = loaded.name, str(loaded.version)
+                    rejects = 0 if quarantine is None else len(quarantine)
+                    probs = predict_probabilities(loaded, valid, on_fallback=count_fallback)
+                    summary.rows_in += len(valid) + rejects
+                    summary.rows_scored += len(valid)
+                    summary.rows_quarantined += rejects
+                    tiers = tier_index(probs, loaded.thresholds)
+                    _count_tiers(summary.tier_counts, tiers)
+                    writer.put((valid, probs, tiers, digests, quarantine, summary))
+                writer.join()
+            finally:
+                writer.close()
+            outputs.finish_csv()
             if before_write is not None:
                 before_write()
             if pending is not None and hasher is not None:  # no batch (an empty Parquet file):
@@ -559,8 +632,7 @@ def score_file(
                 os.replace(csv_tmp, output)
                 summary.output = str(output)
         finally:
-            if csv_writer is not None:
-                csv_writer.close()
+            outputs.close()
             if csv_tmp is not None and csv_tmp.exists():
                 csv_tmp.unlink()
     summary.seconds = round(time.perf_counter() - started, 3)
