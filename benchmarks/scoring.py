@@ -8,7 +8,11 @@ Optuna trials; trial 0 is the default forest, 300 trees of depth 8) on 5,110 sim
 writes ``--rows`` simulated patients as CSV, then measures in one run, interleaved:
 
 * end to end: ``stroke score --input F --cohort-date D`` as a subprocess (process start, model
-  load, reading, validation, scoring, tiers and the warehouse write all included);
+  load, reading, validation, scoring, tiers and the warehouse write all included), on a scoring
+  machine without the daily loop's Dagster instance (``DAGSTER_HOME`` an empty directory); and
+  the same beside the instance the champion was trained in, where ``stroke score`` also imports
+  Dagster, asks whether the loop manages the day and reports the day (printed apart: it is the
+  command's coordination with the loop, not scoring, and the loop's own scoring never pays it);
 * the floor: ``predict_proba`` of the same champion (``n_jobs=-1``) on the same rows, already
   typed in memory.
 
@@ -147,19 +151,30 @@ cli.leave(code)  # as the `stroke` command leaves
 """
 
 
-def run_score(path: Path, *extra: str) -> tuple[float, float, dict, float]:
+# Where ``stroke score`` looks for the daily loop's Dagster instance: by default an empty
+# directory (a scoring machine without the loop's instance); the champion's own instance for the
+# runs "beside the Dagster instance" (see the module docstring).
+BARE_DAGSTER_HOME = Path(tempfile.mkdtemp(prefix="stroke-bench-no-dagster-"))
+
+
+def run_score(
+    path: Path, *extra: str, dagster: Path | None = None
+) -> tuple[float, float, dict, float]:
     """Wall seconds, peak RSS (MB), the JSON summary and the CPU seconds (user + system) of one
-    ``stroke score`` process."""
-    wall, rss, summary, cpu, _ = _launch([str(BIN / "stroke")], path, *extra)
+    ``stroke score`` process (``dagster``: the Dagster instance it asks, else none)."""
+    wall, rss, summary, cpu, _ = _launch([str(BIN / "stroke")], path, *extra, dagster=dagster)
     return wall, rss, summary, cpu
 
 
-def _launch(program: list[str], path: Path, *extra: str) -> tuple[float, float, dict, float, dict]:
+def _launch(
+    program: list[str], path: Path, *extra: str, dagster: Path | None = None
+) -> tuple[float, float, dict, float, dict]:
     """:func:`run_score` of ``program score --input path ...``, plus the launch time (``at``)
     and the ``PROFILE`` record when the program prints one."""
     command = [*program, "score", "--input", str(path), *extra]
+    env = {**os.environ, "DAGSTER_HOME": str(dagster or BARE_DAGSTER_HOME)}
     done = subprocess.run(
-        [sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True, text=True
+        [sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True, text=True, env=env
     )
     lines = done.stdout.strip().splitlines()
     _, wall, rss_kb, code, cpu, at = lines[-1].split()
@@ -275,11 +290,19 @@ def write_big(path: Path, rows: int, chunk: int, work: Path) -> None:
 
 
 def end_to_end(
-    label: str, cohort: Path, floor: Callable[[], np.ndarray], rows: int, repeats: int, day: str
+    label: str,
+    cohort: Path,
+    floor: Callable[[], np.ndarray],
+    rows: int,
+    repeats: int,
+    day: str,
+    dagster: Path,
 ) -> dict:
-    """Interleaved repeats of ``floor()`` in memory and ``stroke score --cohort-date day``;
-    prints each repeat, the medians and their ratio; returns the figures and the last floor."""
-    floors, walls, rss, floor_cpu, cpus = [], [], [], [], []
+    """Interleaved repeats of ``floor()`` in memory, ``stroke score --cohort-date day`` on a
+    scoring machine without the loop's Dagster instance, and the same beside the instance
+    ``dagster`` (it then asks whether the loop manages the day and reports it); prints each
+    repeat, the medians and their ratios; returns the figures and the last floor."""
+    floors, walls, rss, floor_cpu, cpus, beside = [], [], [], [], [], []
     reference = np.empty(0)
     for i in range(repeats):
         t, c = time.perf_counter(), time.process_time()
@@ -292,14 +315,27 @@ def end_to_end(
         rss.append(peak)
         assert summary["rows_scored"] == rows, summary
         assert summary.get("engine_fallback_batches", 0) == 0, summary
+        with_loop, _, summary, _ = run_score(cohort, "--cohort-date", day, dagster=dagster)
+        assert summary["rows_scored"] == rows, summary
+        beside.append(with_loop)
         print(
             f"  repeat {i + 1}: floor {floors[-1]:.2f} s ({floor_cpu[-1]:.2f} CPU s), "
-            f"end to end {wall:.2f} s ({cpu:.2f} CPU s), {os.getloadavg()[0]:.1f} load"
+            f"end to end {wall:.2f} s ({cpu:.2f} CPU s), beside the Dagster instance "
+            f"{with_loop:.2f} s, {os.getloadavg()[0]:.1f} load"
         )
-    floor_s, e2e = statistics.median(floors), statistics.median(walls)
+    floor_s, e2e, loop_s = (
+        statistics.median(floors),
+        statistics.median(walls),
+        statistics.median(beside),
+    )
     print(f"{label}floor (predict_proba, {rows:,} rows in memory): median {floor_s:.2f} s")
     print(f"{label}end to end (stroke score --cohort-date):            median {e2e:.2f} s")
     print(f"{label}ratio end to end / floor: {e2e / floor_s:.2f}x (target < 1.0)")
+    print(
+        f"{label}beside the loop's Dagster instance (imports Dagster, asks it about the day, "
+        f"reports the day): median {loop_s:.2f} s, {loop_s / floor_s:.2f}x the floor "
+        f"(+{loop_s - e2e:.2f} s)"
+    )
     cpu_floor, cpu_e2e = statistics.median(floor_cpu), statistics.median(cpus)
     print(
         f"{label}CPU seconds (user + system, all threads): floor {cpu_floor:.2f}, end to end "
@@ -463,6 +499,7 @@ def main() -> None:
         args.rows,
         args.repeats,
         "2026-01-02",
+        load_settings().dagster_home,
     )
     bare = engine_bare("", model.pipeline, rows, args.repeats)
     # parity: what stroke score writes for every row against the floor's predict_proba
@@ -540,6 +577,7 @@ def main() -> None:
             args.rows,
             args.repeats,
             "2026-01-06",
+            load_settings().dagster_home,
         )
         recal_bare = engine_bare(label, recal.pipeline, rows, args.repeats)
         written_parity(

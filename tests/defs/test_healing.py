@@ -438,6 +438,23 @@ def test_stroke_score_tells_dagster_of_the_day_it_wrote(champion_home: Path, cap
         assert day(-2) in requested
 
 
+def test_stroke_score_writes_nothing_when_dagster_cannot_be_asked(champion_home: Path) -> None:
+    """The instance's configuration is broken: asking it fails, and the day is not written
+    (it might be the loop's)."""
+    settings = load_settings()
+    path = champion_home / "cohort.csv"
+    _write_cohort(path)
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / "dagster.yaml").write_text("run_storage: [not, a, mapping\n")
+    with pytest.raises(Exception, match="run_storage|mapping|yaml|YAML"):  # noqa: PT011 - Dagster's
+        main(["score", "--input", str(path), "--cohort-date", day(-3)])
+    assert (
+        not warehouse.exists(settings)
+        or warehouse.query_df("SELECT count(*) AS n FROM scores", settings=settings)["n"].item()
+        == 0
+    )
+
+
 # ---------------------------------------------------------------------- warehouse versions
 def test_a_commit_refused_by_a_concurrent_writer_of_the_day_is_made_again(
     stroke_home: Path, monkeypatch: pytest.MonkeyPatch
