@@ -12,13 +12,16 @@ Trino, Polars, DuckDB's ``delta`` extension) reads them as they are.
 **Writes.** A day's rows are typed and checked by the table's ``CREATE TABLE`` (types,
 ``NOT NULL``, ``CHECK``) in an in-memory DuckDB that spills to scratch, staged to a local Parquet
 file, then committed as one Delta commit that replaces the day (``predicate`` overwrite: the day's
-old files are removed and the new ones added atomically). Writers of different days never
-conflict: delta-rs retries the commit at the next table version. Two writers of the same day are
-serialised by Delta's conflict detection: the later commit is refused ("a concurrent transaction
-added new data") and :meth:`Warehouse.commit` reloads the table and commits again. No clock
-orders anything. Every commit carries its provenance as commit metadata (``stroke.write_id``,
-``stroke.tables``, ``stroke.run_id``, ``stroke.model_version``, ``stroke.input_file``,
-``stroke.input_sha256``).
+old files are removed and the new ones added atomically). A large day written by its producer
+straight in the table's data-file format (batch scoring's slice: :mod:`.day_files`) is checked
+the same way and then committed as it is, with Delta ``add`` and ``remove`` actions, never
+re-encoded. Writers of different days never conflict: delta-rs retries the commit at the next
+table version. Two writers of the same day are serialised by Delta's conflict detection: the
+later commit is refused and :meth:`Warehouse.commit` reloads the table and commits again. Every
+day's commit carries the application transaction ``stroke.<table>.<day>``, so two commits of one
+day conflict even when both only add files. No clock orders anything. Every commit carries its
+provenance as commit metadata (``stroke.write_id``, ``stroke.tables``, ``stroke.run_id``,
+``stroke.model_version``, ``stroke.input_file``, ``stroke.input_sha256``).
 
 **Several tables in one write** (a day's scores with its quarantine rows; drift metrics with
 their summary): :func:`write_transaction` stages every table first (nothing is committed if one
@@ -272,6 +275,27 @@ def _typed_select(
         else:
             parts.append(f'CAST(NULL AS {kind}) AS "{name}"')
     return f"SELECT {', '.join(parts)} FROM {source}", params
+
+
+def _checked(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    select: str,
+    params: dict[str, object],
+    more: tuple[str, ...] = (),
+) -> tuple[int, tuple[Any, ...]]:
+    """Rows of ``select`` (typed rows of ``table``, created on ``con``), and the values of the
+    ``more`` aggregates, in one pass that also counts each constraint's violations; raises
+    ``duckdb.ConstraintException`` naming the first constraint violated."""
+    counts = _constraint_counts(con, table)
+    aggregates = ", ".join([*(sql for _, sql in counts), *more])
+    found = con.execute(f"SELECT count(*), {aggregates} FROM ({select})", params).fetchone()
+    assert found is not None  # an aggregate without GROUP BY returns one row
+    rows, violations = int(found[0]), found[1 : 1 + len(counts)]
+    for (constraint, _), bad in zip(counts, violations, strict=True):
+        if bad:
+            raise duckdb.ConstraintException(f"{table}: {bad} of {rows} rows violate {constraint}")
+    return rows, tuple(found[1 + len(counts) :])
 
 
 def _constraint_counts(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -596,17 +620,7 @@ class Warehouse:
         try:
             con.execute(self.schema().table(table))
             select, params = _typed_select(con, table, path, extra)
-            counts = _constraint_counts(con, table)
-            found = con.execute(
-                f"SELECT count(*), {', '.join(sql for _, sql in counts)} FROM ({select})", params
-            ).fetchone()
-            assert found is not None  # an aggregate without GROUP BY returns one row
-            rows, violations = int(found[0]), found[1:]
-            for (constraint, _), bad in zip(counts, violations, strict=True):
-                if bad:
-                    raise duckdb.ConstraintException(
-                        f"{table}: {bad} of {rows} rows violate {constraint}"
-                    )
+            rows, _ = _checked(con, table, select, params)
             slice_id = None
             if table == SCORE_TABLE:
                 slice_id = _slice_id(con, f"({select})", params)
@@ -635,6 +649,10 @@ class Warehouse:
 
         self.ensure()
         target = self.schema().arrow_schema(staged.table)
+        if not staged.rows and staged.slice_id is None:  # no rows to replace the day's with:
+            table = self.table(staged.table)  # nothing to do when the day has no rows either
+            if not self._day_files(table, staged.day):
+                return table.version()
         if staged.ready:
             committed = self._commit_file(staged, target, metadata or {})
             if committed is not None:
@@ -796,18 +814,26 @@ class Warehouse:
         expected = [(f.name, f.type) for f in self.data_file_schema(table)]
         if [(f.name, f.type) for f in pq.read_schema(path)] != expected:
             raise ValueError(f"{path} is not a data file of {table}: its columns are not the DDL's")
-        staged = self._stage_file(
-            table, date, path, {PARTITION_COLUMN: date}, source=None, shadow=shadow
-        )
+        # a score slice: one slice id, the one its version and input give (as _slice_id)
+        more: tuple[str, ...] = ()
         if table == SCORE_TABLE:
-            with duckdb.connect() as con:
-                found = con.execute(
-                    "SELECT count(*) FROM read_parquet(?) WHERE slice_id IS DISTINCT FROM ?",
-                    [str(path), staged.slice_id],
-                ).fetchone()
-            if found is None or found[0]:
-                raise ValueError(f"{path}: slice_id is not {staged.slice_id} on every row")
-        return dataclasses.replace(staged, query=None, ready=True)
+            given = "'v' || model_version || ':' || coalesce(left(input_sha256, 16), '-')"
+            more = (
+                "min(slice_id)",
+                "max(slice_id)",
+                f"count(*) FILTER (WHERE slice_id IS DISTINCT FROM {given})",
+            )
+        with duckdb.connect(config={"memory_limit": STAGE_MEMORY_LIMIT}) as con:
+            con.execute(self.schema().table(table))
+            select, params = _typed_select(con, table, path, {PARTITION_COLUMN: date})
+            rows, found = _checked(con, table, select, params, more)
+        slice_id = None
+        if more:
+            low, high, wrong = found
+            if low != high or wrong:
+                raise ValueError(f"{path}: not one score slice ({wrong} rows with another id)")
+            slice_id = low if low is not None else score_slice_id("-", None)
+        return StagedDay(table, date, path, rows, slice_id=slice_id, shadow=shadow, ready=True)
 
     def _commit_file(
         self, staged: StagedDay, target: pa.Schema, metadata: dict[str, str]
@@ -897,12 +923,7 @@ class Warehouse:
         """
         from deltalake.transaction import RemoveAction
 
-        actions = pa.table(table.get_add_actions(flatten=True))
-        files = [
-            row
-            for row in actions.to_pylist()
-            if row.get(f"partition.{PARTITION_COLUMN}") == staged.day
-        ]
+        files = self._day_files(table, staged.day)
         if staged.slice_id is not None:
             for row in files:
                 row["slices"] = self._file_slices(staged.table, row)
@@ -932,6 +953,16 @@ class Warehouse:
             for row in hit
         ]
         return removals, demoted
+
+    @staticmethod
+    def _day_files(table: DeltaTable, day: dt.date | None) -> list[dict[str, Any]]:
+        """The add actions (flattened, with statistics) of the table's files of ``day``."""
+        actions = pa.table(table.get_add_actions(flatten=True))
+        column = f"partition.{PARTITION_COLUMN}"
+        if column not in actions.column_names:
+            return []
+        days = actions.column(column).to_pylist()
+        return [row for row, d in zip(actions.to_pylist(), days, strict=True) if d == day]
 
     def _file_slices(self, table: str, row: dict[str, Any]) -> set[tuple[str, bool]]:
         """The ``(slice_id, is_current)`` pairs of one data file (``row``: its add action): from
