@@ -4,9 +4,16 @@ Each batch of the input is validated (duplicates are caught across batches), its
 scored with the model's ``predict_proba`` and tiered with the model's thresholds, and every other
 row is quarantined with its reason, so ``rows_in == rows_scored + rows_quarantined`` always.
 
-Results are appended batch by batch to an output CSV and/or to a Parquet file staged under
-``STROKE_HOME/tmp``; the staged day then replaces the warehouse day in one short transaction
-(DuckDB reads the Parquet file itself, so the day never has to fit in memory).
+Results are appended batch by batch to an output CSV and/or to the day's score slice. The slice
+is written under ``STROKE_HOME/tmp`` as the warehouse table's data file, with what every row
+shares as constant columns. After the DDL's checks it is committed as it is, in one short
+transaction (:mod:`stroke_dagster.warehouse.day_files`), so the day never has to fit in memory
+and is never encoded twice.
+
+Four threads share the work, each batch passing from one to the next through a bounded queue:
+reading and validation; the features' audit digests; prediction (the main thread, whose engine
+runs on every core); and the outputs (CSV, slice file, audit columns, quarantine), written in
+order. Measured on a million patients: 5.0 s with two threads, 3.4 s with four.
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ could not honour.)
 score slices older than ``history_days`` are deleted, and ``prediction_audit`` days older than
 ``audit_retention_days``; small files are compacted; a checkpoint is
 written; commits and removed files older than ``time_travel_days`` are cleaned up and vacuumed.
+The vacuum is a full one: it also deletes files that no commit names, such as the file of a
+writer killed between placing it and committing it, once they are older than that window.
 
 Warehouses of earlier layouts are converted once, verifiably (:mod:`.warehouse_migrate`).
 """
@@ -1112,7 +1114,7 @@ class Warehouse:
             table.create_checkpoint()
             table.cleanup_metadata()
             removed = table.vacuum(
-                retention_hours=hours, enforce_retention_duration=False, dry_run=False
+                retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=True
             )
             summary["files_vacuumed"] += len(removed)
         return summary

@@ -187,3 +187,23 @@ def test_writers_of_a_new_day_racing_leave_one_current_slice(
     assert errors == []
     got = slices(wh)
     assert sorted(got.values()) == [(30, False), (30, True)]  # both kept, exactly one current
+
+
+def test_a_file_placed_by_a_writer_that_died_before_its_commit_is_vacuumed(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    """A writer killed between moving its file into the table and committing it leaves a file
+    no commit names: readers never see it, and maintenance deletes it once it is older than
+    the time-travel window."""
+    import os
+
+    commit(wh, day_file(wh, tmp_path, "1", n=40))
+    orphan_file = day_file(wh, tmp_path, "2", n=10)
+    orphan = wh.data_dir / SCORES / f"{warehouse.PARTITION_COLUMN}={DAY}" / "part-orphan.parquet"
+    wh.files.publish(orphan_file.path, orphan)
+    assert slices(wh) == {sid("1"): (40, True)}
+    old = (dt.datetime.now() - dt.timedelta(days=wh.config.time_travel_days + 1)).timestamp()
+    os.utime(orphan, (old, old))
+    wh.maintain()
+    assert not Path(orphan).exists()
+    assert slices(wh) == {sid("1"): (40, True)}
