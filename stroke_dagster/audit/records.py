@@ -280,9 +280,10 @@ def _locator(features: np.ndarray, records: np.ndarray) -> np.ndarray:
     return (head ^ _mix64(records)).view(np.int64)
 
 
-def _slice_bytes(features: np.ndarray, records: np.ndarray) -> bytes:
-    """What the slice digest covers, row after row: feature digest, then record message."""
-    return np.hstack([features, records]).tobytes()
+def _slice_bytes(features: np.ndarray, records: np.ndarray) -> memoryview:
+    """What the slice digest covers, row after row: feature digest, then record message (one
+    contiguous array, hashed as it lies: no copy into ``bytes``)."""
+    return memoryview(np.concatenate((features, records), axis=1))
 
 
 def _binary_array(digests: np.ndarray) -> pa.Array:
