@@ -675,17 +675,7 @@ class Warehouse:
                     writer_properties=_writer_properties(target),
                 )
             except CommitFailedError as exc:
-                if not _concurrent(exc) or attempt == CONFLICT_RETRIES:
-                    if _concurrent(exc):
-                        raise WarehouseBusyError(
-                            f"{staged.table} {staged.day}: {attempt + 1} commits refused by "
-                            "concurrent writers of the same day"
-                        ) from exc
-                    raise
-                log.info(
-                    "%s %s: concurrent write of the day, committing again", staged.table, staged.day
-                )
-                time.sleep(0.05 * (attempt + 1))
+                _commit_again_or_raise(exc, staged, attempt)
                 continue
             return table.version()
         raise AssertionError("unreachable")
@@ -889,21 +879,9 @@ class Warehouse:
                         commit_properties=_day_commit(table, staged, metadata),
                     )
                 except CommitFailedError as exc:
-                    if not _concurrent(exc) or attempt == CONFLICT_RETRIES:
-                        if _concurrent(exc):
-                            raise WarehouseBusyError(
-                                f"{staged.table} {staged.day}: {attempt + 1} commits refused by "
-                                "concurrent writers of the same day"
-                            ) from exc
-                        raise
-                    for action in rewritten:
+                    _commit_again_or_raise(exc, staged, attempt)
+                    for action in rewritten:  # planned again on the new version
                         self.files.delete(root / action.path)
-                    log.info(
-                        "%s %s: concurrent write of the day, committing again",
-                        staged.table,
-                        staged.day,
-                    )
-                    time.sleep(0.05 * (attempt + 1))
                     continue
                 written = []
                 return table.version() + 1
@@ -1160,9 +1138,19 @@ def _writer_properties(schema: pa.Schema) -> Any:
     return WriterProperties(column_properties=plain) if plain else None
 
 
-def _concurrent(exc: Exception) -> bool:
-    """Whether Delta refused a commit for a concurrent one (then it is worth committing again)."""
-    return "concurrent" in str(exc).lower()
+def _commit_again_or_raise(exc: Exception, staged: StagedDay, attempt: int) -> None:
+    """After Delta refused ``attempt``'s commit of a day: wait a little when a concurrent writer
+    of the day was the reason and attempts remain (the caller then commits again on the new
+    version); else raise (:class:`WarehouseBusyError` when the attempts ran out)."""
+    if "concurrent" not in str(exc).lower():
+        raise exc
+    if attempt == CONFLICT_RETRIES:
+        raise WarehouseBusyError(
+            f"{staged.table} {staged.day}: {attempt + 1} commits refused by concurrent writers "
+            "of the same day"
+        ) from exc
+    log.info("%s %s: concurrent write of the day, committing again", staged.table, staged.day)
+    time.sleep(0.05 * (attempt + 1))
 
 
 def _day_commit(table: DeltaTable, staged: StagedDay, metadata: dict[str, str] | None) -> Any:
