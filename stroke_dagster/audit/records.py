@@ -99,7 +99,6 @@ SLICE_ROW_FIELDS = (
     pa.field("row_in_slice", pa.int64()),
     pa.field("row_hash", pa.int64()),
 )
-HASH_COLUMNS = ("features_sha256", "row_hash")  # random: never dictionary-encoded
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,11 +345,6 @@ class SliceHasher:
 
     def digest(self) -> str:
         return self._digest.hexdigest()
-
-
-def scored_schema(schema: pa.Schema) -> pa.Schema:
-    """A slice's staged schema with the per-row audit columns."""
-    return pa.schema([*schema, *SLICE_ROW_FIELDS])
 
 
 @functools.cache

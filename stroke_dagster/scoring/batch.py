@@ -234,12 +234,8 @@ def _staging_dir(settings: Settings) -> Iterator[Path]:
 
 
 class _ParquetSink:
-    """Appends Arrow tables to one Parquet file, opened on the first write.
-
-    Snappy, not zstd: the file is read once or twice on this machine and then deleted, and
-    the audit's random hash columns do not compress (measured on a million rows: zstd doubled
-    the time DuckDB took to read it back).
-    """
+    """Appends Arrow tables to one Parquet file (the quarantined rows), opened on the first
+    write. Snappy: the file is read once on this machine and then deleted."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
@@ -248,12 +244,7 @@ class _ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(
-                self.path,
-                self.schema,
-                compression="snappy",
-                use_dictionary=[n for n in self.schema.names if n not in audit.HASH_COLUMNS],
-            )
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="snappy")
         self._writer.write_table(table)
         self.rows += table.num_rows
 

@@ -393,19 +393,19 @@ class StagedDay:
 
 
 def score_slice_id(model_version: str, input_sha256: str | None) -> str:
-    """A score slice's id: ``v<model_version>:<input sha256 prefix>`` (as :func:`_slice_id`)."""
+    """A score slice's id: ``v<model_version>:<input sha256 prefix>`` (as ``_SLICE_ID_SQL``)."""
     return f"v{model_version}:{input_sha256[:16] if input_sha256 else '-'}"
+
+
+# A score row's slice id from its columns, in SQL (as score_slice_id in Python).
+_SLICE_ID_SQL = "'v' || model_version || ':' || coalesce(left(input_sha256, 16), '-')"
 
 
 def _slice_id(
     con: duckdb.DuckDBPyConnection, rows: str = SCORE_TABLE, params: dict | None = None
 ) -> str:
     """``v<model_version>:<input sha256 prefix>`` of the staged score slice (one version)."""
-    ids = con.execute(
-        f"SELECT DISTINCT 'v' || model_version || ':' || coalesce(left(input_sha256, 16), '-') "
-        f"FROM {rows}",
-        params,
-    ).fetchall()
+    ids = con.execute(f"SELECT DISTINCT {_SLICE_ID_SQL} FROM {rows}", params).fetchall()
     if len(ids) > 1:
         raise ValueError(f"a slice of {SCORE_TABLE} holds one model version, got {len(ids)}")
     return ids[0][0] if ids else "v-:-"
@@ -809,11 +809,10 @@ class Warehouse:
         # a score slice: one slice id, the one its version and input give (as _slice_id)
         more: tuple[str, ...] = ()
         if table == SCORE_TABLE:
-            given = "'v' || model_version || ':' || coalesce(left(input_sha256, 16), '-')"
             more = (
                 "min(slice_id)",
                 "max(slice_id)",
-                f"count(*) FILTER (WHERE slice_id IS DISTINCT FROM {given})",
+                f"count(*) FILTER (WHERE slice_id IS DISTINCT FROM {_SLICE_ID_SQL})",
             )
         with duckdb.connect(config={"memory_limit": STAGE_MEMORY_LIMIT}) as con:
             con.execute(self.schema().table(table))
@@ -844,7 +843,8 @@ class Warehouse:
 
         assert staged.day is not None  # stage_day_file refuses a file without one
         table = self.table(staged.table)
-        if self._file_plan(table, staged) is None:
+        plan = self._file_plan(table, staged)
+        if plan is None:
             return None
         directory = f"{PARTITION_COLUMN}={staged.day.isoformat()}"
         partition = {PARTITION_COLUMN: staged.day.isoformat()}
@@ -857,9 +857,9 @@ class Warehouse:
         written = [root / name]  # deleted unless committed
         try:
             for attempt in range(CONFLICT_RETRIES + 1):
-                if attempt:
+                if attempt:  # refused for a concurrent writer of the day: plan on its version
                     table = self.table(staged.table)
-                plan = self._file_plan(table, staged)
+                    plan = self._file_plan(table, staged)
                 if plan is None:
                     raise WarehouseBusyError(
                         f"{staged.table} {staged.day}: the day's files were rewritten meanwhile "
