@@ -294,7 +294,7 @@ class _SliceFile:
             self.provenance, model_name=summary.model_name, scored_at=self.scored_at, role=self.role
         )
         self._writer = warehouse.of(self.settings).day_writer(
-            SCORES_TABLE, self.path, self.constants, dictionary=("risk_tier",)
+            SCORES_TABLE, self.path, self.constants, dictionary=warehouse.SCORE_FEW_VALUES
         )
         return self._writer
 

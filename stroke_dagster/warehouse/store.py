@@ -107,6 +107,11 @@ STAGE_MEMORY_LIMIT = "256MB"
 STAGE_CODEC = "COMPRESSION snappy"
 STAGE_BATCH_ROWS = 122_880  # rows per Arrow batch streamed into a commit (DuckDB's row group)
 CONFLICT_RETRIES = 20  # same-day commits refused by Delta's conflict detection, then retried
+# score_history's columns of few distinct values: dictionary-encoded in its data files
+SCORE_FEW_VALUES = (
+    "risk_tier", "model_name", "model_version", "role", "slice_id", "input_file",
+    "input_sha256", "run_id", "write_id",
+)  # fmt: skip
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _ready: set[tuple[str, str]] = set()
@@ -370,7 +375,7 @@ class StagedDay:
             import pyarrow.dataset as ds
 
             for batch in ds.dataset(self.path, format="parquet").to_batches():
-                day = pa.array([self.day] * batch.num_rows, pa.date32())
+                day = pa.repeat(pa.scalar(self.day, pa.date32()), batch.num_rows)
                 arrays = [day if n == PARTITION_COLUMN else batch.column(n) for n in target.names]
                 yield pa.RecordBatch.from_arrays(arrays, schema=target)
             return
@@ -837,24 +842,16 @@ class Warehouse:
         replaced ones (an older layout, or compacted days): only a rewrite can replace those,
         and :meth:`commit` does it.
         """
-        import pyarrow.parquet as pq
         from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import AddAction
 
         assert staged.day is not None  # stage_day_file refuses a file without one
         table = self.table(staged.table)
         plan = self._file_plan(table, staged)
         if plan is None:
             return None
-        directory = f"{PARTITION_COLUMN}={staged.day.isoformat()}"
-        partition = {PARTITION_COLUMN: staged.day.isoformat()}
         root = self.data_dir / staged.table
-        name = f"{directory}/{day_files.file_name()}"
-        stats = day_files.stats_json(pq.read_metadata(staged.path))
-        size = staged.path.stat().st_size
-        self.files.publish(staged.path, root / name)
-        added = AddAction(name, size, partition, day_files.now_ms(), True, stats)
-        written = [root / name]  # deleted unless committed
+        added = self._place(staged.path, root, staged.day)
+        written = [root / added.path]  # deleted unless committed
         try:
             for attempt in range(CONFLICT_RETRIES + 1):
                 if attempt:  # refused for a concurrent writer of the day: plan on its version
@@ -868,7 +865,7 @@ class Warehouse:
                 removed, demoted = plan
                 if removed is None:  # a shadow slice the day's current slice already is
                     return table.version()
-                rewritten = [self._demoted_file(root, directory, partition, row) for row in demoted]
+                rewritten = [self._demoted_file(staged, root, row) for row in demoted]
                 written += [root / action.path for action in rewritten]
                 try:
                     table.create_write_transaction(
@@ -957,28 +954,30 @@ class Warehouse:
         ids, flags = rows.column("slice_id").to_pylist(), rows.column("is_current").to_pylist()
         return set(zip(ids, flags, strict=True))
 
-    def _demoted_file(
-        self, root: StoragePath, directory: str, partition: dict[str, str], row: dict[str, Any]
-    ) -> Any:
-        """A copy of a current slice's data file with ``is_current = false``, written into the
-        table's day directory; its add action."""
+    def _demoted_file(self, staged: StagedDay, root: StoragePath, row: dict[str, Any]) -> Any:
+        """A copy of a current slice's data file (``row``: its add action) with ``is_current =
+        false``, placed in the table's day directory; its add action."""
+        rows = self.files.read_parquet(root / row["path"])
+        with self.files.staged_file(".parquet") as local:
+            writer = self.day_writer(
+                staged.table, local, {"is_current": False}, dictionary=SCORE_FEW_VALUES
+            )
+            writer.write(rows)
+            writer.close()
+            return self._place(local, root, staged.day)
+
+    def _place(self, local: Path, root: StoragePath, day: dt.date | None) -> Any:
+        """Move a local data file into the day's directory under ``root`` (a table's); the
+        Delta add action that names it, with statistics from its footer."""
         import pyarrow.parquet as pq
         from deltalake.transaction import AddAction
 
-        rows = self.files.read_parquet(root / row["path"])
-        index = rows.schema.get_field_index("is_current")
-        rows = rows.set_column(index, "is_current", pa.repeat(pa.scalar(False), rows.num_rows))
-        name = f"{directory}/{day_files.file_name()}"
-        with self.files.staged_file(".parquet") as local:
-            pq.write_table(
-                rows,
-                local,
-                compression="snappy",
-                use_dictionary=[c for c in rows.column_names if c not in NO_DICTIONARY],
-            )
-            size, stats = local.stat().st_size, day_files.stats_json(pq.read_metadata(local))
-            self.files.publish(local, root / name)
-        return AddAction(name, size, partition, day_files.now_ms(), True, stats)
+        value = day.isoformat() if day else None
+        name = f"{PARTITION_COLUMN}={value or '__HIVE_DEFAULT_PARTITION__'}/{day_files.file_name()}"
+        stats = day_files.stats_json(pq.read_metadata(local))
+        size = local.stat().st_size
+        self.files.publish(local, root / name)
+        return AddAction(name, size, {PARTITION_COLUMN: value}, day_files.now_ms(), True, stats)
 
     def replace_partition(
         self,
